@@ -1,0 +1,26 @@
+"""lazyapply: run eager array kernels lazily on every array library.
+
+``import lazyapply`` imports no backend (no dask, jax, torch, cupy or sparse).
+"""
+
+from __future__ import annotations
+
+from ._engine import lazy_apply
+from ._errors import (
+    KernelOutputError,
+    LazyApplyError,
+    MixedNamespaceError,
+    NotDifferentiableError,
+    SpecError,
+)
+
+__all__ = [
+    "KernelOutputError",
+    "LazyApplyError",
+    "MixedNamespaceError",
+    "NotDifferentiableError",
+    "SpecError",
+    "lazy_apply",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,129 @@
+"""Import-free backend detection, cached per argument type.
+
+A backend can only be in play if its module is already imported, so detection looks
+in ``sys.modules`` and never imports one. The answer for each argument type is cached
+in a plain dict: the hot path is one lookup per argument.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._errors import MixedNamespaceError, SpecError
+
+if TYPE_CHECKING:
+    from .adapters._base import Adapter
+
+__all__ = ["adapter_for", "find_adapter"]
+
+# Python scalars and None pass through to the kernel; they pick no backend.
+_TYPES: dict[type, Adapter | None] = {
+    type(None): None,
+    bool: None,
+    int: None,
+    float: None,
+    complex: None,
+}
+_ADAPTERS: dict[str, Adapter] = {}  # one instance per backend (or generic namespace)
+
+# (module that must already be imported, adapter module, adapter class). Order matters
+# only where a type could claim to be two things; Dask and JAX come first.
+_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("dask.array", "lazyapply.adapters.dask", "DaskAdapter"),
+    ("jax", "lazyapply.adapters.jax", "JaxAdapter"),
+    ("torch", "lazyapply.adapters.torch", "TorchAdapter"),
+    ("cupy", "lazyapply.adapters.cupy", "CuPyAdapter"),
+    ("sparse", "lazyapply.adapters.sparse", "SparseAdapter"),
+    ("numpy", "lazyapply.adapters.numpy", "NumPyAdapter"),
+)
+
+
+def _instance(module: str, cls: str) -> Adapter:
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        import importlib
+
+        adapter = getattr(importlib.import_module(module), cls)()
+        _ADAPTERS[cls] = adapter
+    return adapter
+
+
+def _learn(x: Any, name: str) -> Adapter | None:
+    t = type(x)
+    for trigger, module, cls in _ROWS:
+        if trigger in sys.modules:
+            adapter_cls = getattr(__import__(module, fromlist=[cls]), cls)
+            if adapter_cls.claims(x):
+                adapter = _instance(module, cls)
+                _TYPES[t] = adapter
+                return adapter
+    if hasattr(x, "__array_namespace__"):
+        xp = x.__array_namespace__()
+        key = f"generic:{getattr(xp, '__name__', id(xp))}"
+        adapter = _ADAPTERS.get(key)
+        if adapter is None:
+            from .adapters.numpy import GenericAdapter
+
+            adapter = GenericAdapter(xp, t)
+            _ADAPTERS[key] = adapter
+        _TYPES[t] = adapter
+        return adapter
+    msg = (
+        f"{name}: got an argument of type {t.__module__}.{t.__qualname__}, which is "
+        "neither an array of a supported library nor a Python scalar or None; pass "
+        "arrays, Python scalars or None positionally and everything else as a keyword "
+        "argument"
+    )
+    raise MixedNamespaceError(msg)
+
+
+def adapter_for(x: Any, name: str = "kernel") -> Adapter:
+    """The adapter of one array (e.g. a Dask chunk's ``_meta``)."""
+    adapter = _TYPES.get(type(x), _TYPES)
+    if adapter is _TYPES:
+        adapter = _learn(x, name)
+    if adapter is None:
+        msg = f"{name}: expected an array, got {type(x).__qualname__}"
+        raise MixedNamespaceError(msg)
+    return adapter  # type: ignore[return-value]
+
+
+def find_adapter(
+    args: tuple[Any, ...], func: Callable[..., Any] | str
+) -> tuple[Adapter, Any]:
+    """Return ``(adapter, first_array)`` for a call's positional arguments."""
+    adapter: Adapter | None = None
+    first = None
+    types = _TYPES
+    for a in args:
+        ad = types.get(type(a), types)
+        if ad is types:
+            ad = _learn(a, _name(func))
+        if ad is None:
+            continue
+        if adapter is None:
+            adapter, first = ad, a  # type: ignore[assignment]
+        elif ad is not adapter:
+            msg = (
+                f"{_name(func)}: arguments mix array libraries "
+                f"({adapter.label(first)} and {ad.label(a)}); convert them to one "  # type: ignore[union-attr]
+                "library before the call"
+            )
+            raise MixedNamespaceError(msg)
+    if adapter is None:
+        msg = (
+            f"Must have at least one argument array ({_name(func)} got only Python "
+            "scalars and None); pass at least one array positionally"
+        )
+        raise SpecError(msg)
+    return adapter, first
+
+
+def _name(func: Callable[..., Any] | str) -> str:
+    if isinstance(func, str):
+        return func
+    from ._spec import kernel_name
+
+    return kernel_name(func)

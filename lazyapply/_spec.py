@@ -1,0 +1,292 @@
+"""Call specifications: output shapes and dtypes, execution mode, kernel names.
+
+Everything here is namespace-neutral and computed once: when a decorator is applied,
+or once per ``lazy_apply`` call. Dtypes are kept as the user wrote them (a name, a
+Python type, a NumPy dtype or a namespace's own dtype) and mapped to a namespace by
+:func:`resolve_dtype`, which caches its answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._errors import SpecError
+
+__all__ = [
+    "CallSpec",
+    "Mode",
+    "OutputSpec",
+    "Shape",
+    "broadcast_shapes",
+    "kernel_name",
+    "parse_output",
+    "resolve_dtype",
+]
+
+Shape = tuple["int | None", ...]
+
+_SEQUENCES = (tuple, list)
+
+
+def kernel_name(func: Callable[..., Any]) -> str:
+    """Return a readable name for ``func``, looking through ``functools.partial``."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str):
+        name = type(func).__name__
+    return re.sub(r"[^0-9A-Za-z_.]", "", name) or "kernel"
+
+
+def _is_dim(d: object) -> bool:
+    if d is None:
+        return True
+    if isinstance(d, float):
+        return math.isnan(d) or d.is_integer()
+    if isinstance(d, bool):
+        return False
+    return hasattr(d, "__index__")
+
+
+def _dim(d: object, name: str) -> int | None:
+    if d is None:
+        return None
+    if isinstance(d, float):
+        if math.isnan(d):
+            return None
+        size = int(d)
+    else:
+        size = operator.index(d)  # type: ignore[call-overload]
+    if size < 0:
+        msg = f"{name}: output sizes must be >= 0 or None (unknown); got {d!r}"
+        raise SpecError(msg)
+    return size
+
+
+def normalize_shape(shape: object, name: str) -> tuple[tuple[Shape, ...], bool]:
+    """Parse a user ``shape`` into ``(shapes, multi_output)``.
+
+    A flat sequence of sizes (``int``, NumPy integers, ``None`` or NaN) is one shape;
+    a sequence of such sequences is several.
+    """
+    if not isinstance(shape, Sequence) or isinstance(shape, str):
+        msg = (
+            f"{name}: shape must be a tuple of sizes (int or None) or a sequence of such "
+            f"tuples; got {shape!r}"
+        )
+        raise SpecError(msg)
+    items = list(shape)
+    if all(_is_dim(d) for d in items):
+        return (tuple(_dim(d, name) for d in items),), False
+    if all(isinstance(s, Sequence) and not isinstance(s, str) for s in items) and all(
+        _is_dim(d) for s in items for d in s
+    ):
+        return tuple(tuple(_dim(d, name) for d in s) for s in items), True
+    msg = (
+        f"{name}: shape must be a tuple of sizes (int or None) or a sequence of such "
+        f"tuples; got {shape!r}"
+    )
+    raise SpecError(msg)
+
+
+def _is_dtype_sequence(dtype: object) -> bool:
+    return isinstance(dtype, _SEQUENCES)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSpec:
+    """What a kernel returns: one shape and one dtype per output.
+
+    ``shapes is None`` means "broadcast of the array arguments"; ``dtypes is None``
+    means "``result_type`` of the arguments". ``None`` inside a shape is an unknown size.
+    """
+
+    shapes: tuple[Shape, ...] | None
+    dtypes: tuple[Any, ...] | None
+    multi: bool
+
+    @property
+    def declared(self) -> bool:
+        """Whether both shapes and dtypes were given by the user."""
+        return self.shapes is not None and self.dtypes is not None
+
+
+INFERRED = OutputSpec(None, None, False)
+
+
+def parse_output(shape: object, dtype: object, name: str) -> OutputSpec:
+    """Validate ``shape``/``dtype`` as ``lazy_apply`` accepts them."""
+    if shape is None and dtype is None:
+        return INFERRED
+    shapes: tuple[Shape, ...] | None = None
+    multi = False
+    if shape is not None:
+        shapes, multi = normalize_shape(shape, name)
+    dtypes: tuple[Any, ...] | None = None
+    if dtype is not None:
+        if multi:
+            if not _is_dtype_sequence(dtype):
+                msg = (
+                    f"Got multiple shapes but only one dtype ({name}: pass one dtype per "
+                    f"output, e.g. dtype=({dtype!r}, ...))"
+                )
+                raise SpecError(msg)
+            dtypes = tuple(dtype)  # type: ignore[call-overload]
+        else:
+            if _is_dtype_sequence(dtype):
+                msg = (
+                    f"Got single shape but multiple dtypes ({name}: pass one shape per "
+                    "output, e.g. shape=[(n,), (m,)])"
+                )
+                raise SpecError(msg)
+            dtypes = (dtype,)
+        n_shapes = len(shapes) if shapes is not None else 1
+        if n_shapes != len(dtypes):
+            msg = (
+                f"Got {n_shapes} shapes and {len(dtypes)} dtypes ({name}: pass one dtype "
+                "per output shape)"
+            )
+            raise SpecError(msg)
+    return OutputSpec(shapes, dtypes, multi)
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    """How a kernel may be split: whole array, elementwise, gufunc or stencil."""
+
+    elementwise: bool = False
+    signature: Any = None  # lazyapply._signature.Signature, parsed once
+    depth: Any = None  # int, tuple or dict per axis
+    boundary: Any = None
+
+    @property
+    def is_default(self) -> bool:
+        return not self.elementwise and self.signature is None and self.depth is None
+
+
+DEFAULT_MODE = Mode()
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    """Everything about a call that does not depend on its arguments."""
+
+    name: str
+    output: OutputSpec = INFERRED
+    as_numpy: bool = False
+    mode: Mode = DEFAULT_MODE
+    # Callables of the call's arguments, for decorators written before the inputs exist.
+    shape_fn: Callable[..., Any] | None = None
+    dtype_fn: Callable[..., Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:
+    """Broadcast shapes in which ``None`` is an unknown size.
+
+    An unknown size is compatible with anything: beside a known size ``n != 1`` it
+    becomes ``n`` (the kernel's broadcast will check at run time); beside 1 or another
+    unknown it stays unknown.
+    """
+    if len(shapes) == 1:
+        return shapes[0]
+    ndim = max((len(s) for s in shapes), default=0)
+    out: list[int | None] = []
+    for axis in range(-ndim, 0):
+        known: int | None = 1
+        unknown = False
+        for s in shapes:
+            if len(s) < -axis:
+                continue
+            d = s[axis]
+            if d is None:
+                unknown = True
+            elif d != 1:
+                if known not in (1, d):
+                    msg = (
+                        f"{name}: input shapes {', '.join(map(str, shapes))} cannot be "
+                        "broadcast together; pass shape= if the kernel does not "
+                        "broadcast its inputs"
+                    )
+                    raise SpecError(msg)
+                known = d
+        out.append(None if unknown and known == 1 else known)
+    return tuple(out)
+
+
+_DTYPE_CACHE: dict[tuple[Any, int], Any] = {}
+_PY_TYPES = {bool: "bool", int: "int64", float: "float64", complex: "complex128"}
+
+
+def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
+    """Map a user dtype (name, Python type, NumPy dtype or ``xp``'s own) to ``xp``."""
+    key = (dtype, id(xp))
+    try:
+        return _DTYPE_CACHE[key]
+    except (KeyError, TypeError):
+        pass
+    if isinstance(dtype, str) or dtype in _PY_TYPES or _is_numpy_dtype(dtype):
+        if isinstance(dtype, str):
+            dname = dtype
+        elif dtype in _PY_TYPES:
+            dname = _PY_TYPES[dtype]
+        else:
+            import numpy as np
+
+            dname = np.dtype(dtype).name
+        if dname == "bool_":
+            dname = "bool"
+        resolved = getattr(xp, dname, None)
+        if resolved is None or callable(resolved) and not isinstance(resolved, type):
+            if isinstance(dtype, str) and _is_known_name(dtype):
+                msg = (
+                    f"{name}: dtype {dtype!r} has no counterpart in namespace "
+                    f"{getattr(xp, '__name__', xp)!r}; declare a dtype that it supports"
+                )
+            else:
+                msg = (
+                    f"{name}: unknown dtype {dtype!r}; use a name such as 'float64', a "
+                    "NumPy dtype, a Python type or a dtype of the array namespace"
+                )
+            raise SpecError(msg)
+    else:
+        resolved = dtype
+    try:
+        _DTYPE_CACHE[key] = resolved
+    except TypeError:
+        pass
+    return resolved
+
+
+def _is_numpy_dtype(dtype: object) -> bool:
+    import numpy as np  # numpy is a hard dependency; this import is free after startup
+
+    if isinstance(dtype, np.dtype):
+        return True
+    return isinstance(dtype, type) and issubclass(dtype, np.generic)
+
+
+_NAMES = frozenset(
+    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 bfloat16 float32 "
+    "float64 complex64 complex128".split()
+)
+
+
+def _is_known_name(dtype: str) -> bool:
+    return dtype in _NAMES
+
+
+def check_dtype_name(dtype: Any, name: str) -> None:
+    """Reject a dtype that no namespace can ever resolve (at decoration time)."""
+    if isinstance(dtype, str) and dtype not in _NAMES:
+        msg = (
+            f"{name}: unknown dtype name {dtype!r}; expected one of "
+            f"{', '.join(sorted(_NAMES))}"
+        )
+        raise SpecError(msg)

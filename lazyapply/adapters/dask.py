@@ -1,0 +1,155 @@
+"""Dask arrays: the kernel becomes tasks of the array's graph; nothing is computed.
+
+Default mode: one task on the whole array. Each input is merged into one chunk inside
+that same task (no separate rechunk layer), the kernel runs once, and its output is a
+single-chunk array. The task key is prefixed with the kernel's name. The kernel never
+runs on the zero-size ``_meta``: the output meta is built from the declared dtype.
+Chunk-wise modes (``elementwise``, ``signature``, ``depth``) live in
+:mod:`lazyapply.adapters._dask_chunked`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from .._call import KernelCall, numpy_inputs
+from .._detect import adapter_for
+from .._spec import CallSpec, kernel_name
+from ._base import Adapter, output_for_call
+
+__all__ = ["DaskAdapter"]
+
+
+def _shape(x: Any) -> tuple[int | None, ...]:
+    return tuple(None if math.isnan(s) else int(s) for s in x.shape)
+
+
+class DaskAdapter(Adapter):
+    name = "dask"
+    lazy = True
+
+    def __init__(self) -> None:
+        import dask.array as da
+
+        self.native = (da.Array,)
+        self._xp: Any = None
+
+    @staticmethod
+    def claims(x: Any) -> bool:
+        import sys
+
+        da = sys.modules.get("dask.array")
+        return da is not None and isinstance(x, da.Array)
+
+    def namespace(self, x: Any) -> Any:
+        if self._xp is None:
+            import array_api_compat.dask.array as xp
+
+            self._xp = xp
+        return self._xp
+
+    def device(self, x: Any) -> Any:
+        return None
+
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        xp: Any,
+        first: Any,
+    ) -> Any:
+        import numpy as np
+
+        name = spec.name or kernel_name(func)
+        output = output_for_call(spec, name, args, kwargs)
+        shapes, dtypes = self.infer_output(
+            output, args, xp or self.namespace(first), name, shape_of=_shape
+        )
+        np_dtypes = tuple(np.dtype(d) for d in dtypes)
+        meta = first._meta
+        chunk = adapter_for(meta, name)
+        if spec.as_numpy and not isinstance(meta, np.ndarray):
+            # Let the chunk library refuse now (sparse densification, CuPy device
+            # copy) rather than at compute time.
+            numpy_inputs((meta,), chunk.native)
+        call = KernelCall(
+            func,
+            kwargs,
+            name=name,
+            backend="dask",
+            as_numpy=spec.as_numpy,
+            multi=output.multi,
+            shapes=shapes,
+            dtypes=np_dtypes,
+            declared=(output.shapes is not None, output.dtypes is not None),
+            back=chunk.namespace(meta),
+            device=None,
+            native=chunk.native,
+            out_types=chunk.native,
+        )
+        if not spec.mode.is_default:
+            from ._dask_chunked import defer_chunked
+
+            return defer_chunked(call, args, spec, shapes, np_dtypes, meta)
+        return self.defer_whole(call, args, shapes, np_dtypes, meta)
+
+    def defer_whole(
+        self,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        shapes: tuple[tuple[int | None, ...], ...],
+        dtypes: tuple[Any, ...],
+        meta: Any,
+    ) -> Any:
+        """One task: merge each input into one chunk, run the kernel once."""
+        import dask.array as da
+        from dask.array.core import concatenate3
+        from dask.array.utils import meta_from_array
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        deps = []
+        exprs: list[Any] = []
+        for a in args:
+            if isinstance(a, da.Array):
+                deps.append(a)
+                if a.npartitions == 1:
+                    exprs.append((a.name, *(0,) * a.ndim))
+                else:
+                    exprs.append((concatenate3, a.__dask_keys__()))
+            else:
+                exprs.append(a)
+        token = tokenize(
+            call.func,
+            call.kwargs,
+            call.as_numpy,
+            shapes,
+            dtypes,
+            [a.name if isinstance(a, da.Array) else a for a in args],
+        )
+        task = (call, *exprs)
+        outs = []
+        if not call.multi:
+            out_name = f"{call.name}-{token}"
+            key = (out_name, *(0,) * len(shapes[0]))
+            graphs = [(out_name, {key: task})]
+        else:
+            kernel_key = f"{call.name}-{token}"
+            graphs = []
+            for i, shape in enumerate(shapes):
+                out_name = f"{call.name}-{i}-{token}"
+                key = (out_name, *(0,) * len(shape))
+                graphs.append(
+                    (out_name, {key: (operator.getitem, kernel_key, i), kernel_key: task})
+                )
+        for (out_name, layer), shape, dtype in zip(graphs, shapes, dtypes, strict=True):
+            graph = HighLevelGraph.from_collections(out_name, layer, dependencies=deps)
+            chunks = tuple((math.nan if s is None else s,) for s in shape)
+            out_meta = meta_from_array(meta, ndim=len(shape), dtype=dtype)
+            outs.append(da.Array(graph, out_name, chunks, meta=out_meta))
+        return tuple(outs) if call.multi else outs[0]

@@ -1,0 +1,172 @@
+"""JAX: eager outside transformations, ``jax.pure_callback`` inside them.
+
+Concrete arrays run the kernel now. When any argument is a tracer (``jax.jit``,
+``jax.vmap``, ``jax.grad``), the kernel becomes a host callback with the declared
+``ShapeDtypeStruct``\\ s. Only the array arguments are operands of the callback: Python
+scalars, ``None`` and keyword arguments are baked into it, so they are never traced
+and scalars keep their weak type (``float32_array * 2.0`` stays ``float32``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._call import KernelCall
+from .._errors import LazyApplyError, NotDifferentiableError, SpecError
+from .._spec import CallSpec, kernel_name
+from ._base import Adapter, output_for_call
+
+__all__ = ["JaxAdapter"]
+
+
+class JaxAdapter(Adapter):
+    name = "jax"
+
+    def __init__(self) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self.native = (jax.Array,)  # tracers are instances of jax.Array too
+        self._tracer = jax.core.Tracer
+        self._xp = jnp
+
+    @staticmethod
+    def claims(x: Any) -> bool:
+        import sys
+
+        jax = sys.modules.get("jax")
+        return jax is not None and isinstance(x, jax.Array)
+
+    def namespace(self, x: Any) -> Any:
+        return self._xp
+
+    def label(self, first: Any) -> str:
+        if isinstance(first, self._tracer):
+            return "jax (traced)"
+        return f"jax on {first.device}"
+
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        xp: Any,
+        first: Any,
+    ) -> Any:
+        tracer = self._tracer
+        for a in args:
+            if isinstance(a, tracer):
+                return self.defer(func, args, kwargs, spec, xp)
+        if spec.as_numpy and first.device.platform != "cpu":
+            name = spec.name or kernel_name(func)
+            msg = (
+                f"{name} (jax on {first.device}): as_numpy=True would copy the inputs "
+                "from the device to the host; move them yourself with "
+                "jax.device_put(x, jax.devices('cpu')[0]) or use as_numpy=False"
+            )
+            raise LazyApplyError(msg)
+        return super().apply(func, args, kwargs, spec, xp, first)
+
+    def defer(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        xp: Any,
+    ) -> Any:
+        """Stage the kernel as a host callback of the current JAX trace."""
+        import jax
+        import numpy as np
+
+        name = spec.name or kernel_name(func)
+        output = output_for_call(spec, name, args, kwargs)
+        shapes, dtypes = self.infer_output(output, args, xp or self._xp, name)
+        if any(None in s for s in shapes):
+            msg = (
+                f"Output shape must be fully known when running inside jax.jit; "
+                f"{name} got shape={shapes if output.multi else shapes[0]}. Declare every "
+                "size in shape= (JAX traces need static shapes)"
+            )
+            raise SpecError(msg)
+        np_dtypes = tuple(np.dtype(d) for d in dtypes)
+        positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
+        arrays = [args[i] for i in positions]
+        call = KernelCall(
+            func,
+            kwargs,
+            name=name,
+            backend="jax (traced)",
+            as_numpy=spec.as_numpy,
+            multi=output.multi,
+            shapes=shapes,
+            dtypes=np_dtypes,
+            declared=(output.shapes is not None, output.dtypes is not None),
+            back=None,
+            device=None,
+            native=(jax.Array, np.ndarray),
+            out_types=(np.ndarray, jax.Array),
+        )
+        ndims = tuple(np.ndim(a) for a in arrays)
+        callback = _Callback(call, args, positions, ndims)
+        structs = tuple(
+            jax.ShapeDtypeStruct(s, d) for s, d in zip(shapes, np_dtypes, strict=True)
+        )
+        result_spec = structs if output.multi else structs[0]
+        batched = spec.mode.elementwise or spec.mode.signature is not None
+        vmap_method = "broadcast_all" if batched else "sequential"
+
+        @jax.custom_jvp
+        def staged(*operands: Any) -> Any:
+            return jax.pure_callback(
+                callback, result_spec, *operands, vmap_method=vmap_method
+            )
+
+        @staged.defjvp
+        def _no_derivative(primals: Any, tangents: Any) -> Any:
+            msg = (
+                f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
+                "callback (jax.pure_callback has no derivative). Wrap the call in "
+                "jax.custom_jvp/custom_vjp with a derivative you provide, or apply "
+                "jax.lax.stop_gradient to its inputs"
+            )
+            raise NotDifferentiableError(msg)
+
+        return staged(*arrays)
+
+
+class _Callback:
+    """Puts the callback's operands back among the baked-in scalars and ``None``\\ s."""
+
+    __slots__ = ("args", "call", "ndims", "positions")
+
+    def __init__(
+        self,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        positions: tuple[int, ...],
+        ndims: tuple[int, ...],
+    ) -> None:
+        self.call = call
+        # Keep only the static arguments; the traced ones are replaced at each call.
+        self.args = [None if i in positions else a for i, a in enumerate(args)]
+        self.positions = positions
+        self.ndims = ndims
+
+    def __call__(self, *arrays: Any) -> Any:
+        args = self.args.copy()
+        for i, a in zip(self.positions, arrays, strict=True):
+            args[i] = a
+        call = self.call
+        if call.as_numpy:
+            import numpy as np
+
+            for i in self.positions:
+                args[i] = np.asarray(args[i])
+        out = call.func(*args, **call.kwargs)
+        lead: tuple[int, ...] = ()
+        if arrays and arrays[0].ndim > self.ndims[0]:  # batched by vmap in one call
+            lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
+        return call.finish(out, lead)

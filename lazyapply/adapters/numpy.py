@@ -1,0 +1,60 @@
+"""NumPy and any other eager array-API library (array-api-strict, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Adapter
+
+__all__ = ["GenericAdapter", "NumPyAdapter"]
+
+
+class NumPyAdapter(Adapter):
+    """NumPy arrays and NumPy scalars: the kernel runs now, on the caller's arrays."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        import numpy as np
+
+        self.native = (np.ndarray, np.generic)
+        self._xp: Any = None
+
+    @staticmethod
+    def claims(x: Any) -> bool:
+        import numpy as np  # a hard dependency: already imported by the caller
+
+        return isinstance(x, (np.ndarray, np.generic))
+
+    def namespace(self, x: Any) -> Any:
+        if self._xp is None:
+            import array_api_compat.numpy as xp
+
+            self._xp = xp
+        return self._xp
+
+    def device(self, x: Any) -> Any:
+        return "cpu"
+
+    def kernel_call(self, *args: Any, **kwargs: Any) -> Any:
+        call = super().kernel_call(*args, **kwargs)
+        call.device = None  # NumPy's asarray takes no device; 'cpu' is the only one
+        return call
+
+
+class GenericAdapter(Adapter):
+    """An eager library that implements the array API itself (``__array_namespace__``).
+
+    One instance per namespace, so two different libraries are never mixed.
+    """
+
+    def __init__(self, xp: Any, array_type: type) -> None:
+        self._xp = xp
+        self.native = (array_type,)
+        self.name = getattr(xp, "__name__", type(xp).__name__)  # type: ignore[misc]
+
+    def namespace(self, x: Any) -> Any:
+        return self._xp
+
+    def label(self, first: Any) -> str:
+        return f"{self.name} on {first.device}"

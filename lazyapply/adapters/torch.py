@@ -1,0 +1,41 @@
+"""PyTorch tensors, on any device (CPU, CUDA, ``meta``): the kernel runs now.
+
+With ``as_numpy=True`` a tensor goes through ``np.asarray``: PyTorch itself refuses
+CUDA and ``meta`` tensors and tensors that require grad, with its own error, so no
+data leaves a device and no autograd graph is silently cut.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Adapter
+
+__all__ = ["TorchAdapter"]
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+
+        self.native = (torch.Tensor,)
+        self._xp: Any = None
+
+    @staticmethod
+    def claims(x: Any) -> bool:
+        import sys
+
+        torch = sys.modules.get("torch")
+        return torch is not None and isinstance(x, torch.Tensor)
+
+    def namespace(self, x: Any) -> Any:
+        if self._xp is None:
+            import array_api_compat.torch as xp
+
+            self._xp = xp
+        return self._xp
+
+    def label(self, first: Any) -> str:
+        return f"torch on {first.device}"
