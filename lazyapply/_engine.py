@@ -72,6 +72,10 @@ def lazy_apply(
     dtype: Any = None,
     as_numpy: bool = False,
     xp: Any = None,
+    elementwise: bool = False,
+    signature: str | None = None,
+    depth: Any = None,
+    boundary: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Apply an eager function lazily.
@@ -102,6 +106,11 @@ def lazy_apply(
         back to the caller's namespace and device afterwards.
     xp : array namespace, optional
         The arguments' namespace. Default: inferred.
+    elementwise, signature, depth, boundary : optional
+        How the kernel may be split into chunks (see :mod:`lazyapply._modes`): each
+        output element depends only on the matching input elements; a NumPy gufunc
+        signature such as ``"(n),(n)->()"``; a stencil's overlap depth and Dask's
+        boundary padding. These four names are reserved and not passed to ``func``.
     **kwargs
         Passed to ``func`` verbatim; never traced, never converted.
 
@@ -149,5 +158,9 @@ def lazy_apply(
     """
     adapter, first = find_adapter(args, func)
     spec = _spec(func, shape, dtype, as_numpy)
+    if elementwise or signature is not None or depth is not None or boundary is not None:
+        from ._modes import with_mode
+
+        spec = with_mode(spec, func, elementwise, signature, depth, boundary)
     return adapter.apply(func, args, kwargs, spec, xp, first)
 
