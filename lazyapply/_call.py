@@ -56,12 +56,16 @@ class KernelCall:
         kernel returned them (a JAX host callback accepts NumPy arrays as they are).
     out_types
         Types that need no conversion.
+    canon
+        Maps an output dtype to the dtype the namespace stores it as (JAX without
+        x64 stores float64 as float32); such an output is cast, as ``asarray`` would.
     """
 
     __slots__ = (
         "as_numpy",
         "back",
         "backend",
+        "canon",
         "declared",
         "device",
         "dtypes",
@@ -90,6 +94,7 @@ class KernelCall:
         device: Any,
         native: tuple[type, ...],
         out_types: tuple[type, ...],
+        canon: Callable[[Any], Any] | None = None,
     ) -> None:
         self.func = func
         self.kwargs = kwargs
@@ -104,6 +109,7 @@ class KernelCall:
         self.device = device
         self.native = native
         self.out_types = out_types
+        self.canon = canon
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Namespaces are modules, which do not pickle: send their import name.
@@ -161,6 +167,9 @@ class KernelCall:
             ):
                 self._raise(i, "shape", lead + tuple(expected), got, 0)
         if dtype is not None and o.dtype != dtype:
+            if self.canon is not None and self.canon(o.dtype) == dtype:
+                # JAX without x64: float64 is stored as float32, as jnp.asarray does.
+                return o.astype(dtype)
             self._raise(i, "dtype", dtype, o.dtype, 1)
         return o
 

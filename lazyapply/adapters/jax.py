@@ -69,6 +69,16 @@ class JaxAdapter(Adapter):
             raise LazyApplyError(msg)
         return super().apply(func, args, kwargs, spec, xp, first)
 
+    def kernel_call(self, *args: Any, **kwargs: Any) -> KernelCall:
+        import jax
+
+        call = super().kernel_call(*args, **kwargs)
+        canon = jax.dtypes.canonicalize_dtype
+        if call.dtypes is not None:
+            call.dtypes = tuple(canon(d) for d in call.dtypes)
+        call.canon = canon
+        return call
+
     def defer(
         self,
         func: Callable[..., Any],
@@ -91,7 +101,8 @@ class JaxAdapter(Adapter):
                 "size in shape= (JAX traces need static shapes)"
             )
             raise SpecError(msg)
-        np_dtypes = tuple(np.dtype(d) for d in dtypes)
+        canon = jax.dtypes.canonicalize_dtype
+        np_dtypes = tuple(canon(np.dtype(d)) for d in dtypes)
         positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
         arrays = [args[i] for i in positions]
         call = KernelCall(
@@ -108,6 +119,7 @@ class JaxAdapter(Adapter):
             device=None,
             native=(jax.Array, np.ndarray),
             out_types=(np.ndarray, jax.Array),
+            canon=canon,
         )
         ndims = tuple(np.ndim(a) for a in arrays)
         callback = _Callback(call, args, positions, ndims)
