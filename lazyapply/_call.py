@@ -25,9 +25,22 @@ def numpy_inputs(args: Sequence[Any], native: tuple[type, ...]) -> tuple[Any, ..
     ``meta`` tensor, CuPy, a non-CPU array-api-strict device) raise their own error
     here: nothing is densified or moved off a device behind the caller's back.
     """
-    import numpy as np
+    asarray = _ASARRAY[0] if _ASARRAY else _numpy_asarray()
+    if len(args) == 1:  # the common case, without a comprehension (hot path)
+        a = args[0]
+        return (asarray(a),) if isinstance(a, native) else tuple(args)
+    return tuple([asarray(a) if isinstance(a, native) else a for a in args])
 
-    return tuple(np.asarray(a) if isinstance(a, native) else a for a in args)
+
+_ASARRAY: list[Callable[..., Any]] = []  # np.asarray, once NumPy is first needed
+
+
+def _numpy_asarray() -> Callable[..., Any]:
+    # A function-level import costs ~0.3 us per call; this lookup costs nothing.
+    from numpy import asarray
+
+    _ASARRAY.append(asarray)
+    return asarray
 
 
 def _import_namespace(name: str) -> Any:
@@ -161,9 +174,13 @@ class KernelCall:
         if self.shapes is not None:
             expected = self.shapes[i]
             got = tuple(o.shape)
-            if len(got) != len(lead) + len(expected) or any(
-                e is not None and e != g
-                for e, g in zip(lead + tuple(expected), got, strict=True)
+            # got == expected is the common case: no loop over the sizes.
+            if (lead or got != tuple(expected)) and (
+                len(got) != len(lead) + len(expected)
+                or any(
+                    e is not None and e != g
+                    for e, g in zip(lead + tuple(expected), got, strict=True)
+                )
             ):
                 self._raise(i, "shape", lead + tuple(expected), got, 0)
         if dtype is not None and o.dtype != dtype:
@@ -196,10 +213,20 @@ class KernelCall:
                 f"declare {what}= with what the kernel returns"
             )
         msg = (
-            f"{self.name} ({self.backend}): output {i} has {what} {got}, expected "
-            f"{expected}; {hint}"
+            f"{self.name} ({self.backend}): output {i} has {what} {_show(got)}, "
+            f"expected {_show(expected)}; {hint}"
         )
         raise KernelOutputError(msg)
+
+
+def _show(value: Any) -> str:
+    # NumPy's namespaces hold scalar types (np.float32), which print as classes.
+    if isinstance(value, type) and hasattr(value, "dtype"):
+        import numpy as np
+
+        if issubclass(value, np.generic):
+            return np.dtype(value).name
+    return str(value)
 
 
 def _rebuild(back: str | None, state: dict[str, Any]) -> KernelCall:

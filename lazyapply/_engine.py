@@ -13,7 +13,7 @@ __all__ = ["apply", "lazy_apply"]
 P = ParamSpec("P")
 
 _PLAIN = (CallSpec(""), CallSpec("", as_numpy=True))
-_SPECS: dict[tuple[Any, Any, bool], CallSpec] = {}
+_SPECS: dict[tuple[Any, Any, Any, bool], CallSpec] = {}
 
 
 def apply(
@@ -31,7 +31,9 @@ def apply(
 def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> CallSpec:
     if shape is None and dtype is None:
         return _PLAIN[bool(as_numpy)]
-    key = (shape, dtype, bool(as_numpy))
+    # type(dtype) first: tuples compare item by item, so dtypes of different
+    # libraries are never compared (array-api-strict warns when they are).
+    key = (shape, type(dtype), dtype, bool(as_numpy))
     try:
         return _SPECS[key]
     except KeyError:
@@ -157,7 +159,10 @@ def lazy_apply(
     array([1, 3, 6])
     """
     adapter, first = find_adapter(args, func)
-    spec = _spec(func, shape, dtype, as_numpy)
+    if shape is None and dtype is None:  # inline: the hot path skips a call
+        spec = _PLAIN[1 if as_numpy else 0]
+    else:
+        spec = _spec(func, shape, dtype, as_numpy)
     if elementwise or signature is not None or depth is not None or boundary is not None:
         from ._modes import with_mode
 

@@ -161,8 +161,8 @@ class Mode:
     """How a kernel may be split: whole array, elementwise, gufunc or stencil."""
 
     elementwise: bool = False
-    signature: Any = None  # lazyapply._signature.Signature, parsed once
-    depth: Any = None  # int, tuple or dict per axis
+    signature: Any = None  # lazyapply._modes.Signature, parsed once
+    depth: Any = None  # lazyapply._modes.Depth (from an int, tuple or dict)
     boundary: Any = None
 
     @property
@@ -220,13 +220,15 @@ def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:
     return tuple(out)
 
 
-_DTYPE_CACHE: dict[tuple[Any, int], Any] = {}
+_DTYPE_CACHE: dict[tuple[type, Any, int], Any] = {}
 _PY_TYPES = {bool: "bool", int: "int64", float: "float64", complex: "complex128"}
 
 
 def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
     """Map a user dtype (name, Python type, NumPy dtype or ``xp``'s own) to ``xp``."""
-    key = (dtype, id(xp))
+    # type(dtype) first: dtypes of different libraries are then never compared
+    # (array-api-strict warns when they are).
+    key = (type(dtype), dtype, id(xp))
     try:
         return _DTYPE_CACHE[key]
     except (KeyError, TypeError):

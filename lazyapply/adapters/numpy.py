@@ -17,7 +17,10 @@ class NumPyAdapter(Adapter):
     def __init__(self) -> None:
         import numpy as np
 
-        self.native = (np.ndarray, np.generic)
+        # NumPy scalars are claimed as arguments (see ``claims``) but are not a
+        # finished output: a kernel's ``np.float64`` becomes a 0-d array, as
+        # ``asarray`` makes it in array_api_extra.lazy_apply.
+        self.native = (np.ndarray,)
         self._xp: Any = None
 
     @staticmethod

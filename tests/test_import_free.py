@@ -1,0 +1,50 @@
+"""``import lazyapply`` and a NumPy kernel import no other array library."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+
+_BACKENDS = ("dask", "jax", "torch", "cupy", "sparse", "array_api_strict")
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import numpy as np
+
+    import lazyapply
+    from lazyapply import lazy_apply
+
+    x = np.arange(6.0)
+    out = lazy_apply(np.cumsum, x)
+    assert out.tolist() == [0.0, 1.0, 3.0, 6.0, 10.0, 15.0], out
+    out = lazy_apply(lambda a, s: a * s, x, 2, shape=(6,), dtype="float64")
+    assert out.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0], out
+    out = lazy_apply(np.sum, x, as_numpy=True, shape=(), dtype=float)
+    assert float(out) == 15.0
+    try:
+        lazy_apply(np.cumsum, x, "not an array")
+    except TypeError:
+        pass
+    print(sorted({m.split(".")[0] for m in sys.modules}))
+    """
+)
+
+
+def test_numpy_kernel_imports_no_backend() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
+    assert "lazyapply" in modules
+    assert "numpy" in modules
+    imported = sorted(modules.intersection(_BACKENDS))
+    assert imported == [], f"lazyapply imported {imported}"
