@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ._decorator import LazyFunction, lazy
 from ._engine import lazy_apply
 from ._errors import (
     KernelOutputError,
@@ -17,9 +18,11 @@ from ._errors import (
 __all__ = [
     "KernelOutputError",
     "LazyApplyError",
+    "LazyFunction",
     "MixedNamespaceError",
     "NotDifferentiableError",
     "SpecError",
+    "lazy",
     "lazy_apply",
 ]
 

@@ -1,0 +1,409 @@
+"""``@lazy``: decorate an eager kernel once; call it on any array library.
+
+Everything that does not depend on a call's arguments (the kernel's name, the parsed
+``shape``/``dtype``, the execution mode) is normalised into one frozen
+:class:`~lazyapply._spec.CallSpec` when the decorator is applied. A call then does
+exactly what ``lazy_apply(kernel, *args, ...)`` does after its own parsing: find the
+arguments' adapter and hand it the kernel, the arguments and that spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    TypeVar,
+    overload,
+)
+
+from ._detect import find_adapter
+from ._errors import MixedNamespaceError, SpecError
+from ._spec import (
+    INFERRED,
+    CallSpec,
+    OutputSpec,
+    Shape,
+    check_dtype_name,
+    kernel_name,
+    parse_output,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["BoundLazyFunction", "LazyFunction", "lazy"]
+
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
+R = TypeVar("R")
+S = TypeVar("S")
+
+#: The options ``@lazy`` accepts, with their defaults (those of ``lazy_apply``).
+DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
+    {
+        "shape": None,
+        "dtype": None,
+        "as_numpy": False,
+        "xp": None,
+        "elementwise": False,
+        "signature": None,
+        "depth": None,
+        "boundary": None,
+    }
+)
+_MODE_OPTIONS = ("elementwise", "signature", "depth", "boundary")
+
+
+def _is_dtype_callable(dtype: object) -> bool:
+    # NumPy scalar types are classes and jnp.float32 & co. carry a ``.dtype``: both are
+    # callable, yet they are dtypes, not "dtype of the arguments" functions.
+    return (
+        callable(dtype) and not isinstance(dtype, type) and not hasattr(dtype, "dtype")
+    )
+
+
+def _check_dtypes(dtype: object, name: str) -> None:
+    for d in dtype if isinstance(dtype, (tuple, list)) else (dtype,):
+        check_dtype_name(d, name)
+
+
+def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSpec:
+    """Validate ``options`` and build the kernel's :class:`CallSpec` (once)."""
+    name = kernel_name(kernel)
+    shape, dtype = options["shape"], options["dtype"]
+    shape_fn = shape if callable(shape) else None
+    dtype_fn = dtype if _is_dtype_callable(dtype) else None
+    if dtype is not None and dtype_fn is None:
+        _check_dtypes(dtype, name)
+    output: OutputSpec
+    if shape_fn is None and dtype_fn is None:
+        output = parse_output(shape, dtype, name)
+    elif shape_fn is None:  # constant shape, dtype from the arguments
+        output = parse_output(shape, None, name)
+    elif dtype is None or dtype_fn is not None:  # shape (and dtype) from the arguments
+        output = INFERRED
+    else:
+        # Constant dtype(s) beside a shape callable: kept as given; the number of
+        # outputs is only known once the shape callable has run (evaluate_callables).
+        dtypes = tuple(dtype) if isinstance(dtype, (tuple, list)) else (dtype,)
+        output = OutputSpec(None, dtypes, False)
+    spec = CallSpec(
+        name, output, bool(options["as_numpy"]), shape_fn=shape_fn, dtype_fn=dtype_fn
+    )
+    if any(options[k] is not None and options[k] is not False for k in _MODE_OPTIONS):
+        from ._modes import with_mode
+
+        spec = with_mode(
+            spec,
+            kernel,
+            options["elementwise"],  # with_mode rejects a non-bool
+            options["signature"],
+            options["depth"],
+            options["boundary"],
+        )
+    return spec
+
+
+def _check_names(options: Mapping[str, Any], kernel: Callable[..., Any] | None) -> None:
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        where = "" if kernel is None else f" for {kernel_name(kernel)}"
+        msg = (
+            f"lazy: unknown option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}{where}; valid options are "
+            f"{', '.join(DEFAULTS)} (keyword-only)"
+        )
+        raise TypeError(msg)
+
+
+def _is_array(x: object) -> bool:
+    try:
+        find_adapter((x,), "kernel")
+    except (MixedNamespaceError, SpecError):
+        return False
+    return True
+
+
+def _lookup(module: str, qualname: str) -> object:
+    """The object at ``module.qualname`` if the module is imported, else ``None``."""
+    obj: object = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+class LazyFunction(Generic[P, R]):
+    """An eager kernel that runs lazily on lazy backends; made by :func:`lazy`.
+
+    Calling it is ``lazy_apply(kernel, *args, **kwargs, **options)`` with the options
+    given to :func:`lazy`, which were validated once when it was made.
+
+    Attributes
+    ----------
+    eager : callable
+        The undecorated kernel (also ``__wrapped__``).
+    options : mapping
+        Every option (read-only), including defaults: ``lazy(**f.options)(g)`` makes
+        a twin of ``f`` for ``g``.
+    spec : CallSpec
+        The normalised call specification.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_in_class",
+        "_kernel",
+        "_name",
+        "_options",
+        "_spec",
+        "_xp",
+    )
+
+    # Set per instance from the kernel (instance __dict__), as functools.wraps does.
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
+
+    def __init__(self, kernel: Callable[P, R], /, **options: Any) -> None:
+        if not callable(kernel):
+            msg = (
+                f"lazy: expected a function to decorate, got {type(kernel).__name__} "
+                f"{kernel!r}; use @lazy or @lazy(...) directly above a def"
+            )
+            raise TypeError(msg)
+        _check_names(options, kernel)
+        full = {**DEFAULTS, **options}
+        spec = build_spec(kernel, full)  # raises before anything is stored
+        self._kernel = kernel
+        self._spec = spec
+        self._name = spec.name
+        self._xp = full["xp"]
+        self._options = types.MappingProxyType(full)
+        # functools.update_wrapper would also copy a Numba dispatcher's whole
+        # __dict__ (compiler state); take the identity attributes only.
+        if isinstance(kernel, types.FunctionType):
+            self.__dict__.update(kernel.__dict__)
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            value = getattr(kernel, attr, None)
+            if value is None and attr != "__doc__":
+                value = self._name if attr != "__module__" else type(kernel).__module__
+            setattr(self, attr, value)
+        self.__wrapped__ = kernel
+        # Defined in a class body (``Class.method``, not ``func.<locals>.inner``)?
+        parts = self.__qualname__.split(".")
+        self._in_class = len(parts) > 1 and parts[-2] != "<locals>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            adapter, first = find_adapter(args, self._name)
+        except MixedNamespaceError:
+            # ``Class.method(instance, x)``: bind the instance as ``obj.method`` does.
+            # Only on this error path, so the hot path pays nothing for it.
+            if not self._in_class or not args or _is_array(args[0]):
+                raise
+            bound: Any = BoundLazyFunction(self, args[0])
+            return bound(*args[1:], **kwargs)  # type: ignore[no-any-return]
+        return adapter.apply(self._kernel, args, kwargs, self._spec, self._xp, first)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------ introspection
+    @property
+    def eager(self) -> Callable[P, R]:
+        """The undecorated kernel."""
+        return self._kernel
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The decorator's options (read-only), defaults included."""
+        return self._options
+
+    @property
+    def spec(self) -> CallSpec:
+        """The call specification built when the decorator was applied."""
+        return self._spec
+
+    def __repr__(self) -> str:
+        given = ", ".join(
+            f"{k}={_short(v)}" for k, v in self._options.items() if v is not DEFAULTS[k]
+        )
+        where = f"{self.__module__}.{self.__qualname__}"
+        return f"<lazy kernel {where}{f' ({given})' if given else ''}>"
+
+    # ------------------------------------------------------------ methods
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(
+        self: LazyFunction[Concatenate[S, P2], R],
+        instance: S,
+        owner: type[Any] | None = None,
+    ) -> BoundLazyFunction[P2, R]: ...
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        if instance is None:
+            return self
+        return BoundLazyFunction(self, instance)
+
+    # ------------------------------------------------------------ pickling
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # By reference when importable (workers import the module and find the same
+        # object); otherwise by value, which cloudpickle can do for local kernels.
+        qualname: str = self.__qualname__
+        if _lookup(self.__module__, qualname) is self:
+            return qualname
+        return (_rebuild, (self._kernel, dict(self._options)))
+
+
+class BoundLazyFunction(Generic[P, R]):
+    """A :class:`LazyFunction` bound to an instance (``obj.method``).
+
+    The kernel receives the instance first (through ``functools.partial``), so only the
+    call's own arguments are scanned for arrays: ``self`` need not be an array. Shape
+    and dtype callables receive the instance too, like the kernel.
+    """
+
+    __slots__ = ("__func__", "__self__", "_kernel", "_name", "_spec", "_xp")
+
+    def __init__(self, func: LazyFunction[Any, R], instance: object) -> None:
+        spec = func.spec
+        if spec.shape_fn is not None or spec.dtype_fn is not None:
+            spec = dataclasses.replace(
+                spec,
+                shape_fn=_bind(spec.shape_fn, instance),
+                dtype_fn=_bind(spec.dtype_fn, instance),
+            )
+        self.__func__ = func
+        self.__self__ = instance
+        self._kernel = functools.partial(func.eager, instance)
+        self._spec = spec
+        self._name = spec.name
+        self._xp = func.options["xp"]
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        adapter, first = find_adapter(args, self._name)
+        return adapter.apply(self._kernel, args, kwargs, self._spec, self._xp, first)  # type: ignore[no-any-return]
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        # The kernel's signature without its first parameter (the instance).
+        sig = inspect.signature(self.__func__.eager)
+        return sig.replace(parameters=tuple(sig.parameters.values())[1:])
+
+    def __getattr__(self, name: str) -> Any:  # __name__, __doc__, eager, options ...
+        return getattr(self.__func__, name)
+
+    def __repr__(self) -> str:
+        return f"<bound {self.__func__!r} of {self.__self__!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (getattr, (self.__self__, self.__func__.__name__))
+
+
+def _bind(fn: Callable[..., Any] | None, instance: object) -> Callable[..., Any] | None:
+    return None if fn is None else functools.partial(fn, instance)
+
+
+def _rebuild(
+    kernel: Callable[..., Any], options: dict[str, Any]
+) -> LazyFunction[Any, Any]:
+    return LazyFunction(kernel, **options)
+
+
+def _short(value: Any) -> str:
+    if callable(value) and not isinstance(value, type):
+        return getattr(value, "__name__", None) or repr(value)
+    return repr(value)
+
+
+ShapeOption = Shape | Sequence[Shape] | Callable[..., Any] | None
+
+
+@overload
+def lazy(
+    func: Callable[P, R],
+    /,
+    *,
+    shape: ShapeOption = None,
+    dtype: Any = None,
+    as_numpy: bool = False,
+    xp: Any = None,
+    elementwise: bool = False,
+    signature: str | None = None,
+    depth: Any = None,
+    boundary: Any = None,
+) -> LazyFunction[P, R]: ...
+@overload
+def lazy(
+    *,
+    shape: ShapeOption = None,
+    dtype: Any = None,
+    as_numpy: bool = False,
+    xp: Any = None,
+    elementwise: bool = False,
+    signature: str | None = None,
+    depth: Any = None,
+    boundary: Any = None,
+) -> Callable[[Callable[P, R]], LazyFunction[P, R]]: ...
+def lazy(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Make an eager kernel callable on every array library, lazily where it can be.
+
+    Usable bare (``@lazy``) or with options (``@lazy(shape=..., as_numpy=True)``).
+    Calling the result is ``lazy_apply(kernel, *args, **kwargs, **options)``.
+
+    Parameters
+    ----------
+    func : callable
+        The kernel (a Python function, a Numba dispatcher, a Cython or SciPy
+        function, a ``functools.partial``...). Omit it to get a decorator.
+    shape : tuple, sequence of tuples, or callable, optional
+        As in :func:`~lazyapply.lazy_apply`, or a callable of the call's arguments that
+        returns the shape(s): ``shape=lambda x, y: (x.shape[0], y.shape[1])``. It sees
+        the caller's arrays (static shapes inside ``jax.jit``; on Dask a NaN size
+        becomes ``None``, an unknown size).
+    dtype : dtype, name, Python type, sequence of them, or callable, optional
+        As in :func:`~lazyapply.lazy_apply` (mapped to the caller's namespace at each
+        call), or a callable of the call's arguments: ``dtype=lambda x: x.dtype``.
+    as_numpy, xp, elementwise, signature, depth, boundary : optional
+        As in :func:`~lazyapply.lazy_apply`.
+
+    Returns
+    -------
+    LazyFunction, or a decorator that makes one
+        Keeps the kernel's ``__name__``, ``__qualname__``, ``__module__``, ``__doc__``
+        and signature; ``.eager`` is the kernel; it binds as a method and pickles by
+        reference when defined at module level.
+
+    Raises
+    ------
+    TypeError
+        ``func`` is not callable; an unknown option (the message lists valid ones).
+    SpecError
+        A malformed constant ``shape``/``dtype`` or mode, or an unknown dtype name,
+        when the decorator is applied; a shape/dtype callable that raises or returns
+        something invalid, when called. Messages name the kernel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lazyapply import lazy
+    >>> @lazy(shape=lambda x: (x.shape[0] - 1,), as_numpy=True)
+    ... def steps(x):
+    ...     return np.diff(x)
+    >>> steps(np.asarray([1, 4, 9]))
+    array([3, 5])
+    """
+    if func is None:
+        # Names are checked now; values when the kernel arrives (messages name it).
+        _check_names(options, None)
+        return functools.partial(LazyFunction, **options)
+    return LazyFunction(func, **options)
