@@ -54,6 +54,18 @@ class DaskAdapter(Adapter):
     def device(self, x: Any) -> Any:
         return None
 
+    def result_type(self, xp: Any, args: tuple[Any, ...]) -> Any:
+        if xp is not self._xp:
+            return super().result_type(xp, args)
+        import numpy as np
+
+        # Dask dtypes are NumPy dtypes: NumPy's result_type on them (Python scalars
+        # weak, NEP 50) is what array_api_compat's gives, ~40x faster (graph build).
+        native: Any = self.native  # (typed Any: mypy would narrow a to object)
+        return np.result_type(
+            *(a.dtype if isinstance(a, native) else a for a in args if a is not None)
+        )
+
     def apply(
         self,
         func: Callable[..., Any],
@@ -65,6 +77,10 @@ class DaskAdapter(Adapter):
     ) -> Any:
         import numpy as np
 
+        if not spec.mode.is_default:
+            from ._dask_chunked import defer_chunked
+
+            return defer_chunked(self, func, args, kwargs, spec, xp, first)
         name = spec.name or kernel_name(func)
         output = output_for_call(spec, name, args, kwargs)
         shapes, dtypes = self.infer_output(
@@ -92,10 +108,6 @@ class DaskAdapter(Adapter):
             native=chunk.native,
             out_types=chunk.native,
         )
-        if not spec.mode.is_default:
-            from ._dask_chunked import defer_chunked
-
-            return defer_chunked(call, args, spec, shapes, np_dtypes, meta)
         return self.defer_whole(call, args, shapes, np_dtypes, meta)
 
     def defer_whole(

@@ -14,7 +14,7 @@ from typing import Any
 
 from .._call import KernelCall
 from .._errors import LazyApplyError, NotDifferentiableError, SpecError
-from .._spec import CallSpec, kernel_name
+from .._spec import CallSpec, OutputSpec, kernel_name
 from ._base import Adapter, output_for_call
 
 __all__ = ["JaxAdapter"]
@@ -40,6 +40,12 @@ class JaxAdapter(Adapter):
 
     def namespace(self, x: Any) -> Any:
         return self._xp
+
+    def device(self, x: Any) -> Any:
+        # An uncommitted array lives on the default device, where ``jnp.asarray``
+        # puts a result without ``device=`` (10x faster than with it), and the result
+        # stays uncommitted like the input. A committed one keeps its device.
+        return x.device if x.committed else None
 
     def label(self, first: Any) -> str:
         if isinstance(first, self._tracer):
@@ -93,6 +99,10 @@ class JaxAdapter(Adapter):
 
         name = spec.name or kernel_name(func)
         output = output_for_call(spec, name, args, kwargs)
+        declared = (output.shapes is not None, output.dtypes is not None)
+        loop_ndims: tuple[int, ...] | None = None
+        if not spec.mode.is_default:
+            output, loop_ndims = _mode_output(spec, output, args, name)
         shapes, dtypes = self.infer_output(output, args, xp or self._xp, name)
         if any(None in s for s in shapes):
             msg = (
@@ -114,7 +124,7 @@ class JaxAdapter(Adapter):
             multi=output.multi,
             shapes=shapes,
             dtypes=np_dtypes,
-            declared=(output.shapes is not None, output.dtypes is not None),
+            declared=declared,
             back=None,
             device=None,
             native=(jax.Array, np.ndarray),
@@ -122,12 +132,15 @@ class JaxAdapter(Adapter):
             canon=canon,
         )
         ndims = tuple(np.ndim(a) for a in arrays)
-        callback = _Callback(call, args, positions, ndims)
+        batched = spec.mode.elementwise or spec.mode.signature is not None
+        align = None
+        if batched and loop_ndims is not None:
+            align = tuple(loop_ndims[i] for i in positions)
+        callback = _Callback(call, args, positions, ndims, align)
         structs = tuple(
             jax.ShapeDtypeStruct(s, d) for s, d in zip(shapes, np_dtypes, strict=True)
         )
         result_spec = structs if output.multi else structs[0]
-        batched = spec.mode.elementwise or spec.mode.signature is not None
         vmap_method = "broadcast_all" if batched else "sequential"
 
         @jax.custom_jvp
@@ -152,7 +165,7 @@ class JaxAdapter(Adapter):
 class _Callback:
     """Puts the callback's operands back among the baked-in scalars and ``None``\\ s."""
 
-    __slots__ = ("args", "call", "ndims", "positions")
+    __slots__ = ("align", "args", "call", "ndims", "positions")
 
     def __init__(
         self,
@@ -160,14 +173,23 @@ class _Callback:
         args: tuple[Any, ...],
         positions: tuple[int, ...],
         ndims: tuple[int, ...],
+        align: tuple[int, ...] | None = None,
     ) -> None:
         self.call = call
+        # Loop ranks of the operands (elementwise/gufunc kernels): a batched call
+        # right-aligns them, which vmap's leading batch dimensions would break.
+        self.align = align
         # Keep only the static arguments; the traced ones are replaced at each call.
         self.args = [None if i in positions else a for i, a in enumerate(args)]
         self.positions = positions
         self.ndims = ndims
 
     def __call__(self, *arrays: Any) -> Any:
+        lead: tuple[int, ...] = ()
+        if arrays and arrays[0].ndim > self.ndims[0]:  # batched by vmap in one call
+            lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
+            if self.align is not None:
+                arrays = _align(arrays, lead, self.align)
         args = self.args.copy()
         for i, a in zip(self.positions, arrays, strict=True):
             args[i] = a
@@ -178,7 +200,35 @@ class _Callback:
             for i in self.positions:
                 args[i] = np.asarray(args[i])
         out = call.func(*args, **call.kwargs)
-        lead: tuple[int, ...] = ()
-        if arrays and arrays[0].ndim > self.ndims[0]:  # batched by vmap in one call
-            lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
         return call.finish(out, lead)
+
+
+def _align(
+    arrays: tuple[Any, ...], lead: tuple[int, ...], loop_ndims: tuple[int, ...]
+) -> tuple[Any, ...]:
+    """Insert size-1 loop axes after vmap's batch axes so that loop dims align.
+
+    ``vmap_method="broadcast_all"`` puts the batch axes first in every operand; an
+    operand with fewer loop dimensions than another (``x`` of shape ``(3, 4)`` with
+    ``y`` of shape ``(4,)``) would then broadcast its batch axis against a loop axis.
+    """
+    top = max(loop_ndims)
+    out = []
+    for a, n in zip(arrays, loop_ndims, strict=True):
+        if n < top:
+            a = a.reshape((*lead, *(1,) * (top - n), *a.shape[len(lead) :]))
+        out.append(a)
+    return tuple(out)
+
+
+def _mode_output(
+    spec: CallSpec, output: OutputSpec, args: tuple[Any, ...], name: str
+) -> tuple[OutputSpec, tuple[int, ...]]:
+    """Output shapes of a chunk-wise mode (a signature's core dimensions)."""
+    from .._modes import arg_shape, mode_output, mode_output_shapes
+
+    output = mode_output(spec.mode.signature, output, name)
+    shapes, loop_ndims, _ = mode_output_shapes(
+        spec.mode, output, [arg_shape(a) for a in args], name, "jax (traced)"
+    )
+    return OutputSpec(shapes, output.dtypes, output.multi), loop_ndims
