@@ -14,6 +14,8 @@ P = ParamSpec("P")
 
 _PLAIN = (CallSpec(""), CallSpec("", as_numpy=True))
 _SPECS: dict[tuple[Any, Any, Any, bool], CallSpec] = {}
+# (shape, dtype, as_numpy, spec) of the last cached lookup, matched by identity.
+_LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]
 
 
 def apply(
@@ -31,15 +33,21 @@ def apply(
 def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> CallSpec:
     if shape is None and dtype is None:
         return _PLAIN[bool(as_numpy)]
+    last = _LAST[0]  # one read: another thread may replace it, never half-written
+    if shape is last[0] and dtype is last[1] and as_numpy is last[2]:
+        return last[3]  # the same call site again: no hashing
     # type(dtype) first: tuples compare item by item, so dtypes of different
     # libraries are never compared (array-api-strict warns when they are).
     key = (shape, type(dtype), dtype, bool(as_numpy))
     try:
-        return _SPECS[key]
+        spec = _SPECS[key]
     except KeyError:
         pass
     except TypeError:  # unhashable (a list of shapes): parse every time
         return CallSpec("", parse_output(shape, dtype, kernel_name(func)), bool(as_numpy))
+    else:
+        _LAST[0] = (shape, dtype, as_numpy, spec)  # hashable, so immutable
+        return spec
     spec = CallSpec("", parse_output(shape, dtype, kernel_name(func)), bool(as_numpy))
     if len(_SPECS) > 512:
         _SPECS.clear()
