@@ -32,7 +32,8 @@ def demo_kernel(x: Any, y: Any, *, scale: float) -> Any:
 
 def demo_kernel_numpy(x: np.ndarray, y: np.ndarray, *, scale: float) -> np.ndarray:
     """The same kernel as NumPy-only code (what ``as_numpy=True`` is for)."""
-    return np.multiply(np.add(np.square(x), np.square(y)), scale)
+    out: np.ndarray = np.multiply(np.add(np.square(x), np.square(y)), scale)
+    return out
 
 
 @dataclass
@@ -62,7 +63,9 @@ def _devices(name: str, module: Any) -> str:
         if name == "cupy":
             return f"{module.cuda.runtime.getDeviceCount()} cuda"
         if name == "array_api_strict":
-            return ", ".join(str(d) for d in module.__array_namespace_info__().devices())
+            return ", ".join(
+                str(d) for d in module.__array_namespace_info__().devices()
+            )
         if name == "dask":
             return "cpu (chunks of any installed library)"
     except Exception as exc:  # a device query that fails is reported, not fatal
@@ -102,21 +105,25 @@ def _time(call: Callable[[], Any], budget: float = 0.05) -> float:
     return float(np.median(rounds))
 
 
-def _cases(name: str, module: Any) -> list[tuple[str, Callable[[], Any], Callable[[Any], Any]]]:
+def _cases(
+    name: str, module: Any
+) -> list[tuple[str, Callable[[], Any], Callable[[Any], Any]]]:
     """(mode, call, to_numpy) for each mode that applies to this backend."""
     x_np = np.linspace(0.0, 1.0, 1000)
     y_np = np.linspace(1.0, 2.0, 1000)
     cases: list[tuple[str, Callable[[], Any], Callable[[Any], Any]]] = []
 
-    def eager(x: Any, y: Any, to_np: Callable[[Any], Any], numpy_ok: bool = True) -> None:
-        cases.append(
-            ("eager", lambda: lazy_apply(demo_kernel, x, y, scale=2.0), to_np)
-        )
+    def eager(
+        x: Any, y: Any, to_np: Callable[[Any], Any], numpy_ok: bool = True
+    ) -> None:
+        cases.append(("eager", lambda: lazy_apply(demo_kernel, x, y, scale=2.0), to_np))
         if numpy_ok:
             cases.append(
                 (
                     "as_numpy",
-                    lambda: lazy_apply(demo_kernel_numpy, x, y, scale=2.0, as_numpy=True),
+                    lambda: lazy_apply(
+                        demo_kernel_numpy, x, y, scale=2.0, as_numpy=True
+                    ),
                     to_np,
                 )
             )
@@ -129,22 +136,36 @@ def _cases(name: str, module: Any) -> list[tuple[str, Callable[[], Any], Callabl
         eager(module.asarray(x_np), module.asarray(y_np), lambda r: r.numpy())
     elif name == "sparse":
         # sparse refuses implicit densification, so only the sparse-native kernel runs.
-        eager(module.COO.from_numpy(x_np), module.COO.from_numpy(y_np),
-              lambda r: r.todense(), numpy_ok=False)
+        eager(
+            module.COO.from_numpy(x_np),
+            module.COO.from_numpy(y_np),
+            lambda r: r.todense(),
+            numpy_ok=False,
+        )
     elif name == "cupy":
-        eager(module.asarray(x_np), module.asarray(y_np), lambda r: r.get(), numpy_ok=False)
+        eager(
+            module.asarray(x_np),
+            module.asarray(y_np),
+            lambda r: r.get(),
+            numpy_ok=False,
+        )
     elif name == "jax":
         import jax
 
         x, y = module.numpy.asarray(x_np), module.numpy.asarray(y_np)
         eager(x, y, np.asarray)
-        jitted = jax.jit(lambda a, b: lazy_apply(demo_kernel_numpy, a, b, scale=2.0,
-                                                 as_numpy=True))
-        cases.append(("jit as_numpy", lambda: jitted(x, y).block_until_ready(), np.asarray))
+        jitted = jax.jit(
+            lambda a, b: lazy_apply(demo_kernel_numpy, a, b, scale=2.0, as_numpy=True)
+        )
+        cases.append(
+            ("jit as_numpy", lambda: jitted(x, y).block_until_ready(), np.asarray)
+        )
     elif name == "dask":
         import dask.array as da
 
-        x, y = da.from_array(x_np, chunks=250), da.from_array(y_np, chunks=250)
+        # da.from_array is untyped (chunks is inferred as str from its default).
+        from_array: Callable[..., Any] = da.from_array
+        x, y = from_array(x_np, chunks=250), from_array(y_np, chunks=250)
         cases.append(
             (
                 "deferred",
@@ -155,8 +176,9 @@ def _cases(name: str, module: Any) -> list[tuple[str, Callable[[], Any], Callabl
         cases.append(
             (
                 "deferred elementwise",
-                lambda: lazy_apply(demo_kernel_numpy, x, y, scale=2.0, as_numpy=True,
-                                   elementwise=True),
+                lambda: lazy_apply(
+                    demo_kernel_numpy, x, y, scale=2.0, as_numpy=True, elementwise=True
+                ),
                 lambda r: r.compute(scheduler="sync"),
             )
         )
@@ -178,7 +200,9 @@ def run() -> list[Row]:
                 rows.append(Row(name, mode, ok, seconds, "" if ok else "wrong values"))
             except Exception as exc:
                 traceback.print_exc(file=sys.stderr)
-                rows.append(Row(name, mode, False, float("nan"), f"{type(exc).__name__}"))
+                rows.append(
+                    Row(name, mode, False, float("nan"), f"{type(exc).__name__}")
+                )
     return rows
 
 
@@ -196,7 +220,8 @@ def main() -> int:
     print(f"{'backend':<18} {'mode':<22} {'correct':<8} {'time/call':>12}  note")
     for r in rows:
         t = "-" if r.seconds != r.seconds else f"{r.seconds * 1e6:10.1f} us"
-        print(f"{r.backend:<18} {r.mode:<22} {'yes' if r.ok else 'NO':<8} {t:>12}  {r.note}")
+        ok = "yes" if r.ok else "NO"
+        print(f"{r.backend:<18} {r.mode:<22} {ok:<8} {t:>12}  {r.note}")
     failed = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(failed)}/{len(rows)} backend modes correct")
     return 1 if failed else 0

@@ -154,8 +154,8 @@ class KernelCall:
         if isinstance(out, (str, bytes)) or not isinstance(out, Sequence):
             n = len(self.shapes) if self.shapes is not None else "several"
             msg = (
-                f"{self.name} ({self.backend}): the kernel was declared with {n} outputs "
-                f"but returned {type(out).__name__}; return a tuple of arrays"
+                f"{self.name} ({self.backend}): the kernel was declared with {n} "
+                f"outputs but returned {type(out).__name__}; return a tuple of arrays"
             )
             raise KernelOutputError(msg)
         if self.shapes is not None and len(out) != len(self.shapes):

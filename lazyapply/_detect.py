@@ -62,14 +62,14 @@ def _learn(x: Any, name: str) -> Adapter | None:
     if hasattr(x, "__array_namespace__"):
         xp = x.__array_namespace__()
         key = f"generic:{getattr(xp, '__name__', id(xp))}"
-        adapter = _ADAPTERS.get(key)
-        if adapter is None:
+        generic = _ADAPTERS.get(key)
+        if generic is None:
             from .adapters.numpy import GenericAdapter
 
-            adapter = GenericAdapter(xp, t)
-            _ADAPTERS[key] = adapter
-        _TYPES[t] = adapter
-        return adapter
+            generic = GenericAdapter(xp, t)
+            _ADAPTERS[key] = generic
+        _TYPES[t] = generic
+        return generic
     msg = (
         f"{name}: got an argument of type {t.__module__}.{t.__qualname__}, which is "
         "neither an array of a supported library nor a Python scalar or None; pass "

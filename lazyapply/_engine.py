@@ -44,7 +44,9 @@ def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> C
     except KeyError:
         pass
     except TypeError:  # unhashable (a list of shapes): parse every time
-        return CallSpec("", parse_output(shape, dtype, kernel_name(func)), bool(as_numpy))
+        return CallSpec(
+            "", parse_output(shape, dtype, kernel_name(func)), bool(as_numpy)
+        )
     else:
         _LAST[0] = (shape, dtype, as_numpy, spec)  # hashable, so immutable
         return spec
@@ -171,9 +173,13 @@ def lazy_apply(
         spec = _PLAIN[1 if as_numpy else 0]
     else:
         spec = _spec(func, shape, dtype, as_numpy)
-    if elementwise or signature is not None or depth is not None or boundary is not None:
+    if (
+        elementwise
+        or signature is not None
+        or depth is not None
+        or boundary is not None
+    ):
         from ._modes import with_mode
 
         spec = with_mode(spec, func, elementwise, signature, depth, boundary)
     return adapter.apply(func, args, kwargs, spec, xp, first)
-

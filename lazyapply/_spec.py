@@ -8,13 +8,14 @@ Python type, a NumPy dtype or a namespace's own dtype) and mapped to a namespace
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, SupportsIndex, TypeGuard, cast
 
 from ._errors import SpecError
 
@@ -62,7 +63,8 @@ def _dim(d: object, name: str) -> int | None:
             return None
         size = int(d)
     else:
-        size = operator.index(d)  # type: ignore[call-overload]
+        # d passed _is_dim (it has __index__); operator.index raises otherwise.
+        size = operator.index(cast("SupportsIndex", d))
     if size < 0:
         msg = f"{name}: output sizes must be >= 0 or None (unknown); got {d!r}"
         raise SpecError(msg)
@@ -77,8 +79,8 @@ def normalize_shape(shape: object, name: str) -> tuple[tuple[Shape, ...], bool]:
     """
     if not isinstance(shape, Sequence) or isinstance(shape, str):
         msg = (
-            f"{name}: shape must be a tuple of sizes (int or None) or a sequence of such "
-            f"tuples; got {shape!r}"
+            f"{name}: shape must be a tuple of sizes (int or None) or a sequence of "
+            f"such tuples; got {shape!r}"
         )
         raise SpecError(msg)
     items = list(shape)
@@ -95,7 +97,7 @@ def normalize_shape(shape: object, name: str) -> tuple[tuple[Shape, ...], bool]:
     raise SpecError(msg)
 
 
-def _is_dtype_sequence(dtype: object) -> bool:
+def _is_dtype_sequence(dtype: object) -> TypeGuard[tuple[Any, ...] | list[Any]]:
     return isinstance(dtype, _SEQUENCES)
 
 
@@ -104,7 +106,8 @@ class OutputSpec:
     """What a kernel returns: one shape and one dtype per output.
 
     ``shapes is None`` means "broadcast of the array arguments"; ``dtypes is None``
-    means "``result_type`` of the arguments". ``None`` inside a shape is an unknown size.
+    means "``result_type`` of the arguments". ``None`` inside a shape is an unknown
+    size.
     """
 
     shapes: tuple[Shape, ...] | None
@@ -133,24 +136,24 @@ def parse_output(shape: object, dtype: object, name: str) -> OutputSpec:
         if multi:
             if not _is_dtype_sequence(dtype):
                 msg = (
-                    f"Got multiple shapes but only one dtype ({name}: pass one dtype per "
-                    f"output, e.g. dtype=({dtype!r}, ...))"
+                    f"Got multiple shapes but only one dtype ({name}: pass one dtype "
+                    f"per output, e.g. dtype=({dtype!r}, ...))"
                 )
                 raise SpecError(msg)
-            dtypes = tuple(dtype)  # type: ignore[call-overload]
+            dtypes = tuple(dtype)
         else:
             if _is_dtype_sequence(dtype):
                 msg = (
-                    f"Got single shape but multiple dtypes ({name}: pass one shape per "
-                    "output, e.g. shape=[(n,), (m,)])"
+                    f"Got single shape but multiple dtypes ({name}: pass one shape "
+                    "per output, e.g. shape=[(n,), (m,)])"
                 )
                 raise SpecError(msg)
             dtypes = (dtype,)
         n_shapes = len(shapes) if shapes is not None else 1
         if n_shapes != len(dtypes):
             msg = (
-                f"Got {n_shapes} shapes and {len(dtypes)} dtypes ({name}: pass one dtype "
-                "per output shape)"
+                f"Got {n_shapes} shapes and {len(dtypes)} dtypes ({name}: pass one "
+                "dtype per output shape)"
             )
             raise SpecError(msg)
     return OutputSpec(shapes, dtypes, multi)
@@ -245,7 +248,7 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
         if dname == "bool_":
             dname = "bool"
         resolved = getattr(xp, dname, None)
-        if resolved is None or callable(resolved) and not isinstance(resolved, type):
+        if resolved is None or (callable(resolved) and not isinstance(resolved, type)):
             if isinstance(dtype, str) and _is_known_name(dtype):
                 msg = (
                     f"{name}: dtype {dtype!r} has no counterpart in namespace "
@@ -259,10 +262,9 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
             raise SpecError(msg)
     else:
         resolved = dtype
-    try:
+    # Unhashable dtypes (rare) are resolved again next time. Only reached on a miss.
+    with contextlib.suppress(TypeError):
         _DTYPE_CACHE[key] = resolved
-    except TypeError:
-        pass
     return resolved
 
 
@@ -275,8 +277,23 @@ def _is_numpy_dtype(dtype: object) -> bool:
 
 
 _NAMES = frozenset(
-    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 bfloat16 float32 "
-    "float64 complex64 complex128".split()
+    [
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "bfloat16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    ]
 )
 
 

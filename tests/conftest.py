@@ -165,7 +165,9 @@ class Backend(enum.Enum):
         if self is Backend.DASK:
             with count_dask_computes() as counter:
                 out = f(*args, **static)
-            assert counter.count == 0, f"Dask computed {counter.count} time(s) in the call"
+            assert counter.count == 0, (
+                f"Dask computed {counter.count} time(s) in the call"
+            )
             return out
         return f(*args, **static)
 
@@ -195,7 +197,7 @@ class _ComputeCounter:
         self.count = 0
 
 
-class count_dask_computes:  # noqa: N801 - used as a context manager, like a function
+class count_dask_computes:  # lower case: used as a context manager, like a function
     """Count every Dask graph execution inside the block (any scheduler call)."""
 
     def __enter__(self) -> _ComputeCounter:

@@ -15,7 +15,11 @@ def _plus_one(x):
 
 def test_plus_one(backend: Backend) -> None:
     x = backend.asarray(np.arange(6.0).reshape(2, 3))
-    out = backend.call(lambda a: lazy_apply(_plus_one, a, shape=(2, 3), dtype="float64"), x)
+    out = backend.call(
+        lambda a: lazy_apply(_plus_one, a, shape=(2, 3), dtype="float64"), x
+    )
     assert type(out) is type(x) or backend is Backend.JAX_JIT
     if backend.has_values:
-        np.testing.assert_array_equal(backend.to_numpy(out), np.arange(6.0).reshape(2, 3) + 1)
+        np.testing.assert_array_equal(
+            backend.to_numpy(out), np.arange(6.0).reshape(2, 3) + 1
+        )

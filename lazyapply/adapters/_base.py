@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._call import KernelCall, numpy_inputs
-from .._errors import KernelOutputError, SpecError
-from .._spec import INFERRED, CallSpec, OutputSpec, resolve_dtype
+from lazyapply._call import KernelCall, numpy_inputs
+from lazyapply._errors import KernelOutputError, SpecError
+from lazyapply._spec import INFERRED, CallSpec, OutputSpec, resolve_dtype
 
 __all__ = ["Adapter", "output_for_call"]
 
@@ -18,7 +18,7 @@ def output_for_call(
     """The call's :class:`OutputSpec`, evaluating shape/dtype callables if any."""
     if spec.shape_fn is None and spec.dtype_fn is None:
         return spec.output
-    from .._callables import evaluate_callables
+    from lazyapply._callables import evaluate_callables
 
     return evaluate_callables(spec, name, args, kwargs)
 
@@ -63,7 +63,7 @@ class Adapter:
         if spec.mode.signature is not None:
             # A plain call here, but core dimensions that do not match the arguments
             # are an error on every backend, and shape= may give only core sizes.
-            from .._modes import eager_signature_spec
+            from lazyapply._modes import eager_signature_spec
 
             spec = eager_signature_spec(spec, func, args, self.label(first))
         output = spec.output
@@ -171,7 +171,7 @@ class Adapter:
         shape_of: Callable[[Any], tuple[Any, ...]] | None = None,
     ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """Shapes and dtypes (resolved in ``xp``) for a lazy backend, inferring gaps."""
-        from .._spec import broadcast_shapes
+        from lazyapply._spec import broadcast_shapes
 
         arrays = [a for a in args if isinstance(a, self.native)]
         shapes = output.shapes
@@ -240,7 +240,6 @@ def _shape(x: Any) -> tuple[Any, ...]:
 
 
 def _name(func: Callable[..., Any]) -> str:
-    from .._spec import kernel_name
+    from lazyapply._spec import kernel_name
 
     return kernel_name(func)
-

@@ -305,11 +305,14 @@ def _blockwise(
     for i, (core, dtype) in enumerate(zip(cores, dtypes, strict=True)):
         leaf = f"{block.call.name}-{i}-{token}"
         tail = (0,) * len(core)
-        layer = {(leaf, *k[1:], *tail): (operator.getitem, k, i) for k in keys}
+        # Graph keys are plain tuples; dask's Key type is not inferred for them.
+        layer: dict[Any, Any] = {
+            (leaf, *k[1:], *tail): (operator.getitem, k, i) for k in keys
+        }
         graph = HighLevelGraph.from_collections(leaf, layer, dependencies=[tmp])
         chunks = tmp.chunks + tuple((c,) for c in core)
         out_meta = meta_from_array(meta, ndim=len(chunks), dtype=dtype)
-        outs.append(da.Array(graph, leaf, chunks, meta=out_meta))
+        outs.append(da.Array(graph, leaf, chunks, meta=out_meta))  # type: ignore[no-untyped-call]
     return tuple(outs)
 
 
@@ -337,6 +340,8 @@ def _overlapping(
     shape = shapes[0]
     ndim = len(shape)
     depth = mode.depth.for_ndim(ndim, call.name)  # type: ignore[union-attr]
+    from dask.array.core import unify_chunks
+
     boundary = boundary_for_ndim(mode.boundary, ndim, call.name)
     index = tuple(range(ndim))
     arrays = [
@@ -345,7 +350,7 @@ def _overlapping(
         if isinstance(a, da.Array)
     ]
     if len(arrays) > 1:
-        _, arrays = da.core.unify_chunks(*(x for a in arrays for x in (a, index)))
+        _, arrays = unify_chunks(*(x for a in arrays for x in (a, index)))
     try:
         padded = iter([overlap(a, depth, boundary) for a in arrays])
     except ValueError as exc:

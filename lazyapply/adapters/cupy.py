@@ -20,7 +20,8 @@ class CuPyAdapter(Adapter):
     def __init__(self) -> None:
         import cupy
 
-        self.native = (cupy.ndarray,)
+        # Where CuPy is not installed, pyright resolves "cupy" to this module.
+        self.native = (cupy.ndarray,)  # pyright: ignore[reportAttributeAccessIssue]
         self._xp: Any = None
 
     @staticmethod

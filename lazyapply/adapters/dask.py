@@ -15,9 +15,10 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._call import KernelCall, numpy_inputs
-from .._detect import adapter_for
-from .._spec import CallSpec, kernel_name
+from lazyapply._call import KernelCall, numpy_inputs
+from lazyapply._detect import adapter_for
+from lazyapply._spec import CallSpec, kernel_name
+
 from ._base import Adapter, output_for_call
 
 __all__ = ["DaskAdapter"]
@@ -125,12 +126,14 @@ class DaskAdapter(Adapter):
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph
 
-        deps = []
+        # dask.array.Array is not a DaskCollection to the type checkers, and its
+        # constructor and graph keys are untyped: the graph is built with Any.
+        deps: list[Any] = []
         exprs: list[Any] = []
         for a in args:
             if isinstance(a, da.Array):
                 deps.append(a)
-                if a.npartitions == 1:
+                if math.prod(a.numblocks) == 1:  # one block (npartitions)
                     exprs.append((a.name, *(0,) * a.ndim))
                 else:
                     exprs.append((concatenate3, a.__dask_keys__()))
@@ -149,7 +152,7 @@ class DaskAdapter(Adapter):
         if not call.multi:
             out_name = f"{call.name}-{token}"
             key = (out_name, *(0,) * len(shapes[0]))
-            graphs = [(out_name, {key: task})]
+            graphs: list[tuple[str, dict[Any, Any]]] = [(out_name, {key: task})]
         else:
             kernel_key = f"{call.name}-{token}"
             graphs = []
@@ -157,11 +160,14 @@ class DaskAdapter(Adapter):
                 out_name = f"{call.name}-{i}-{token}"
                 key = (out_name, *(0,) * len(shape))
                 graphs.append(
-                    (out_name, {key: (operator.getitem, kernel_key, i), kernel_key: task})
+                    (
+                        out_name,
+                        {key: (operator.getitem, kernel_key, i), kernel_key: task},
+                    )
                 )
         for (out_name, layer), shape, dtype in zip(graphs, shapes, dtypes, strict=True):
             graph = HighLevelGraph.from_collections(out_name, layer, dependencies=deps)
             chunks = tuple((math.nan if s is None else s,) for s in shape)
-            out_meta = meta_from_array(meta, ndim=len(shape), dtype=dtype)
-            outs.append(da.Array(graph, out_name, chunks, meta=out_meta))
+            out_meta = meta_from_array(meta, ndim=len(shape), dtype=dtype)  # type: ignore[no-untyped-call]
+            outs.append(da.Array(graph, out_name, chunks, meta=out_meta))  # type: ignore[no-untyped-call]
         return tuple(outs) if call.multi else outs[0]

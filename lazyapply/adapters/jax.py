@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._call import KernelCall
-from .._errors import LazyApplyError, NotDifferentiableError, SpecError
-from .._spec import CallSpec, OutputSpec, kernel_name
+from lazyapply._call import KernelCall
+from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
+from lazyapply._spec import CallSpec, OutputSpec, kernel_name
+
 from ._base import Adapter, output_for_call
 
 __all__ = ["JaxAdapter"]
@@ -26,9 +27,10 @@ class JaxAdapter(Adapter):
     def __init__(self) -> None:
         import jax
         import jax.numpy as jnp
+        from jax.core import Tracer
 
         self.native = (jax.Array,)  # tracers are instances of jax.Array too
-        self._tracer = jax.core.Tracer
+        self._tracer = Tracer
         self._xp = jnp
 
     @staticmethod
@@ -107,8 +109,8 @@ class JaxAdapter(Adapter):
         if any(None in s for s in shapes):
             msg = (
                 f"Output shape must be fully known when running inside jax.jit; "
-                f"{name} got shape={shapes if output.multi else shapes[0]}. Declare every "
-                "size in shape= (JAX traces need static shapes)"
+                f"{name} got shape={shapes if output.multi else shapes[0]}. Declare "
+                "every size in shape= (JAX traces need static shapes)"
             )
             raise SpecError(msg)
         canon = jax.dtypes.canonicalize_dtype
@@ -138,7 +140,8 @@ class JaxAdapter(Adapter):
             align = tuple(loop_ndims[i] for i in positions)
         callback = _Callback(call, args, positions, ndims, align)
         structs = tuple(
-            jax.ShapeDtypeStruct(s, d) for s, d in zip(shapes, np_dtypes, strict=True)
+            jax.ShapeDtypeStruct(s, d)  # type: ignore[no-untyped-call]
+            for s, d in zip(shapes, np_dtypes, strict=True)
         )
         result_spec = structs if output.multi else structs[0]
         vmap_method = "broadcast_all" if batched else "sequential"
@@ -216,8 +219,9 @@ def _align(
     out = []
     for a, n in zip(arrays, loop_ndims, strict=True):
         if n < top:
-            a = a.reshape((*lead, *(1,) * (top - n), *a.shape[len(lead) :]))
-        out.append(a)
+            out.append(a.reshape((*lead, *(1,) * (top - n), *a.shape[len(lead) :])))
+        else:
+            out.append(a)
     return tuple(out)
 
 
@@ -225,7 +229,7 @@ def _mode_output(
     spec: CallSpec, output: OutputSpec, args: tuple[Any, ...], name: str
 ) -> tuple[OutputSpec, tuple[int, ...]]:
     """Output shapes of a chunk-wise mode (a signature's core dimensions)."""
-    from .._modes import arg_shape, mode_output, mode_output_shapes
+    from lazyapply._modes import arg_shape, mode_output, mode_output_shapes
 
     output = mode_output(spec.mode.signature, output, name)
     shapes, loop_ndims, _ = mode_output_shapes(
