@@ -251,6 +251,44 @@ def xp(backend: Backend) -> Any:
     return backend.xp
 
 
+@pytest.fixture(scope="session")
+def dask_cluster() -> Any:
+    """A real ``dask.distributed`` cluster: two worker processes on loopback.
+
+    The dashboard is off; the scheduler's own health/metrics HTTP server still binds a
+    port (distributed always starts it, trying 8787 first), so the "port in use"
+    warning that a second xdist worker gets is expected and silenced here.
+    """
+    import warnings
+
+    distributed = pytest.importorskip(
+        "distributed", reason="distributed is not installed"
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Port 8787 is already in use")
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            worker_dashboard_address=None,
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def client(dask_cluster: Any) -> Any:
+    """A client of the shared cluster, the default scheduler only inside the test."""
+    import distributed
+
+    with distributed.Client(dask_cluster) as c:
+        yield c
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "skip_backend(*backends, reason): skip these backends, with a reason"

@@ -56,9 +56,15 @@ def test_one_task_on_merged_inputs() -> None:
     assert rec.calls == []  # never run on the 0-size meta, nor during the call
     assert out.numblocks == (1, 1)
     assert out.chunks == ((4,), (6,))
-    # The output layer holds one task.
-    layer = out.dask.layers[out.name]
-    assert len(layer) == 1
+    # The output layer holds one kernel task, and one merge task per multi-block
+    # input (separate, so the scheduler frees the blocks before the kernel runs).
+    layer = dict(out.dask.layers[out.name])
+    kernel_keys = [k for k in layer if k[0] == out.name]
+    merge_keys = sorted(k for k in layer if "-merge-" in k[0])
+    assert len(kernel_keys) == 1
+    assert [k[1] for k in merge_keys] == [0, 1]  # the positions of x and y
+    assert all(k[0].startswith("Recorder-merge-") for k in merge_keys)
+    assert len(layer) == 3
     np.testing.assert_array_equal(out.compute(), np.arange(24.0).reshape(4, 6) + 1)
     assert rec.calls == [[(np.ndarray, (4, 6)), (np.ndarray, (4, 6))]]
 
@@ -221,16 +227,6 @@ def test_sparse_chunks_refuse_as_numpy() -> None:
 
 
 # --------------------------------------------------------------- several processes
-@pytest.fixture(scope="module")
-def client() -> Any:
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(
-        processes=True, n_workers=2, threads_per_worker=1, dashboard_address=None
-    )
-    with cluster, distributed.Client(cluster) as c:
-        yield c
-
-
 @pytest.mark.slow
 def test_runs_on_worker_processes(client: Any) -> None:
     """The task (kernel, kwargs, namespace) pickles and runs in another process."""

@@ -9,7 +9,6 @@ are compared with NumPy on the whole array.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -27,22 +26,6 @@ pytestmark = pytest.mark.slow
 RNG = np.random.default_rng(7)
 X = RNG.standard_normal((40, 30))
 W = RNG.standard_normal(30)
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        processes=True,
-        threads_per_worker=1,
-        dashboard_address=None,
-        host="127.0.0.1",
-    )
-    try:
-        with distributed.Client(cluster) as c:
-            yield c
-    finally:
-        cluster.close()
 
 
 def _x(chunks: Any = (10, 15)) -> Any:

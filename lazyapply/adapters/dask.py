@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -119,7 +120,7 @@ class DaskAdapter(Adapter):
         dtypes: tuple[Any, ...],
         meta: Any,
     ) -> Any:
-        """One task: merge each input into one chunk, run the kernel once."""
+        """One kernel task on each input merged into one chunk."""
         import dask.array as da
         from dask.array.core import concatenate3
         from dask.array.utils import meta_from_array
@@ -129,30 +130,38 @@ class DaskAdapter(Adapter):
         # dask.array.Array is not a DaskCollection to the type checkers, and its
         # constructor and graph keys are untyped: the graph is built with Any.
         deps: list[Any] = []
-        exprs: list[Any] = []
-        for a in args:
-            if isinstance(a, da.Array):
-                deps.append(a)
-                if math.prod(a.numblocks) == 1:  # one block (npartitions)
-                    exprs.append((a.name, *(0,) * a.ndim))
-                else:
-                    exprs.append((concatenate3, a.__dask_keys__()))
-            else:
-                exprs.append(a)
         token = tokenize(
-            call.func,
+            _func_token(call.func),
             call.kwargs,
             call.as_numpy,
             shapes,
             dtypes,
             [a.name if isinstance(a, da.Array) else a for a in args],
         )
+        # A multi-block input is merged by a task of its own, so that the scheduler
+        # can release its blocks before the kernel runs (a merge inside the kernel's
+        # task would keep them alive: one extra input-sized copy at the peak).
+        merges: dict[Any, Any] = {}
+        exprs: list[Any] = []
+        for j, a in enumerate(args):
+            if isinstance(a, da.Array):
+                deps.append(a)
+                if math.prod(a.numblocks) == 1:  # one block (npartitions)
+                    exprs.append((a.name, *(0,) * a.ndim))
+                else:
+                    merge_key = (f"{call.name}-merge-{token}", j)
+                    merges[merge_key] = (concatenate3, a.__dask_keys__())
+                    exprs.append(merge_key)
+            else:
+                exprs.append(a)
         task = (call, *exprs)
         outs = []
         if not call.multi:
             out_name = f"{call.name}-{token}"
             key = (out_name, *(0,) * len(shapes[0]))
-            graphs: list[tuple[str, dict[Any, Any]]] = [(out_name, {key: task})]
+            graphs: list[tuple[str, dict[Any, Any]]] = [
+                (out_name, {key: task, **merges})
+            ]
         else:
             kernel_key = f"{call.name}-{token}"
             graphs = []
@@ -162,7 +171,11 @@ class DaskAdapter(Adapter):
                 graphs.append(
                     (
                         out_name,
-                        {key: (operator.getitem, kernel_key, i), kernel_key: task},
+                        {
+                            key: (operator.getitem, kernel_key, i),
+                            kernel_key: task,
+                            **merges,
+                        },
                     )
                 )
         for (out_name, layer), shape, dtype in zip(graphs, shapes, dtypes, strict=True):
@@ -171,3 +184,24 @@ class DaskAdapter(Adapter):
             out_meta = meta_from_array(meta, ndim=len(shape), dtype=dtype)  # type: ignore[no-untyped-call]
             outs.append(da.Array(graph, out_name, chunks, meta=out_meta))  # type: ignore[no-untyped-call]
         return tuple(outs) if call.multi else outs[0]
+
+
+_FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _func_token(func: Any) -> Any:
+    """Dask's token of a kernel, computed once per kernel object.
+
+    Tokenizing a function pickles it; for a Numba dispatcher or a function whose module
+    attribute is a ``@lazy`` wrapper that costs hundreds of microseconds per call.
+    Dask caches function tokens by identity in the same way.
+    """
+    from dask.base import tokenize
+
+    try:
+        return _FUNC_TOKENS[func]
+    except KeyError:
+        token = _FUNC_TOKENS[func] = tokenize(func)
+        return token
+    except TypeError:  # not weak-referenceable (e.g. a builtin): no cache
+        return func
