@@ -33,12 +33,9 @@ def evaluate_callables(
     elif declared.dtypes is None:
         dtype = None
     else:
+        # Beside a shape callable, several constant dtypes mark several outputs
+        # (the decorator sets ``multi`` from their count).
         dtype = declared.dtypes if declared.multi else declared.dtypes[0]
-        if shape is not None and spec.shape_fn is not None:
-            # A constant dtype list next to a callable shape: match by count.
-            dtypes = declared.dtypes  # a plain tuple: no length narrowing below
-            n_dtypes = len(dtypes)
-            dtype = dtypes if n_dtypes > 1 else dtypes[0]
     return parse_output(shape, dtype, name)
 
 

@@ -95,7 +95,7 @@ def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSp
         # Constant dtype(s) beside a shape callable: kept as given; the number of
         # outputs is only known once the shape callable has run (evaluate_callables).
         dtypes = tuple(dtype) if isinstance(dtype, (tuple, list)) else (dtype,)
-        output = OutputSpec(None, dtypes, False)
+        output = OutputSpec(None, dtypes, len(dtypes) > 1)
     spec = CallSpec(
         name, output, bool(options["as_numpy"]), shape_fn=shape_fn, dtype_fn=dtype_fn
     )

@@ -10,14 +10,13 @@ output shapes from the arguments' shapes and checks the signature's core dimensi
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lazyapply._errors import SpecError
-from lazyapply._spec import CallSpec, Mode, OutputSpec, Shape, kernel_name
+from lazyapply._spec import CallSpec, Mode, OutputSpec, Shape, arg_shape, kernel_name
 
 __all__ = [
     "BOUNDARY_KINDS",
@@ -456,15 +455,4 @@ _EAGER_SPECS: dict[tuple[Any, ...], tuple[CallSpec, CallSpec]] = {}
 def _compatible(a: Shape, b: Shape) -> bool:
     return len(a) == len(b) and all(
         x is None or y is None or x == y for x, y in zip(a, b, strict=True)
-    )
-
-
-def arg_shape(a: Any) -> Shape:
-    """An argument's shape: ``()`` for a scalar or ``None``; NaN sizes → ``None``."""
-    shape = getattr(a, "shape", None)
-    if shape is None:
-        return ()
-    return tuple(
-        None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
-        for s in shape
     )

@@ -24,6 +24,7 @@ __all__ = [
     "Mode",
     "OutputSpec",
     "Shape",
+    "arg_shape",
     "broadcast_shapes",
     "kernel_name",
     "parse_output",
@@ -309,3 +310,14 @@ def check_dtype_name(dtype: Any, name: str) -> None:
             f"{', '.join(sorted(_NAMES))}"
         )
         raise SpecError(msg)
+
+
+def arg_shape(a: Any) -> Shape:
+    """An argument's shape: ``()`` for a scalar or ``None``; NaN sizes → ``None``."""
+    shape = getattr(a, "shape", None)
+    if shape is None:
+        return ()
+    return tuple(
+        None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
+        for s in shape
+    )

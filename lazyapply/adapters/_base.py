@@ -168,16 +168,14 @@ class Adapter:
         args: tuple[Any, ...],
         xp: Any,
         name: str,
-        shape_of: Callable[[Any], tuple[Any, ...]] | None = None,
     ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """Shapes and dtypes (resolved in ``xp``) for a lazy backend, inferring gaps."""
-        from lazyapply._spec import broadcast_shapes
+        from lazyapply._spec import arg_shape, broadcast_shapes
 
         arrays = [a for a in args if isinstance(a, self.native)]
         shapes = output.shapes
         if shapes is None:
-            get = shape_of or _shape
-            shapes = (broadcast_shapes([get(a) for a in arrays], name),)
+            shapes = (broadcast_shapes([arg_shape(a) for a in arrays], name),)
         if output.dtypes is None:
             inferred = self.result_type(xp, args)
             dtypes = (inferred,) * len(shapes)
@@ -233,10 +231,6 @@ class _Plan:
 
 def _no_kernel(*args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never called
     raise NotImplementedError
-
-
-def _shape(x: Any) -> tuple[Any, ...]:
-    return tuple(x.shape)
 
 
 def _name(func: Callable[..., Any]) -> str:

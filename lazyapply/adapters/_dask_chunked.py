@@ -27,16 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 from lazyapply._call import KernelCall, numpy_inputs
-from lazyapply._detect import adapter_for
 from lazyapply._errors import KernelOutputError, SpecError
-from lazyapply._modes import (
-    arg_shape,
-    boundary_for_ndim,
-    mode_output,
-    mode_output_shapes,
-)
-from lazyapply._spec import CallSpec, Mode, OutputSpec, kernel_name
-from lazyapply.adapters._base import Adapter, output_for_call
+from lazyapply._modes import boundary_for_ndim, mode_output, mode_output_shapes
+from lazyapply._spec import CallSpec, Mode, OutputSpec, arg_shape, kernel_name
+from lazyapply.adapters._base import output_for_call
+from lazyapply.adapters.dask import DaskAdapter, kernel_token
 
 __all__ = ["BlockCall", "defer_chunked"]
 
@@ -149,7 +144,7 @@ def _merge(blocks: Any, n: int) -> Any:
 
 
 def defer_chunked(
-    adapter: Adapter,
+    adapter: DaskAdapter,
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -179,24 +174,8 @@ def defer_chunked(
     np_dtypes = tuple(np.dtype(d) for d in dtypes)
     _check_unknown_chunks(mode, args, loop_ndims, name)
     meta = first._meta
-    chunk = adapter_for(meta, name)
-    if spec.as_numpy and not isinstance(meta, np.ndarray):
-        numpy_inputs((meta,), chunk.native)  # refuse now, not at compute time
-    call = KernelCall(
-        func,
-        kwargs,
-        name=name,
-        backend="dask",
-        as_numpy=spec.as_numpy,
-        multi=output.multi,
-        shapes=None,  # BlockCall checks each block against its own shape
-        dtypes=np_dtypes,
-        declared=(output.shapes is not None, output.dtypes is not None),
-        back=chunk.namespace(meta),
-        device=None,
-        native=chunk.native,
-        out_types=chunk.native,
-    )
+    # BlockCall checks each block against its own shape: no whole-array shapes here.
+    call = adapter.chunk_call(func, kwargs, spec, output, name, None, np_dtypes, first)
     known_cores = tuple(tuple(int(s) for s in c) for c in cores)  # type: ignore[arg-type]
     kind = (
         "elementwise"
@@ -206,7 +185,7 @@ def defer_chunked(
         else f"signature {mode.signature}"
     )
     token = tokenize(
-        func,
+        kernel_token(func),
         kwargs,
         spec.as_numpy,
         repr(mode),  # complete and deterministic; dask would pickle the dataclass

@@ -18,15 +18,11 @@ from typing import Any
 
 from lazyapply._call import KernelCall, numpy_inputs
 from lazyapply._detect import adapter_for
-from lazyapply._spec import CallSpec, kernel_name
+from lazyapply._spec import CallSpec, OutputSpec, kernel_name
 
 from ._base import Adapter, output_for_call
 
 __all__ = ["DaskAdapter"]
-
-
-def _shape(x: Any) -> tuple[int | None, ...]:
-    return tuple(None if math.isnan(s) else int(s) for s in x.shape)
 
 
 class DaskAdapter(Adapter):
@@ -86,16 +82,40 @@ class DaskAdapter(Adapter):
         name = spec.name or kernel_name(func)
         output = output_for_call(spec, name, args, kwargs)
         shapes, dtypes = self.infer_output(
-            output, args, xp or self.namespace(first), name, shape_of=_shape
+            output, args, xp or self.namespace(first), name
         )
         np_dtypes = tuple(np.dtype(d) for d in dtypes)
+        call = self.chunk_call(
+            func, kwargs, spec, output, name, shapes, np_dtypes, first
+        )
+        meta = first._meta
+        return self.defer_whole(call, args, shapes, np_dtypes, meta)
+
+    def chunk_call(
+        self,
+        func: Callable[..., Any],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        output: OutputSpec,
+        name: str,
+        shapes: tuple[tuple[int | None, ...], ...] | None,
+        np_dtypes: tuple[Any, ...],
+        first: Any,
+    ) -> KernelCall:
+        """The checked call that runs on chunks of ``first``'s chunk library.
+
+        Chunks reach the kernel in their own library (sparse, CuPy, ...) and outputs
+        go back to it. With ``as_numpy=True`` that library is asked to convert its
+        zero-size meta now, so a refusal (sparse densification, a CuPy device copy)
+        comes at the call rather than at compute time.
+        """
+        import numpy as np
+
         meta = first._meta
         chunk = adapter_for(meta, name)
         if spec.as_numpy and not isinstance(meta, np.ndarray):
-            # Let the chunk library refuse now (sparse densification, CuPy device
-            # copy) rather than at compute time.
             numpy_inputs((meta,), chunk.native)
-        call = KernelCall(
+        return KernelCall(
             func,
             kwargs,
             name=name,
@@ -110,7 +130,6 @@ class DaskAdapter(Adapter):
             native=chunk.native,
             out_types=chunk.native,
         )
-        return self.defer_whole(call, args, shapes, np_dtypes, meta)
 
     def defer_whole(
         self,
@@ -131,7 +150,7 @@ class DaskAdapter(Adapter):
         # constructor and graph keys are untyped: the graph is built with Any.
         deps: list[Any] = []
         token = tokenize(
-            _func_token(call.func),
+            kernel_token(call.func),
             call.kwargs,
             call.as_numpy,
             shapes,
@@ -189,7 +208,7 @@ class DaskAdapter(Adapter):
 _FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def _func_token(func: Any) -> Any:
+def kernel_token(func: Any) -> Any:
     """Dask's token of a kernel, computed once per kernel object.
 
     Tokenizing a function pickles it; for a Numba dispatcher or a function whose module

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lazyapply._call import KernelCall
+from lazyapply._call import KernelCall, numpy_inputs
 from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
 from lazyapply._spec import CallSpec, OutputSpec, kernel_name
 
@@ -193,15 +193,12 @@ class _Callback:
             lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
             if self.align is not None:
                 arrays = _align(arrays, lead, self.align)
+        call = self.call
+        if call.as_numpy:
+            arrays = numpy_inputs(arrays, call.native)
         args = self.args.copy()
         for i, a in zip(self.positions, arrays, strict=True):
             args[i] = a
-        call = self.call
-        if call.as_numpy:
-            import numpy as np
-
-            for i in self.positions:
-                args[i] = np.asarray(args[i])
         out = call.func(*args, **call.kwargs)
         return call.finish(out, lead)
 
@@ -229,7 +226,8 @@ def _mode_output(
     spec: CallSpec, output: OutputSpec, args: tuple[Any, ...], name: str
 ) -> tuple[OutputSpec, tuple[int, ...]]:
     """Output shapes of a chunk-wise mode (a signature's core dimensions)."""
-    from lazyapply._modes import arg_shape, mode_output, mode_output_shapes
+    from lazyapply._modes import mode_output, mode_output_shapes
+    from lazyapply._spec import arg_shape
 
     output = mode_output(spec.mode.signature, output, name)
     shapes, loop_ndims, _ = mode_output_shapes(
