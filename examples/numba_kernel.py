@@ -12,13 +12,11 @@ installed is skipped with the reason.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _report import check, failures, finish, installed, report, skip, timed
 
 from lazyapply import lazy
 
@@ -57,36 +55,6 @@ def reference(x: np.ndarray, alpha: float) -> np.ndarray:
 ALPHA = 0.3
 DATA = np.random.default_rng(0).standard_normal((64, 500))
 EXPECTED = reference(DATA, ALPHA)
-failures: list[str] = []
-
-
-def timed(fn: Callable[[], Any], repeat: int = 20) -> tuple[Any, float]:
-    """The result of ``fn()`` and the median time of ``repeat`` calls, in µs."""
-    out = fn()  # warm-up: compiles (Numba, jax.jit) outside the timing
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return out, float(np.median(times)) * 1e6
-
-
-def check(label: str, got: Any, expected: np.ndarray, us: float, rtol: float) -> None:
-    kind = f"{type(got).__module__.split('.')[0]}.{type(got).__name__}"
-    if hasattr(got, "detach"):  # torch: compare on the host
-        got = got.detach().cpu().numpy()
-    ok = np.allclose(np.asarray(got), expected, rtol=rtol, atol=rtol)
-    print(f"{'OK  ' if ok else 'FAIL'} {label:<42} {kind:<22} {us:9.1f} µs")
-    if not ok:
-        failures.append(label)
-
-
-def skip(label: str, reason: str) -> None:
-    print(f"SKIP {label:<42} {reason}")
-
-
-def installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def main() -> int:
@@ -122,10 +90,7 @@ def main() -> int:
             lazy_out, us = timed(lambda: ema(x, ALPHA))
             lazy_ok = not computed and isinstance(lazy_out, da.Array)
             label = "dask: graph built, nothing computed"
-            status = "OK  " if lazy_ok else "FAIL"
-            print(f"{status} {label:<42} {'dask.Array':<22} {us:9.1f} µs")
-            if not lazy_ok:
-                failures.append("dask laziness")
+            report(lazy_ok, label, "dask.Array", us, failure="dask laziness")
             got, us = timed(lazy_out.compute, repeat=5)
         check("dask: .compute()", got, EXPECTED, us, 1e-12)
     else:
@@ -158,11 +123,7 @@ def main() -> int:
     else:
         skip("jax", "jax is not installed")
 
-    if failures:
-        print(f"FAILED: {', '.join(failures)}")
-        return 1
-    print("all checks passed")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":

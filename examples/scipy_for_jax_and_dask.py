@@ -16,13 +16,12 @@ library that is not installed is skipped with the reason.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _report import Layout, check, failures, finish, installed, timed
 
 from lazyapply import lazy
 
@@ -60,33 +59,9 @@ def ellipj(u: np.ndarray, m: float) -> tuple[np.ndarray, ...]:
     return tuple(scipy.special.ellipj(u, m))
 
 
-failures: list[str] = []
-
-
-def timed(fn: Callable[[], Any], repeat: int = 10) -> tuple[Any, float]:
-    """The result of ``fn()`` and the median time of ``repeat`` calls, in µs."""
-    out = fn()  # warm-up: jax.jit compiles outside the timing
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return out, float(np.median(times)) * 1e6
-
-
-def check(label: str, got: Any, expected: Any, us: float, rtol: float) -> None:
-    """Compare one output, or a tuple of outputs, with SciPy's own NumPy result."""
-    pairs = (
-        zip(got, expected, strict=True) if isinstance(got, tuple) else [(got, expected)]
-    )
-    kind = type(got[0] if isinstance(got, tuple) else got)
-    name = f"{kind.__module__.split('.')[0]}.{kind.__name__}"
-    if isinstance(got, tuple):
-        name = f"{len(got)} x {name}"
-    ok = all(np.allclose(np.asarray(g), e, rtol=rtol, atol=rtol) for g, e in pairs)
-    print(f"{'OK  ' if ok else 'FAIL'} {label:<44} {name:<22} {us:10.1f} µs")
-    if not ok:
-        failures.append(label)
+# Column widths of the printed lines, and the timed calls per check.
+LAYOUT = Layout(label=44, time=10)
+REPEAT = 10
 
 
 def main() -> int:
@@ -110,10 +85,12 @@ def main() -> int:
     print(f"{'':5}{'routine / backend':<44} {'result type':<22} {'time/call':>13}")
 
     for name, fn, args, kwargs, expected in cases:
-        got, us = timed(lambda fn=fn, args=args, kwargs=kwargs: fn(*args, **kwargs))
-        check(f"{name}: numpy", got, expected, us, 1e-12)
+        got, us = timed(
+            lambda fn=fn, args=args, kwargs=kwargs: fn(*args, **kwargs), repeat=REPEAT
+        )
+        check(f"{name}: numpy", got, expected, us, 1e-12, layout=LAYOUT)
 
-    if importlib.util.find_spec("jax") is not None:
+    if installed("jax"):
         import jax
         import jax.numpy as jnp
 
@@ -129,9 +106,12 @@ def main() -> int:
             want = fn.eager(*nargs, **kwargs)
             jitted = jax.jit(lambda *a, fn=fn, kwargs=kwargs: fn(*a, **kwargs))
             got, us = timed(
-                lambda jitted=jitted, jargs=jargs: jax.block_until_ready(jitted(*jargs))
+                lambda jitted=jitted, jargs=jargs: jax.block_until_ready(
+                    jitted(*jargs)
+                ),
+                repeat=REPEAT,
             )
-            check(f"{name}: jax.jit", got, want, us, 1e-4)
+            check(f"{name}: jax.jit", got, want, us, 1e-4, layout=LAYOUT)
 
         @jax.jit
         def energy(m: Any) -> Any:
@@ -143,12 +123,13 @@ def main() -> int:
         want = np.sum(
             np.sqrt(scipy.special.ellipk(np.asarray(mj))).reshape(10, -1), axis=1
         )
-        got, us = timed(lambda: energy(mj).block_until_ready())
-        check("ellipk: jax.jit(sum(sqrt(vmap(ellipk(m)))))", got, want, us, 1e-4)
+        got, us = timed(lambda: energy(mj).block_until_ready(), repeat=REPEAT)
+        label = "ellipk: jax.jit(sum(sqrt(vmap(ellipk(m)))))"
+        check(label, got, want, us, 1e-4, layout=LAYOUT)
     else:
         print("SKIP jax: jax is not installed")
 
-    if importlib.util.find_spec("dask") is not None:
+    if installed("dask"):
         import dask
         import dask.array as da
 
@@ -168,7 +149,8 @@ def main() -> int:
             with dask.config.set(scheduler=counting_scheduler):
                 computed.clear()
                 lazy_out, us_graph = timed(
-                    lambda fn=fn, dargs=dargs, kwargs=kwargs: fn(*dargs, **kwargs)
+                    lambda fn=fn, dargs=dargs, kwargs=kwargs: fn(*dargs, **kwargs),
+                    repeat=REPEAT,
                 )
                 if computed:
                     failures.append(f"{name}: dask computed while building the graph")
@@ -176,15 +158,12 @@ def main() -> int:
                 got, us = timed(
                     lambda lazy_out=lazy_out: dask.compute(lazy_out)[0], repeat=3
                 )
-            check(f"{name}: dask (graph {us_graph:.0f} µs)", got, expected, us, 1e-12)
+            label = f"{name}: dask (graph {us_graph:.0f} µs)"
+            check(label, got, expected, us, 1e-12, layout=LAYOUT)
     else:
         print("SKIP dask: dask is not installed")
 
-    if failures:
-        print(f"FAILED: {', '.join(failures)}")
-        return 1
-    print("all checks passed")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":

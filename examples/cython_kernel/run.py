@@ -8,7 +8,6 @@ with the reason when Cython or a C compiler is missing, or a backend is not inst
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 import sysconfig
@@ -21,12 +20,19 @@ import numpy as np
 
 from lazyapply import lazy
 
+# The shared helpers live in examples/_report.py, one folder up from this script's.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _report import Layout, check, finish, installed, report, timed
+
 HERE = Path(__file__).resolve().parent
+# Column widths of the printed lines, and the tolerance of the checks by default.
+LAYOUT = Layout(label=40, kind=20)
+RTOL = 1e-6
 
 
 def compile_kernel() -> Callable[..., Any]:
     """Build ``ffill.pyx`` (once) and return the compiled function."""
-    if importlib.util.find_spec("Cython") is None:
+    if not installed("Cython"):
         print("SKIP all: Cython is not installed (pip install cython)")
         sys.exit(0)
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
@@ -42,30 +48,6 @@ def compile_kernel() -> Callable[..., Any]:
 
     print(f"compiled/loaded ffill.pyx in {time.perf_counter() - t0:.1f} s")
     return compiled  # type: ignore[no-any-return]
-
-
-failures: list[str] = []
-
-
-def timed(fn: Callable[[], Any], repeat: int = 20) -> tuple[Any, float]:
-    """The result of ``fn()`` and the median time of ``repeat`` calls, in µs."""
-    out = fn()  # warm-up: jax.jit compiles outside the timing
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return out, float(np.median(times)) * 1e6
-
-
-def check(
-    label: str, got: Any, expected: np.ndarray, us: float, rtol: float = 1e-6
-) -> None:
-    kind = f"{type(got).__module__.split('.')[0]}.{type(got).__name__}"
-    ok = np.allclose(np.asarray(got), expected, rtol=rtol, atol=rtol, equal_nan=True)
-    print(f"{'OK  ' if ok else 'FAIL'} {label:<40} {kind:<20} {us:9.1f} µs")
-    if not ok:
-        failures.append(label)
 
 
 def reference(x: np.ndarray) -> np.ndarray:
@@ -87,9 +69,9 @@ def main() -> int:
     print(f"ffill: {ffill!r}, input {data.shape} float64, 30% NaN")
 
     got, us = timed(lambda: ffill(data))
-    check("numpy", got, expected, us)
+    check("numpy", got, expected, us, RTOL, equal_nan=True, layout=LAYOUT)
 
-    if importlib.util.find_spec("dask") is not None:
+    if installed("dask"):
         import dask
         import dask.array as da
 
@@ -103,17 +85,17 @@ def main() -> int:
         with dask.config.set(scheduler=counting_scheduler):
             lazy_out, us = timed(lambda: ffill(x))
             lazy_ok = not computed and isinstance(lazy_out, da.Array)
-            status = "OK  " if lazy_ok else "FAIL"
             label = "dask: graph built, nothing computed"
-            print(f"{status} {label:<40} {'dask.Array':<20} {us:9.1f} µs")
-            if not lazy_ok:
-                failures.append("dask laziness")
+            report(
+                lazy_ok, label, "dask.Array", us, failure="dask laziness", layout=LAYOUT
+            )
             got, us = timed(lazy_out.compute, repeat=5)
-        check("dask: .compute()", got, expected, us)
+        label = "dask: .compute()"
+        check(label, got, expected, us, RTOL, equal_nan=True, layout=LAYOUT)
     else:
         print("SKIP dask: dask is not installed")
 
-    if importlib.util.find_spec("jax") is not None:
+    if installed("jax"):
         import jax
         import jax.numpy as jnp
 
@@ -121,22 +103,21 @@ def main() -> int:
         want = reference(np.asarray(xj))
         jitted = jax.jit(ffill)
         got, us = timed(lambda: jitted(xj).block_until_ready())
-        check(f"jax.jit(ffill) ({xj.dtype})", got, want, us)
+        label = f"jax.jit(ffill) ({xj.dtype})"
+        check(label, got, want, us, RTOL, equal_nan=True, layout=LAYOUT)
 
         @jax.jit
         def filled_row_means(x: Any) -> Any:
             return jnp.nanmean(ffill(x), axis=1)
 
         got, us = timed(lambda: filled_row_means(xj).block_until_ready())
-        check("jax.jit(nanmean(ffill(x)))", got, np.nanmean(want, axis=1), us, 1e-5)
+        want_means = np.nanmean(want, axis=1)
+        label = "jax.jit(nanmean(ffill(x)))"
+        check(label, got, want_means, us, 1e-5, equal_nan=True, layout=LAYOUT)
     else:
         print("SKIP jax: jax is not installed")
 
-    if failures:
-        print(f"FAILED: {', '.join(failures)}")
-        return 1
-    print("all checks passed")
-    return 0
+    return finish()
 
 
 if __name__ == "__main__":
