@@ -190,6 +190,18 @@ def test_computing_while_building_the_graph_fails_on_dask() -> None:
     assert "Dask computed 1 time(s) while building the graph" in str(err.value)
 
 
+def test_kernel_writing_into_its_input_fails_on_read_only_numpy() -> None:
+    @lazy
+    def clip_in_place(a: Any) -> Any:
+        a[a < 0] = 0
+        return a
+
+    with pytest.raises(AssertionError) as err:
+        check_kernel(clip_in_place, A, backends=["numpy", "numpy_readonly"])
+    assert _failed(err) == {("numpy_readonly", "eager")}
+    assert "read-only" in str(err.value)
+
+
 def test_kernel_failing_on_numpy_is_reported() -> None:
     @lazy
     def broken(a: Any) -> Any:
@@ -291,3 +303,13 @@ def test_laziness_assertions() -> None:
     assert counter.count == 1
     with pytest.raises(AssertionError, match=r"numpy\.ndarray: the kernel ran"):
         assert_lazy(A)
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import lazyapply.testing._check
+
+    result = doctest.testmod(lazyapply.testing._check, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 8
+    assert result.failed == 0

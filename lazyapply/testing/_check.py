@@ -479,17 +479,22 @@ def check_kernel(
     >>> report = check_kernel(scale, np.arange(6.0).reshape(2, 3), 2.0,
     ...                       backends=["numpy"])
     >>> print(report)
-    kernel  backend  mode        outcome
+    kernel  backend  mode        outcome  detail
     scale   numpy    eager       ok
     scale   pickle   round trip  ok
+
+    A declared dtype that the kernel does not return fails on NumPy already:
+
     >>> @lazy(dtype="float32")
     ... def liar(x):
     ...     return x * 2
-    >>> check_kernel(liar, np.arange(3.0), backends=["numpy"])
+    >>> check_kernel(liar, np.arange(3.0), backends=["numpy"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    AssertionError: check_kernel: liar failed 1 of 2 runs
-    ...
+    AssertionError: check_kernel: liar failed 2 of 2 runs
+    kernel  backend  mode        outcome  detail
+    liar    numpy    eager       FAIL     KernelOutputError: liar (numpy): output 0 ...
+    liar    pickle   round trip  FAIL     KernelOutputError: liar (numpy): output 0 ...
     """
     lazy_kernel = _strict(kernel)
     if not any(isinstance(a, np.ndarray) for a in args):
