@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import importlib
 import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -262,9 +263,12 @@ def _dask_array(backend: Backend, a: np.ndarray) -> Any:
 
 
 def _cupy_array(backend: Backend, a: np.ndarray) -> Any:
-    import cupy
+    return _cupy().asarray(a)
 
-    return cupy.asarray(a)
+
+def _cupy() -> Any:
+    # By name: the type checkers know no CuPy where it is not installed.
+    return importlib.import_module("cupy")
 
 
 _MAKERS: dict[str, Callable[[Backend, np.ndarray], Any]] = {
@@ -315,9 +319,7 @@ def cuda_available() -> bool:
     """
     if importlib.util.find_spec("cupy") is not None:
         try:
-            import cupy
-
-            return bool(cupy.cuda.runtime.getDeviceCount())
+            return bool(_cupy().cuda.runtime.getDeviceCount())
         except Exception:  # no driver, no device: CUDA is simply unavailable
             return False
     if importlib.util.find_spec("torch") is not None:
