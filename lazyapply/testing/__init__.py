@@ -17,16 +17,9 @@ each backend is imported when a check needs it.
 
 from __future__ import annotations
 
-from ._backends import (
-    Backend,
-    ComputeCounter,
-    assert_lazy,
-    count_dask_computes,
-    cuda_available,
-    installed_backends,
-    to_numpy,
-)
+from ._backends import Backend, cuda_available, installed_backends, to_numpy
 from ._check import check_kernel
+from ._laziness import ComputeCounter, assert_lazy, count_dask_computes
 from ._report import CheckRow, KernelReport
 
 __all__ = [
