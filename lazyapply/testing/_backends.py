@@ -171,7 +171,15 @@ class Backend(enum.Enum):
     def to_numpy(self, x: Any) -> np.ndarray:
         """Materialise a result of this backend as a NumPy array, to compare values.
 
-        See :func:`to_numpy`; Dask arrays are computed.
+        Parameters
+        ----------
+        x : array
+            A result of this backend (Dask arrays are computed).
+
+        Returns
+        -------
+        numpy.ndarray
+            The values, on the host (see :func:`to_numpy`).
         """
         return to_numpy(x)
 
@@ -217,7 +225,14 @@ class Backend(enum.Enum):
         return f(*args, **static)
 
     def pytest_param(self) -> Any:
-        """This backend as a ``pytest.param`` (marked ``gpu`` where it needs one)."""
+        """This backend as a ``pytest.param``, to parametrise a test over backends.
+
+        Returns
+        -------
+        pytest.param
+            With the backend's value as its id, marked ``gpu`` where it needs one.
+            Imports pytest (only this method does).
+        """
         import pytest
 
         marks = [pytest.mark.gpu] if self.gpu else []
@@ -290,6 +305,7 @@ def to_numpy(x: Any) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
+        The values, on the host.
     """
     if hasattr(x, "dask") and hasattr(x, "compute"):
         x = x.compute()
