@@ -53,7 +53,16 @@ def _reference(
 def _selected(backends: Iterable[Backend | str] | None) -> list[Backend]:
     if backends is None:
         return list(Backend)
-    chosen = {Backend(b) if isinstance(b, str) else b for b in backends}
+    names = {b.value: b for b in Backend}
+    chosen = set()
+    for b in backends:
+        if isinstance(b, str) and b not in names:
+            msg = (
+                f"check_kernel: unknown backend {b!r}; choose among "
+                f"{', '.join(names)} (or Backend members)"
+            )
+            raise ValueError(msg)
+        chosen.add(names[b] if isinstance(b, str) else b)
     return [b for b in Backend if b in chosen]
 
 
@@ -197,7 +206,7 @@ def check_kernel(
             continue
         for runner in RUNNERS.get(backend, (eager,)):
             runner(run, backend)
-    pickle_round_trip(run, kernel)
+    pickle_round_trip(run, kernel if isinstance(kernel, LazyFunction) else lazy_kernel)
     if run.report.failures:
         raise AssertionError(_failure(run.report))
     return run.report

@@ -69,8 +69,12 @@ class Run:
     ) -> str | None:
         """What differs between ``outs`` and the NumPy reference, or ``None``.
 
-        ``values=False`` compares the metadata only (a Dask graph, before computing).
+        ``first`` is the first array argument of the run (``None``: a NumPy one), whose
+        namespace and device the outputs must have. ``values=False`` compares the
+        metadata only (a Dask graph, before computing).
         """
+        if first is None:
+            first = np.empty(0)
         items = as_tuple(outs, self.multi)
         if len(items) != len(self.reference):
             return f"returned {len(items)} output(s), NumPy gave {len(self.reference)}"

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import logging
 import pickle
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -30,6 +29,7 @@ def _convert(backend: Backend, args: tuple[Any, ...]) -> tuple[tuple[Any, ...], 
 
 
 def eager(run: Run, backend: Backend) -> None:
+    """Run the kernel on the backend's arrays, now (``as_numpy`` if declared)."""
     mode = "as_numpy" if run.kernel.spec.as_numpy else "eager"
 
     def go() -> str | None:
@@ -145,32 +145,31 @@ def _dask(run: Run, backend: Backend) -> None:
             items = as_tuple(out, run.multi)
             computed = compute(*items, scheduler="sync")  # type: ignore[no-untyped-call]
             values = tuple(computed) if run.multi else computed[0]
-            return run.compare(Backend.NUMPY, values, run.reference[0])
+            return run.compare(Backend.NUMPY, values, None)
 
         run.attempt(backend, f"{_mode_name(run.kernel)}, {label}", go)
 
 
 def pickle_round_trip(run: Run, original: Callable[..., Any]) -> None:
+    """Pickle the kernel (by value with cloudpickle if need be) and run the copy."""
+    import importlib.util
+
+    try:
+        payload, how = pickle.dumps(original), "pickle"
+    except (pickle.PicklingError, AttributeError, TypeError):
+        # A local kernel pickles by value only: what dask.distributed does with it.
+        if importlib.util.find_spec("cloudpickle") is None:
+            reason = "not picklable by reference, and cloudpickle is not installed"
+            run.row("pickle", "round trip", "skip", reason)
+            return
+        import cloudpickle  # type: ignore[import-untyped]
+
+        payload, how = cloudpickle.dumps(original), "cloudpickle"
+
     def go() -> str | None:
-        try:
-            restored = pickle.loads(pickle.dumps(original))
-            how = "pickle"
-        except (pickle.PicklingError, AttributeError, TypeError):
-            # Local kernels pickle by value: what dask.distributed does (cloudpickle).
-            if "cloudpickle" not in sys.modules:
-                import importlib.util
-
-                if importlib.util.find_spec("cloudpickle") is None:
-                    return "pickle failed and cloudpickle is not installed"
-            import cloudpickle  # type: ignore[import-untyped]
-
-            restored = pickle.loads(cloudpickle.dumps(original))
-            how = "cloudpickle"
-        out = restored(
-            *(np.array(a) if isinstance(a, np.ndarray) else a for a in run.args),
-            **run.kwargs,
-        )
-        problem = run.compare(Backend.NUMPY, out, run.reference[0])
+        restored = pickle.loads(payload)
+        args = (np.array(a) if isinstance(a, np.ndarray) else a for a in run.args)
+        problem = run.compare(Backend.NUMPY, restored(*args, **run.kwargs), None)
         return None if problem is None else f"after a {how} round trip: {problem}"
 
     run.attempt("pickle", "round trip", go)
