@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from collections.abc import Callable
@@ -110,9 +109,9 @@ def as_tuple(outs: Any, multi: bool) -> tuple[Any, ...]:
     return (outs,)
 
 
-@functools.cache
 def _stored_dtype(backend: Backend, dtype: np.dtype[Any]) -> Any:
     # How the backend stores a NumPy dtype: JAX without x64 keeps float64 as float32.
+    # Not cached: JAX's x64 flag may change between two checks.
     maker = Backend.JAX if backend is Backend.JAX_JIT else backend
     return maker.asarray(np.empty((0,), dtype)).dtype
 
