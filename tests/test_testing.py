@@ -263,6 +263,26 @@ def test_tolerances() -> None:
     assert ("jax", "eager") in _failed(err)
 
 
+def test_jax_with_x64_keeps_float64() -> None:
+    _needs(Backend.JAX)
+    import jax
+
+    # The stored dtype is asked at each check: with x64 on, float64 stays float64 and
+    # JAX's results equal NumPy's exactly.
+    if hasattr(jax, "enable_x64"):
+        x64 = jax.enable_x64(True)
+    else:  # jax < 0.7 spells it in jax.experimental
+        from jax.experimental import enable_x64
+
+        x64 = enable_x64(True)
+    with x64:
+        report = check_kernel(
+            scale_add, A, B, backends=["jax", "jax_jit"], rtol=0.0, atol=0.0
+        )
+    assert report.failures == []
+    assert len(report.passed) == 4
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match="at least one NumPy array"):
         check_kernel(scale_add, 1.0, 2.0)
