@@ -60,6 +60,7 @@ html_theme = "pydata_sphinx_theme"
 html_title = f"lazyapply {release}"
 html_theme_options = {
     "navbar_align": "left",
+    "header_links_before_dropdown": 8,
     "show_toc_level": 2,
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],

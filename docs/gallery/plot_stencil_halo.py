@@ -56,8 +56,15 @@ for b, color in enumerate(COLORS):
 ax.text(-0.6, 0.4, "kernel output,\nhalo trimmed", ha="right", va="center", fontsize=9)
 ax.annotate(
     "depth=2 elements copied\nfrom the neighbour",
-    xy=(CHUNK + 0.5, 2.7 + 0.4),
-    xytext=(N + 0.5, 2.2),
+    xy=(2 * CHUNK + 1.5, 2.7 + 0.8),
+    xytext=(N + 0.5, 3.4),
+    fontsize=9,
+    arrowprops={"arrowstyle": "->"},
+)
+ax.annotate(
+    "outer edge: nothing added\n(boundary=None)",
+    xy=(N, 1.6 + 0.4),
+    xytext=(N + 0.5, 1.3),
     fontsize=9,
     arrowprops={"arrowstyle": "->"},
 )
