@@ -242,7 +242,10 @@ def local_cluster(wanted: bool) -> Iterator[Any | None]:
     with warnings.catch_warnings():
         # The scheduler's HTTP server binds 8787 first even with the dashboard off.
         warnings.filterwarnings("ignore", message="Port 8787 is already in use")
-        cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+        # Typed as Any: its stubs say dashboard_address is a str, but None turns the
+        # dashboard off (distributed's documented spelling).
+        local_cluster_class: Any = distributed.LocalCluster
+        cluster = local_cluster_class(
             n_workers=2,
             processes=True,
             threads_per_worker=1,
