@@ -157,9 +157,8 @@ class KernelCall:
                 and (self.move is None or out.device == self.device)
             ):
                 return out
-            check = OutputCheck(
-                (tuple(like.shape),), (like.dtype,), False, (False,) * 2
-            )
+            shape = (tuple(like.shape),)
+            check = OutputCheck(shape, (like.dtype,), False, (False, False))
         check = self.check if check is None else check
         if check.multi:
             return self._several(out, lead, check)

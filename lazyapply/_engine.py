@@ -73,6 +73,11 @@ def run(
         calls[key] = call
     except TypeError:  # an unhashable kernel or namespace: no cache
         call = _eager_call(adapter, first, func, spec, xp)
+    if spec.infer and spec.mode.signature is not None:
+        # Strict gufunc calls check what Dask and jit infer from the signature.
+        layout = _layout(adapter, first, func, args, kwargs, spec, xp, call.name)
+        check = OutputCheck(layout.shapes, layout.dtypes, layout.multi, layout.declared)
+        return call.run(args, kwargs, check=check)
     if spec.shape_fn is not None or spec.dtype_fn is not None:
         output = output_for_call(spec, call.name, args, kwargs)
         check = _check(adapter, first, output, args, xp, call.name, spec.strict)

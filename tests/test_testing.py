@@ -115,29 +115,13 @@ def test_honest_kernel_passes_on_every_installed_backend() -> None:
     assert all(r.kernel == "scale_add" for r in report)
 
 
-# Found by check_kernel on main at 8b71784: with strict=True (the @lazy default) the
-# eager path checks a signature kernel's outputs against the broadcast of its inputs
-# ("output 0 has shape (4,), expected (4, 6)") and one output, instead of the
-# signature's output shapes; Dask and jit are right. Strict xfail: fixing it on main
-# turns these into XPASS failures, so the marks cannot outlive the bug.
-_STRICT_SIGNATURE_BUG = (
-    "strict eager check ignores the gufunc signature's output shapes and count"
-)
-
-
 @pytest.mark.parametrize(
     "kernel",
     [
-        pytest.param(
-            lazy(mk.min_max, signature="(n)->(),()"),
-            id="two-outputs",
-            marks=pytest.mark.xfail(reason=_STRICT_SIGNATURE_BUG, strict=True),
-        ),
-        pytest.param(
-            lazy(mk.dot_last, signature="(n),(n)->()"),
-            id="gufunc",
-            marks=pytest.mark.xfail(reason=_STRICT_SIGNATURE_BUG, strict=True),
-        ),
+        # The strict eager check of a gufunc follows its signature (a bug that
+        # check_kernel found: it compared with the inputs' broadcast shape).
+        pytest.param(lazy(mk.min_max, signature="(n)->(),()"), id="two-outputs"),
+        pytest.param(lazy(mk.dot_last, signature="(n),(n)->()"), id="gufunc"),
         pytest.param(lazy(mk.smooth0, depth={0: 1}), id="stencil"),
     ],
 )
