@@ -157,8 +157,8 @@ class KernelCall:
                 and (self.move is None or out.device == self.device)
             ):
                 return out
-            shape = (tuple(like.shape),)
-            check = OutputCheck(shape, (like.dtype,), False, (False, False))
+            like_shape = (tuple(like.shape),)
+            check = OutputCheck(like_shape, (like.dtype,), False, (False, False))
         check = self.check if check is None else check
         if check.multi:
             return self._several(out, lead, check)
