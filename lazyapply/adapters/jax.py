@@ -146,8 +146,15 @@ class JaxAdapter(Adapter):
         result_spec = structs if output.multi else structs[0]
         vmap_method = "broadcast_all" if batched else "sequential"
 
+        # Native path (issue 12): a Numba kernel as an XLA FFI target, or the reason
+        # why not (then the callback below runs it). See adapters/_jax_native.py.
+        loop = (align or ndims) if batched else None
+        native = _native_stage(spec, call, args, positions, structs, loop)
+
         @jax.custom_jvp
         def staged(*operands: Any) -> Any:
+            if not isinstance(native, str):
+                return native(*operands)
             return jax.pure_callback(
                 callback, result_spec, *operands, vmap_method=vmap_method
             )
@@ -163,6 +170,22 @@ class JaxAdapter(Adapter):
             raise NotDifferentiableError(msg)
 
         return staged(*arrays)
+
+
+def _native_stage(
+    spec: CallSpec,
+    call: KernelCall,
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    structs: tuple[Any, ...],
+    loop_ndims: tuple[int, ...] | None,
+) -> Any:
+    """The native path's staging function (issue 12), or why it does not apply."""
+    if not spec.as_numpy:
+        return "as_numpy=False: the kernel takes JAX arrays"
+    from ._jax_native import native_stage
+
+    return native_stage(call, args, positions, structs, loop_ndims)
 
 
 class _Callback:
