@@ -102,27 +102,47 @@ class FailureInfo:
 
     ``template`` is the callback path's :class:`~lazyapply._call.KernelCall` (same
     name, output checks and messages); ``layout`` maps each positional argument and
-    keyword to ``("a", i)`` (operand ``i``), ``("s", j)`` (scalar ``j``) or ``("n",)``.
+    keyword to ``("a", i)`` (operand ``i``), ``("s", j)`` (scalar ``j``) or ``("n",)``;
+    ``dtypes`` are the operands' and ``scalars`` the Python types of the attributes.
     """
 
-    def __init__(self, template: Any, layout: tuple[Any, ...], keys: tuple[str, ...]):
+    def __init__(
+        self,
+        template: Any,
+        layout: tuple[Any, ...],
+        keys: tuple[str, ...],
+        dtypes: tuple[np.dtype[Any], ...],
+        scalars: tuple[type, ...],
+    ) -> None:
         self.template = template
         self.layout = layout
         self.keys = keys
+        self.dtypes = dtypes
+        self.scalars = scalars
 
-    def message(self, arrays: tuple[Any, ...], outs: tuple[Any, ...]) -> str:
-        ins, scalars = arrays
+    def message(self, frame: int) -> str:
+        """Re-run the call described by XLA's call frame; the error it raises."""
+        ins = [
+            _read(_i64(_i64(frame + 72) + 8 * i), dt)
+            for i, dt in enumerate(self.dtypes)
+        ]
+        rets = _i64(frame + 112)
+        outs = [_shape(_i64(rets + 8 * k)) for k in range(_i64(frame + 96))]
+        attrs = _i64(frame + 160)
+        scalars = []
+        for j, kind in enumerate(self.scalars):  # XLA_FFI_Scalar: dtype, value*
+            ctype = {bool: ctypes.c_bool, int: ctypes.c_int64}.get(
+                kind, ctypes.c_double
+            )
+            value = ctype.from_address(_i64(_i64(attrs + 8 * j) + 8)).value
+            scalars.append(kind(value))
         values = [
-            np.array(ins[p[1]])
-            if p[0] == "a"
-            else scalars[p[1]]
-            if p[0] == "s"
-            else None
+            ins[p[1]] if p[0] == "a" else scalars[p[1]] if p[0] == "s" else None
             for p in self.layout
         ]
         n = len(values) - len(self.keys)
         call = copy.copy(self.template)
-        call.shapes = tuple(tuple(o.shape) for o in outs)
+        call.shapes = tuple(outs)
         call.kwargs = {**call.kwargs, **dict(zip(self.keys, values[n:], strict=True))}
         try:
             call.finish(call.func(*values[:n], **call.kwargs))
@@ -137,19 +157,40 @@ class FailureInfo:
         )
 
 
+def _i64(address: int) -> int:
+    return ctypes.c_int64.from_address(address).value
+
+
+def _shape(buf: int) -> tuple[int, ...]:
+    """The dimensions of an XLA_FFI_Buffer (rank at byte 32, dims* at 40)."""
+    dims = _i64(buf + 40)
+    return tuple(_i64(dims + 8 * k) for k in range(_i64(buf + 32)))
+
+
+def _read(buf: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """A copy of an XLA_FFI_Buffer's data (data* at byte 24)."""
+    shape = _shape(buf)
+    size = int(np.prod(shape)) * dtype.itemsize
+    if size == 0:
+        return np.empty(shape, dtype)
+    raw = (ctypes.c_char * size).from_address(_i64(buf + 24))
+    return np.frombuffer(raw, dtype).reshape(shape).copy()
+
+
 _FAILURES: list[FailureInfo] = []  # index = slot baked into a handler
 
 
-def _failure_bytes(slot: int, arrays: Any, outs: Any) -> np.ndarray[Any, Any]:
-    text = _FAILURES[slot].message(arrays, outs)
+def _failure_bytes(slot: int, frame: int) -> np.ndarray[Any, Any]:
+    text = _FAILURES[slot].message(frame)
     return np.frombuffer(text.encode("utf-8", "replace") + b"\0", np.uint8).copy()
 
 
 @numba.njit(cache=False)
-def _fail(api: int, slot: int, arrays: Any, outs: Any) -> int:  # pragma: no cover
-    # Numba forbids `with objmode` inside `except`, so the handler calls this instead.
+def _fail(api: int, slot: int, frame: int) -> int:  # pragma: no cover
+    # Numba forbids `with objmode` inside `except`, so the handler calls this. It is
+    # compiled once: Python reads the buffers from the frame itself.
     with numba.objmode(text="uint8[::1]"):
-        text = _failure_bytes(slot, arrays, outs)
+        text = _failure_bytes(slot, frame)
     return make_error(api, text.ctypes.data, 2)  # type: ignore[no-any-return]
 
 
@@ -225,8 +266,6 @@ def build_handler(
         f"s{j}" for j in range(len(scalars))
     ]
     results = [f"o{k}" for k in range(len(outs))]
-    scalar_names = "".join(f"s{j}, " for j in range(len(scalars)))
-    packed = f"(({', '.join(operands[: len(ins)])},), ({scalar_names}))"
     lines += ["    ok = True", "    try:"]
     if writes_outputs:
         lines.append(f"        kcall({', '.join(operands + results)})")
@@ -237,7 +276,7 @@ def build_handler(
         lines += _copy_lines(outs)
     lines += [
         "    if not ok:",
-        f"        return fail(api, {slot}, {packed}, ({', '.join(results)},))",
+        f"        return fail(api, {slot}, frame)",
         "    return 0",
     ]
     namespace: dict[str, Any] = {}

@@ -96,7 +96,8 @@ def native_stage(
         The staging function, or why the native path does not apply.
     """
     func, name = template.func, template.name
-    reason = _refusal(func, args, positions, template.kwargs)
+    dtypes = [args[i].dtype for i in positions] + [s.dtype for s in structs]
+    reason = _refusal(func, args, positions, template.kwargs, dtypes)
     if reason is None:
         built = _target(template, args, positions, structs)
         reason = built if isinstance(built, str) else None
@@ -109,9 +110,14 @@ def native_stage(
 
 
 def _refusal(
-    func: Any, args: tuple[Any, ...], positions: tuple[int, ...], kwargs: dict[str, Any]
+    func: Any,
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    kwargs: dict[str, Any],
+    dtypes: list[Any],
 ) -> str | None:
     import jax
+    import numpy as np
 
     kind = _kind(func)
     if kind is None:
@@ -120,6 +126,10 @@ def _refusal(
         return "the Numba kernel is compiled in object mode"
     if jax.default_backend() != "cpu":
         return f"the default JAX backend is {jax.default_backend()}, not cpu"
+    for dt in map(np.dtype, dtypes):
+        # Numba's array types: bool, integers, float32/64, complex64/128.
+        if dt.kind not in "biufc" or dt == np.float16:
+            return f"Numba has no {dt} arrays"
     for i, a in enumerate(args):
         if i not in positions and a is not None and type(a) not in _SCALARS:
             return f"argument {i} is a {type(a).__name__} (only bool/int/float/None)"
@@ -214,7 +224,10 @@ def _compile(
     outs = _outputs(ret, outs_dt, gufunc, template.multi)
     if isinstance(outs, str):
         return outs
-    failure = FailureInfo(template, tuple(layout), keys)
+    kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
+    failure = FailureInfo(
+        template, tuple(layout), keys, key[4] and tuple(d for d, _ in key[4]), kinds
+    )
     handler = build_handler(kcall, ins, tuple(scalars), outs, gufunc, failure)
     target = f"lazyapply_numba_{next(_COUNTER)}_{template.name}"[:120]
     jax.ffi.register_ffi_target(target, capsule(handler.address), platform="cpu")
