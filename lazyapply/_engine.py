@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, overload
 
 from ._detect import find_adapter
+from ._infer_mode import with_inferred_mode
 from ._spec import CallSpec, kernel_name, parse_output
 
 __all__ = ["apply", "lazy_apply"]
@@ -182,4 +183,6 @@ def lazy_apply(
         from ._modes import with_mode
 
         spec = with_mode(spec, func, elementwise, signature, depth, boundary)
+    else:  # issue 12: a ufunc/gufunc kernel brings its own mode
+        spec = with_inferred_mode(spec, func)
     return adapter.apply(func, args, kwargs, spec, xp, first)
