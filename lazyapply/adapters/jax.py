@@ -9,6 +9,8 @@ and scalars keep their weak type (``float32_array * 2.0`` stays ``float32``).
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,10 @@ from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
 from lazyapply._spec import CallSpec, OutputSpec, kernel_name
 
 from ._base import Adapter, output_for_call
+from ._jax_shard import per_shard
+
+# Set while a shard's call is staged, so that it is not partitioned again.
+_LOCAL = threading.local()
 
 __all__ = ["JaxAdapter"]
 
@@ -150,9 +156,17 @@ class JaxAdapter(Adapter):
         # why not (then the callback below runs it). See adapters/_jax_native.py.
         loop = (align or ndims) if batched else None
         native = _native_stage(spec, call, args, positions, structs, loop)
+        # Sharded operands (issue 12): one call per shard; see adapters/_jax_shard.py.
+        sharded = None
+        if loop is not None and not declared[0] and not getattr(_LOCAL, "on", False):
+            stage = functools.partial(self._local, func, args, positions, kwargs, spec)
+            is_native = not isinstance(native, str)
+            sharded = per_shard(stage, arrays, loop, shapes, output.multi, is_native)
 
         @jax.custom_jvp
         def staged(*operands: Any) -> Any:
+            if sharded is not None:
+                return sharded(*operands)
             if not isinstance(native, str):
                 return native(*operands)
             return jax.pure_callback(
@@ -170,6 +184,25 @@ class JaxAdapter(Adapter):
             raise NotDifferentiableError(msg)
 
         return staged(*arrays)
+
+    def _local(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        positions: tuple[int, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        *shards: Any,
+    ) -> Any:
+        """Stage the kernel on one shard's operands (issue 12, sharded arrays)."""
+        local = list(args)
+        for i, a in zip(positions, shards, strict=True):
+            local[i] = a
+        _LOCAL.on = True
+        try:
+            return self.defer(func, tuple(local), kwargs, spec, None)
+        finally:
+            _LOCAL.on = False
 
 
 def _native_stage(
