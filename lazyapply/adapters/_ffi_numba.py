@@ -10,7 +10,6 @@ reads a buffer, and answers XLA's metadata query (API version) at registration.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import functools
 from collections.abc import Callable
@@ -18,11 +17,13 @@ from typing import Any
 
 import numba
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import types
 from numba.extending import intrinsic
 
-__all__ = ["FailureInfo", "build_handler", "capsule"]
+from ._ffi_failure import FailureInfo, failure_bytes
+
+__all__ = ["build_handler", "capsule"]
 
 # XLA_FFI_API_MAJOR / XLA_FFI_API_MINOR of the header this layout was read from.
 FFI_API_VERSION = (0, 3)
@@ -62,7 +63,7 @@ def pointer_to(nbtype: Any) -> Any:
 
     @intrinsic
     def as_pointer(typingctx: Any, addr: Any) -> Any:
-        ptr_type = types.CPointer(nbtype)
+        ptr_type = types.CPointer(nbtype)  # type: ignore[no-untyped-call]
 
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             return builder.inttoptr(args[0], context.get_value_type(ptr_type))
@@ -97,101 +98,13 @@ def make_error(typingctx: Any, api: Any, message: Any, code: Any) -> Any:
     return types.int64(types.int64, types.int64, types.int64), codegen
 
 
-class FailureInfo:
-    """What the error path needs to re-run a failed call in Python for its message.
-
-    ``template`` is the callback path's :class:`~lazyapply._call.KernelCall` (same
-    name, output checks and messages); ``layout`` maps each positional argument and
-    keyword to ``("a", i)`` (operand ``i``), ``("s", j)`` (scalar ``j``) or ``("n",)``;
-    ``dtypes`` are the operands' and ``scalars`` the Python types of the attributes.
-    """
-
-    def __init__(
-        self,
-        template: Any,
-        layout: tuple[Any, ...],
-        keys: tuple[str, ...],
-        dtypes: tuple[np.dtype[Any], ...],
-        scalars: tuple[type, ...],
-    ) -> None:
-        self.template = template
-        self.layout = layout
-        self.keys = keys
-        self.dtypes = dtypes
-        self.scalars = scalars
-
-    def message(self, frame: int) -> str:
-        """Re-run the call described by XLA's call frame; the error it raises."""
-        ins = [
-            _read(_i64(_i64(frame + 72) + 8 * i), dt)
-            for i, dt in enumerate(self.dtypes)
-        ]
-        rets = _i64(frame + 112)
-        outs = [_shape(_i64(rets + 8 * k)) for k in range(_i64(frame + 96))]
-        attrs = _i64(frame + 160)
-        scalars = []
-        for j, kind in enumerate(self.scalars):  # XLA_FFI_Scalar: dtype, value*
-            ctype = {bool: ctypes.c_bool, int: ctypes.c_int64}.get(
-                kind, ctypes.c_double
-            )
-            value = ctype.from_address(_i64(_i64(attrs + 8 * j) + 8)).value
-            scalars.append(kind(value))
-        values = [
-            ins[p[1]] if p[0] == "a" else scalars[p[1]] if p[0] == "s" else None
-            for p in self.layout
-        ]
-        n = len(values) - len(self.keys)
-        call = copy.copy(self.template)
-        call.shapes = tuple(outs)
-        call.kwargs = {**call.kwargs, **dict(zip(self.keys, values[n:], strict=True))}
-        try:
-            call.finish(call.func(*values[:n], **call.kwargs))
-        except Exception as exc:  # the kernel's own error, or the output check's
-            if type(exc).__name__ == "KernelOutputError":
-                return str(exc)
-            return f"{call.name} ({call.backend}): {type(exc).__name__}: {exc}"
-        return (
-            f"{call.name} ({call.backend}): the kernel failed in native code but not "
-            "when re-run in Python; pass the kernel's Python function to run it as a "
-            "callback"
-        )
-
-
-def _i64(address: int) -> int:
-    return ctypes.c_int64.from_address(address).value
-
-
-def _shape(buf: int) -> tuple[int, ...]:
-    """The dimensions of an XLA_FFI_Buffer (rank at byte 32, dims* at 40)."""
-    dims = _i64(buf + 40)
-    return tuple(_i64(dims + 8 * k) for k in range(_i64(buf + 32)))
-
-
-def _read(buf: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
-    """A copy of an XLA_FFI_Buffer's data (data* at byte 24)."""
-    shape = _shape(buf)
-    size = int(np.prod(shape)) * dtype.itemsize
-    if size == 0:
-        return np.empty(shape, dtype)
-    raw = (ctypes.c_char * size).from_address(_i64(buf + 24))
-    return np.frombuffer(raw, dtype).reshape(shape).copy()
-
-
-_FAILURES: list[FailureInfo] = []  # index = slot baked into a handler
-
-
-def _failure_bytes(slot: int, frame: int) -> np.ndarray[Any, Any]:
-    text = _FAILURES[slot].message(frame)
-    return np.frombuffer(text.encode("utf-8", "replace") + b"\0", np.uint8).copy()
-
-
 @numba.njit(cache=False)
 def _fail(api: int, slot: int, frame: int) -> int:  # pragma: no cover
     # Numba forbids `with objmode` inside `except`, so the handler calls this. It is
     # compiled once: Python reads the buffers from the frame itself.
     with numba.objmode(text="uint8[::1]"):
-        text = _failure_bytes(slot, frame)
-    return make_error(api, text.ctypes.data, 2)  # type: ignore[no-any-return]
+        text = failure_bytes(slot, frame)
+    return make_error(api, text.ctypes.data, 2)  # type: ignore[no-any-return,call-arg]
 
 
 def _view(name: str, buf: str, ndim: int, ptr: str) -> list[str]:
@@ -221,7 +134,7 @@ def build_handler(
     kernel (a gufunc) takes the result buffers as its last arguments.
     """
     env: dict[str, Any] = {
-        "carray": numba.carray,
+        "carray": numba.carray,  # type: ignore[attr-defined]
         "load_i64": load_i64,
         "load_i32": load_i32,
         "store_i32": store_i32,
@@ -230,8 +143,7 @@ def build_handler(
         "kcall": call,
         "BAD": np.frombuffer(b"lazyapply: unexpected XLA FFI call frame\0", np.uint8),
     }
-    _FAILURES.append(failure)
-    slot = len(_FAILURES) - 1
+    slot = failure.register()
     major, minor = FFI_API_VERSION
     lines = [
         "def handler(frame):",

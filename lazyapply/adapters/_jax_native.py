@@ -15,7 +15,6 @@ Nothing here imports jax or numba at import time.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import sys
 import threading
@@ -30,7 +29,6 @@ _LOCK = threading.Lock()
 # Handlers are never evicted: XLA keeps their addresses for the life of the process.
 _TARGETS: dict[tuple[Any, ...], tuple[str, Any] | str] = {}
 _DECISIONS: dict[Any, str] = {}
-_COUNTER = itertools.count()
 _SCALARS = (bool, int, float)
 
 
@@ -52,7 +50,7 @@ def _decide(kernel: Any, name: str, decision: str) -> None:
     logger.debug("%s: %s", name, decision)
 
 
-def _kind(func: Any) -> str | None:
+def kernel_kind(func: Any) -> str | None:
     """'jit', 'ufunc' or 'gufunc' for a Numba dispatcher; ``None`` otherwise."""
     numba = sys.modules.get("numba")
     if numba is None:
@@ -74,6 +72,7 @@ def native_stage(
     positions: tuple[int, ...],
     structs: tuple[Any, ...],
     loop_ndims: tuple[int, ...] | None,
+    as_numpy: bool = True,
 ) -> Callable[..., Any] | str:
     """A function of the operands ``args[i] for i in positions`` staging the kernel.
 
@@ -89,12 +88,16 @@ def native_stage(
     loop_ndims
         Loop ranks of the operands for an elementwise/gufunc kernel (``vmap`` batches
         them into one call); ``None`` for a whole-array kernel (one call per element).
+    as_numpy
+        The call's option; the native path needs NumPy inputs (``True``).
 
     Returns
     -------
     callable or str
         The staging function, or why the native path does not apply.
     """
+    if not as_numpy:
+        return "as_numpy=False: the kernel takes JAX arrays"
     func, name = template.func, template.name
     dtypes = [args[i].dtype for i in positions] + [s.dtype for s in structs]
     reason = _refusal(func, args, positions, template.kwargs, dtypes)
@@ -104,7 +107,7 @@ def native_stage(
     if reason is not None:
         _decide(func, name, f"callback: {reason}")
         return reason
-    target, _ = built
+    target = built[0]
     _decide(func, name, f"native: {target}")
     return _stager(target, template, args, positions, structs, loop_ndims)
 
@@ -119,7 +122,7 @@ def _refusal(
     import jax
     import numpy as np
 
-    kind = _kind(func)
+    kind = kernel_kind(func)
     if kind is None:
         return f"{type(func).__name__} is not a Numba dispatcher"
     if kind == "jit" and func.targetoptions.get("forceobj"):
@@ -144,7 +147,7 @@ def _refusal(
     return None
 
 
-def _scalar_type(v: Any) -> str:
+def scalar_type(v: Any) -> str:
     return "bool" if type(v) is bool else "int64" if type(v) is int else "float64"
 
 
@@ -162,105 +165,17 @@ def _target(
         template.declared,
         template.multi,
         tuple((np.dtype(args[i].dtype), args[i].ndim) for i in positions),
-        tuple((i, None if v is None else _scalar_type(v)) for i, v in statics),
-        tuple((k, None if v is None else _scalar_type(v)) for k, v in kw.items()),
+        tuple((i, None if v is None else scalar_type(v)) for i, v in statics),
+        tuple((k, None if v is None else scalar_type(v)) for k, v in kw.items()),
         tuple((np.dtype(s.dtype), len(s.shape)) for s in structs),
     )
+    from ._ffi_build import compile_target
+
     with _LOCK:  # one compile per signature, even when threads trace at once
         found = _TARGETS.get(key)
         if found is None:
-            found = _TARGETS[key] = _compile(template, args, positions, structs, key)
+            found = _TARGETS[key] = compile_target(template, args, positions, key)
     return found
-
-
-def _compile(
-    template: Any, args: Any, positions: Any, structs: Any, key: Any
-) -> tuple[str, Any] | str:
-    import jax
-    import numba
-    from numba import types
-
-    from ._ffi_numba import FailureInfo, build_handler, capsule
-
-    ins = tuple((numba.from_dtype(dt), nd) for dt, nd in key[4])
-    outs_dt = tuple((numba.from_dtype(dt), nd) for dt, nd in key[7])
-    layout: list[Any] = []
-    scalars: list[Any] = []
-    names: list[str] = []
-    for value in (*args, *template.kwargs.values()):
-        i = len(layout)
-        if i < len(args) and i in positions:
-            layout.append(("a", positions.index(i)))
-            names.append(f"x{positions.index(i)}")
-        elif value is None:
-            layout.append(("n",))
-            names.append("None")
-        else:
-            layout.append(("s", len(scalars)))
-            names.append(f"s{len(scalars)}")
-            scalars.append(
-                getattr(types, _scalar_type(value).replace("bool", "boolean"))
-            )
-    keys = tuple(template.kwargs)
-    n = len(args)
-    gufunc = _kind(template.func) == "gufunc"
-    call_args = [*names[:n], *(f"o{k}" for k in range(len(outs_dt)) if gufunc)]
-    call_args += [f"{k}={v}" for k, v in zip(keys, names[n:], strict=True)]
-    params = [f"x{i}" for i in range(len(ins))] + [f"s{j}" for j in range(len(scalars))]
-    params += [f"o{k}" for k in range(len(outs_dt)) if gufunc]
-    src = (
-        f"def kcall({', '.join(params)}):\n    return kernel({', '.join(call_args)})\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(src, {"kernel": template.func}, namespace)
-    sig = [types.Array(dt, nd, "C") for dt, nd in ins] + scalars
-    sig += [types.Array(dt, nd, "C") for dt, nd in outs_dt if gufunc]
-    try:
-        kcall = numba.njit(tuple(sig))(namespace["kcall"])
-    except Exception as exc:  # a typing error: the callback path runs it in Python
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return f"Numba could not compile the kernel for {sig}: {first}"
-    ret = kcall.nopython_signatures[0].return_type
-    outs = _outputs(ret, outs_dt, gufunc, template.multi)
-    if isinstance(outs, str):
-        return outs
-    kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
-    failure = FailureInfo(
-        template, tuple(layout), keys, key[4] and tuple(d for d, _ in key[4]), kinds
-    )
-    handler = build_handler(kcall, ins, tuple(scalars), outs, gufunc, failure)
-    target = f"lazyapply_numba_{next(_COUNTER)}_{template.name}"[:120]
-    jax.ffi.register_ffi_target(target, capsule(handler.address), platform="cpu")
-    return target, handler  # the handler object keeps the machine code alive
-
-
-def _outputs(ret: Any, outs: Any, gufunc: bool, multi: bool) -> Any:
-    """(dtype, ndim, returns a scalar) per output, or why they cannot be copied."""
-    import numba
-    from jax.dtypes import canonicalize_dtype
-    from numba import types
-    from numba.np.numpy_support import as_dtype
-
-    if gufunc:
-        return tuple((dt, nd, False) for dt, nd in outs)
-    rets = tuple(ret) if multi and isinstance(ret, types.BaseTuple) else (ret,)
-    if (multi and not isinstance(ret, types.BaseTuple)) or len(rets) != len(outs):
-        return f"the kernel returns {ret}, expected {len(outs)} output(s)"
-    out = []
-    for got, (dt, nd) in zip(rets, outs, strict=True):
-        scalar = not isinstance(got, types.Array)
-        gdt = got if scalar else got.dtype
-        gnd = 0 if scalar else got.ndim
-        if gnd != nd or not isinstance(gdt, (types.Number, types.Boolean)):
-            return (
-                f"the kernel returns {got}, expected {nd}-d {dt} (the callback checks)"
-            )
-        # Without x64 a float64 result is stored as float32, as the callback casts.
-        canon = numba.from_dtype(canonicalize_dtype(as_dtype(gdt)))
-        if dt not in (gdt, canon):
-            return f"the kernel returns {got}, expected {dt} (the callback checks)"
-        out.append((dt, nd, scalar))
-    return tuple(out)
 
 
 def _stager(
@@ -293,54 +208,6 @@ def _stager(
 
     if loop_ndims is None:
         return stage
-    return _batched(stage, template, args, positions, structs, loop_ndims)
+    from ._ffi_build import batched
 
-
-def _batched(
-    stage: Callable[..., Any],
-    template: Any,
-    args: tuple[Any, ...],
-    positions: tuple[int, ...],
-    structs: tuple[Any, ...],
-    loop_ndims: tuple[int, ...],
-) -> Callable[..., Any]:
-    """``stage`` with a vmap rule: one call of a handler compiled for rank + 1.
-
-    ``jax.ffi.ffi_call``'s own batching would call the same handler, compiled for the
-    unbatched ranks, with batched buffers; this rule stages a new signature instead.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    staged = jax.custom_batching.custom_vmap(stage)
-    top = max(loop_ndims)
-
-    @staged.def_vmap
-    def _rule(size: int, in_batched: list[bool], *ops: Any) -> Any:
-        full = [
-            op if b else jnp.broadcast_to(op, (size, *op.shape))
-            for op, b in zip(ops, in_batched, strict=True)
-        ]
-        # Put the batch axis in front of the outermost loop axis of every operand,
-        # as the callback's _align does, so that loop axes still broadcast.
-        aligned = [
-            op.reshape((size, *(1,) * (top - n), *op.shape[1:])) if n < top else op
-            for op, n in zip(full, loop_ndims, strict=True)
-        ]
-        new_args = list(args)
-        for i, op in zip(positions, aligned, strict=True):
-            new_args[i] = op
-        shapes = tuple(
-            jax.ShapeDtypeStruct((size, *s.shape), s.dtype)  # type: ignore[no-untyped-call]
-            for s in structs
-        )
-        inner = native_stage(
-            template, tuple(new_args), positions, shapes, (top + 1,) * len(ops)
-        )
-        if isinstance(inner, str):  # one call per batch element instead
-            out = jax.lax.map(lambda xs: stage(*xs), tuple(full))
-        else:
-            out = inner(*aligned)
-        return out, ([True] * len(structs) if template.multi else True)
-
-    return staged
+    return batched(stage, template, args, positions, structs, loop_ndims)

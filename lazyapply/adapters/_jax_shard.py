@@ -16,10 +16,39 @@ on the whole array, and the result is re-sharded as the program asks.
 from __future__ import annotations
 
 import string
+import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["per_shard"]
+__all__ = ["in_shard", "per_shard", "stage_on_shard"]
+
+# Set while one shard's call is staged, so that it is not partitioned again.
+_LOCAL = threading.local()
+
+
+def in_shard() -> bool:
+    """Whether the current thread is staging one shard's call."""
+    return bool(getattr(_LOCAL, "on", False))
+
+
+def stage_on_shard(
+    defer: Callable[..., Any],
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    kwargs: dict[str, Any],
+    spec: Any,
+    *shards: Any,
+) -> Any:
+    """Stage the kernel (``defer``) with the operands replaced by one shard's."""
+    local = list(args)
+    for i, a in zip(positions, shards, strict=True):
+        local[i] = a
+    _LOCAL.on = True
+    try:
+        return defer(func, tuple(local), kwargs, spec, None)
+    finally:
+        _LOCAL.on = False
 
 
 def per_shard(
@@ -36,10 +65,15 @@ def per_shard(
     ``None`` when the call is not worth partitioning (one device, broadcasting).
     """
     import jax
-    from jax.experimental.custom_partitioning import custom_partitioning
-    from jax.sharding import NamedSharding, PartitionSpec
+    import jax.sharding as shd
+    from jax.experimental import custom_partitioning as cp
 
-    if jax.device_count() < 2 or not operands:
+    # Untyped in jax's stubs: typed as Any once here.
+    custom_partitioning: Any = cp.custom_partitioning
+    NamedSharding: Any = shd.NamedSharding
+    PartitionSpec: Any = shd.PartitionSpec  # untyped in jax's stubs
+
+    if jax.device_count() < 2 or not operands or in_shard():
         return None
     if not native:
         return _explicit(stage_local, operands, loop_ndims, out_shapes, multi)
@@ -81,8 +115,8 @@ def per_shard(
         args, results = shardings(mesh, arg_shapes, result_shape)
         return mesh, stage_local, results, tuple(args)
 
-    wrapped = custom_partitioning(stage_local)
-    wrapped.def_partition(
+    wrapped: Callable[..., Any] = custom_partitioning(stage_local)
+    wrapped.def_partition(  # type: ignore[attr-defined]
         partition=partition, infer_sharding_from_operands=infer, sharding_rule=rule
     )
     return wrapped
@@ -102,8 +136,9 @@ def _explicit(
     whose sharding the trace knows: meshes with ``AxisType.Explicit`` axes.
     """
     import jax
-    from jax.sharding import PartitionSpec
+    import jax.sharding as shd
 
+    PartitionSpec: Any = shd.PartitionSpec  # untyped in jax's stubs
     sharding = jax.typeof(operands[0]).sharding
     mesh = getattr(sharding, "mesh", None)
     if mesh is None or getattr(mesh, "empty", True) or not any(sharding.spec):

@@ -9,9 +9,8 @@ and scalars keep their weak type (``float32_array * 2.0`` stays ``float32``).
 
 from __future__ import annotations
 
-import functools
-import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from lazyapply._call import KernelCall, numpy_inputs
@@ -19,10 +18,8 @@ from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
 from lazyapply._spec import CallSpec, OutputSpec, kernel_name
 
 from ._base import Adapter, output_for_call
-from ._jax_shard import per_shard
-
-# Set while a shard's call is staged, so that it is not partitioned again.
-_LOCAL = threading.local()
+from ._jax_native import native_stage  # issue 12 (imports no backend)
+from ._jax_shard import per_shard, stage_on_shard
 
 __all__ = ["JaxAdapter"]
 
@@ -152,23 +149,19 @@ class JaxAdapter(Adapter):
         result_spec = structs if output.multi else structs[0]
         vmap_method = "broadcast_all" if batched else "sequential"
 
-        # Native path (issue 12): a Numba kernel as an XLA FFI target, or the reason
-        # why not (then the callback below runs it). See adapters/_jax_native.py.
+        # Issue 12: native path (Numba as an XLA FFI target); per-shard calls
         loop = (align or ndims) if batched else None
-        native = _native_stage(spec, call, args, positions, structs, loop)
-        # Sharded operands (issue 12): one call per shard; see adapters/_jax_shard.py.
-        sharded = None
-        if loop is not None and not declared[0] and not getattr(_LOCAL, "on", False):
-            stage = functools.partial(self._local, func, args, positions, kwargs, spec)
-            is_native = not isinstance(native, str)
-            sharded = per_shard(stage, arrays, loop, shapes, output.multi, is_native)
+        native = native_stage(call, args, positions, structs, loop, spec.as_numpy)
+        sharded = None if declared[0] or loop is None else per_shard(
+            partial(stage_on_shard, self.defer, func, args, positions, kwargs, spec),
+            arrays, loop, shapes, output.multi, not isinstance(native, str),
+        )  # fmt: skip
+        direct = sharded or (None if isinstance(native, str) else native)
 
         @jax.custom_jvp
         def staged(*operands: Any) -> Any:
-            if sharded is not None:
-                return sharded(*operands)
-            if not isinstance(native, str):
-                return native(*operands)
+            if direct is not None:  # issue 12
+                return direct(*operands)
             return jax.pure_callback(
                 callback, result_spec, *operands, vmap_method=vmap_method
             )
@@ -184,41 +177,6 @@ class JaxAdapter(Adapter):
             raise NotDifferentiableError(msg)
 
         return staged(*arrays)
-
-    def _local(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        positions: tuple[int, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        *shards: Any,
-    ) -> Any:
-        """Stage the kernel on one shard's operands (issue 12, sharded arrays)."""
-        local = list(args)
-        for i, a in zip(positions, shards, strict=True):
-            local[i] = a
-        _LOCAL.on = True
-        try:
-            return self.defer(func, tuple(local), kwargs, spec, None)
-        finally:
-            _LOCAL.on = False
-
-
-def _native_stage(
-    spec: CallSpec,
-    call: KernelCall,
-    args: tuple[Any, ...],
-    positions: tuple[int, ...],
-    structs: tuple[Any, ...],
-    loop_ndims: tuple[int, ...] | None,
-) -> Any:
-    """The native path's staging function (issue 12), or why it does not apply."""
-    if not spec.as_numpy:
-        return "as_numpy=False: the kernel takes JAX arrays"
-    from ._jax_native import native_stage
-
-    return native_stage(call, args, positions, structs, loop_ndims)
 
 
 class _Callback:
