@@ -14,6 +14,7 @@ from ._errors import (
     NotDifferentiableError,
     SpecError,
 )
+from .adapters._jax_native import explain_native  # issue 12; imports no backend
 
 __all__ = [
     "KernelOutputError",
@@ -22,6 +23,7 @@ __all__ = [
     "MixedNamespaceError",
     "NotDifferentiableError",
     "SpecError",
+    "explain_native",
     "lazy",
     "lazy_apply",
 ]
