@@ -26,6 +26,7 @@ from typing import (
 )
 
 from ._detect import find_adapter
+from ._engine import run
 from ._errors import MixedNamespaceError, SpecError
 from ._spec import (
     INFERRED,
@@ -237,7 +238,7 @@ class LazyFunction(Generic[P, R]):
                 raise
             bound: Any = BoundLazyFunction(self, args[0])
             return bound(*args[1:], **kwargs)  # type: ignore[no-any-return]
-        return adapter.apply(self._kernel, args, kwargs, self._spec, self._xp, first)  # type: ignore[no-any-return]
+        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ introspection
     @property
@@ -352,7 +353,7 @@ class BoundLazyFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         adapter, first = find_adapter(args, self._name)
-        return adapter.apply(self._kernel, args, kwargs, self._spec, self._xp, first)  # type: ignore[no-any-return]
+        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)  # type: ignore[no-any-return]
 
     @property
     def __signature__(self) -> inspect.Signature:

@@ -73,7 +73,7 @@ def compile_target(
         first = (str(exc).strip().splitlines() or [""])[0]
         return f"Numba could not compile the kernel for {sig}: {first}"
     ret = kcall.nopython_signatures[0].return_type
-    outs = _outputs(ret, outs_dt, gufunc, template.multi)
+    outs = _outputs(ret, outs_dt, gufunc, template.check.multi)
     if isinstance(outs, str):
         return outs
     kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
@@ -163,6 +163,6 @@ def batched(
             out = jax.lax.map(lambda xs: stage(*xs), tuple(full))
         else:
             out = inner(*aligned)
-        return out, ([True] * len(structs) if template.multi else True)
+        return out, ([True] * len(structs) if template.check.multi else True)
 
     return staged

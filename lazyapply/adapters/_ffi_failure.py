@@ -10,12 +10,14 @@ Offsets: ``xla/ffi/api/c_api.h`` on a 64-bit host, as in :mod:`._ffi_numba`.
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import threading
 from typing import Any
 
 import numpy as np
+
+from lazyapply._check import OutputCheck
+from lazyapply._errors import KernelOutputError
 
 __all__ = ["FailureInfo", "failure_bytes"]
 
@@ -72,17 +74,18 @@ class FailureInfo:
             for p in self.layout
         ]
         n = len(values) - len(self.keys)
-        call = copy.copy(self.template)
-        call.shapes = tuple(outs)
-        call.kwargs = {**call.kwargs, **dict(zip(self.keys, values[n:], strict=True))}
+        call = self.template
+        old = call.check
+        check = OutputCheck(tuple(outs), old.dtypes, old.multi, old.declared, old.kind)
+        kwargs = {**call.kwargs, **dict(zip(self.keys, values[n:], strict=True))}
         try:
-            call.finish(call.func(*values[:n], **call.kwargs))
-        except Exception as exc:  # the kernel's own error, or the output check's
-            if type(exc).__name__ == "KernelOutputError":
-                return str(exc)
-            return f"{call.name} ({call.backend}): {type(exc).__name__}: {exc}"
+            call.run(tuple(values[:n]), kwargs, check=check)
+        except KernelOutputError as exc:  # the callback path's message, word for word
+            return str(exc)
+        except Exception as exc:  # the kernel's own error
+            return f"{call.where()}: {type(exc).__name__}: {exc}"
         return (
-            f"{call.name} ({call.backend}): the kernel failed in native code but not "
+            f"{call.where()}: the kernel failed in native code but not "
             "when re-run in Python; pass the kernel's Python function to run it as a "
             "callback"
         )

@@ -162,8 +162,8 @@ def _target(
     key = (
         template.func,
         template.name,
-        template.declared,
-        template.multi,
+        template.check.declared,
+        template.check.multi,
         tuple((np.dtype(args[i].dtype), args[i].ndim) for i in positions),
         tuple((i, None if v is None else scalar_type(v)) for i, v in statics),
         tuple((k, None if v is None else scalar_type(v)) for k, v in kw.items()),
@@ -199,7 +199,7 @@ def _stager(
         else np.float64(v)
         for j, v in enumerate(values)
     }
-    result = structs if template.multi else structs[0]
+    result = structs if template.check.multi else structs[0]
     method = None if loop_ndims is not None else "sequential"
     call = jax.ffi.ffi_call(target, result, vmap_method=method)
 

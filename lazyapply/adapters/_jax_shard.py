@@ -32,7 +32,7 @@ def in_shard() -> bool:
 
 
 def stage_on_shard(
-    defer: Callable[..., Any],
+    adapter: Any,
     func: Callable[..., Any],
     args: tuple[Any, ...],
     positions: tuple[int, ...],
@@ -40,13 +40,15 @@ def stage_on_shard(
     spec: Any,
     *shards: Any,
 ) -> Any:
-    """Stage the kernel (``defer``) with the operands replaced by one shard's."""
+    """Stage the kernel through the engine with the operands replaced by one shard's."""
+    from lazyapply._engine import run
+
     local = list(args)
     for i, a in zip(positions, shards, strict=True):
         local[i] = a
     _LOCAL.on = True
     try:
-        return defer(func, tuple(local), kwargs, spec, None)
+        return run(adapter, shards[0], func, tuple(local), kwargs, spec, None)
     finally:
         _LOCAL.on = False
 
@@ -55,9 +57,9 @@ def per_shard(
     stage_local: Callable[..., Any],
     operands: list[Any],
     loop_ndims: tuple[int, ...],
-    out_shapes: tuple[tuple[int, ...], ...],
+    out_shapes: tuple[tuple[int | None, ...], ...],
     multi: bool,
-    native: bool,
+    native: object,
 ) -> Callable[..., Any] | None:
     """A function of the operands partitioned along their loop dimensions, or None.
 
@@ -75,7 +77,7 @@ def per_shard(
 
     if jax.device_count() < 2 or not operands or in_shard():
         return None
-    if not native:
+    if isinstance(native, str):  # the callback path (native is the reason)
         return _explicit(stage_local, operands, loop_ndims, out_shapes, multi)
     top = max(loop_ndims)
     loops = {tuple(op.shape[:n]) for op, n in zip(operands, loop_ndims, strict=True)}
@@ -126,7 +128,7 @@ def _explicit(
     stage_local: Callable[..., Any],
     operands: list[Any],
     loop_ndims: tuple[int, ...],
-    out_shapes: tuple[tuple[int, ...], ...],
+    out_shapes: tuple[tuple[int | None, ...], ...],
     multi: bool,
 ) -> Callable[..., Any] | None:
     """``jax.shard_map`` over the operands' explicit sharding (the callback path).
