@@ -43,9 +43,9 @@ def infer_mode(kernel: object) -> tuple[bool, str | None] | None:
     """
     if isinstance(kernel, _PLAIN):
         return None
-    np = sys.modules.get("numpy")
+    np: Any = sys.modules.get("numpy")
     if np is not None and isinstance(kernel, np.ufunc):
-        signature = kernel.signature
+        signature = getattr(kernel, "signature", None)
     elif "numba" in sys.modules:
         from numba.np.ufunc.dufunc import DUFunc
         from numba.np.ufunc.gufunc import GUFunc

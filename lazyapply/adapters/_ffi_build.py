@@ -32,27 +32,11 @@ def compile_target(
 
     from ._ffi_failure import FailureInfo
     from ._ffi_numba import build_handler, capsule
-    from ._jax_native import kernel_kind, scalar_type
+    from ._jax_native import kernel_kind
 
     ins = tuple((numba.from_dtype(dt), nd) for dt, nd in key[4])
     outs_dt = tuple((numba.from_dtype(dt), nd) for dt, nd in key[7])
-    layout: list[Any] = []
-    scalars: list[Any] = []
-    names: list[str] = []
-    for value in (*args, *template.kwargs.values()):
-        i = len(layout)
-        if i < len(args) and i in positions:
-            layout.append(("a", positions.index(i)))
-            names.append(f"x{positions.index(i)}")
-        elif value is None:
-            layout.append(("n",))
-            names.append("None")
-        else:
-            layout.append(("s", len(scalars)))
-            names.append(f"s{len(scalars)}")
-            scalars.append(
-                getattr(types, scalar_type(value).replace("bool", "boolean"))
-            )
+    layout, scalars, names = _layout(args, positions, template.kwargs)
     keys = tuple(template.kwargs)
     n = len(args)
     gufunc = kernel_kind(template.func) == "gufunc"
@@ -84,6 +68,32 @@ def compile_target(
     target = f"lazyapply_numba_{next(_COUNTER)}_{template.name}"[:120]
     jax.ffi.register_ffi_target(target, capsule(handler.address), platform="cpu")
     return target, handler  # the handler object keeps the machine code alive
+
+
+def _layout(
+    args: tuple[Any, ...], positions: tuple[int, ...], kwargs: dict[str, Any]
+) -> tuple[list[Any], list[Any], list[str]]:
+    """Each argument's role, the scalars' Numba types, and its name in the wrapper."""
+    from numba import types
+
+    from ._jax_native import scalar_type
+
+    layout: list[Any] = []
+    scalars: list[Any] = []
+    names: list[str] = []
+    for i, value in enumerate((*args, *kwargs.values())):
+        if i < len(args) and i in positions:
+            layout.append(("a", positions.index(i)))
+            names.append(f"x{positions.index(i)}")
+        elif value is None:
+            layout.append(("n",))
+            names.append("None")
+        else:
+            layout.append(("s", len(scalars)))
+            names.append(f"s{len(scalars)}")
+            kind = scalar_type(value).replace("bool", "boolean")
+            scalars.append(getattr(types, kind))
+    return layout, scalars, names
 
 
 def _outputs(ret: Any, outs: Any, gufunc: bool, multi: bool) -> Any:

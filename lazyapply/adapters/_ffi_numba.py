@@ -144,25 +144,7 @@ def build_handler(
         "BAD": np.frombuffer(b"lazyapply: unexpected XLA FFI call frame\0", np.uint8),
     }
     slot = failure.register()
-    major, minor = FFI_API_VERSION
-    lines = [
-        "def handler(frame):",
-        "    ext = load_i64(frame + 8)",
-        "    if ext != 0 and load_i32(ext + 8) == 1:",  # XLA_FFI_Extension_Metadata
-        "        meta = load_i64(ext + 24)",
-        f"        store_i32(meta + 24, {major})",
-        f"        store_i32(meta + 28, {minor})",
-        "        return 0",
-        "    if load_i32(frame + 32) != 3:",  # only XLA_FFI_ExecutionStage_EXECUTE
-        "        return 0",
-        "    api = load_i64(frame + 16)",
-        f"    if (load_i64(frame + 56) != {len(ins)} or load_i64(frame + 96) != "
-        f"{len(outs)} or load_i64(frame + 136) != {len(scalars)}):",
-        "        return make_error(api, BAD.ctypes.data, 13)",
-        "    a = load_i64(frame + 72)",
-        "    r = load_i64(frame + 112)",
-        "    t = load_i64(frame + 160)",
-    ]
+    lines = _prologue(len(ins), len(outs), len(scalars))
     for i, (dtype, ndim) in enumerate(ins):
         env[f"P_x{i}"] = pointer_to(dtype)
         lines += _view(f"x{i}", f"load_i64(a + {8 * i})", ndim, f"P_x{i}")
@@ -194,6 +176,29 @@ def build_handler(
     namespace: dict[str, Any] = {}
     exec("\n".join(lines), env, namespace)
     return numba.cfunc(types.int64(types.int64))(namespace["handler"])
+
+
+def _prologue(n_in: int, n_out: int, n_attr: int) -> list[str]:
+    """Answer the metadata query, check the stage and the counts, find the arrays."""
+    major, minor = FFI_API_VERSION
+    return [
+        "def handler(frame):",
+        "    ext = load_i64(frame + 8)",
+        "    if ext != 0 and load_i32(ext + 8) == 1:",  # XLA_FFI_Extension_Metadata
+        "        meta = load_i64(ext + 24)",
+        f"        store_i32(meta + 24, {major})",
+        f"        store_i32(meta + 28, {minor})",
+        "        return 0",
+        "    if load_i32(frame + 32) != 3:",  # only XLA_FFI_ExecutionStage_EXECUTE
+        "        return 0",
+        "    api = load_i64(frame + 16)",
+        f"    if (load_i64(frame + 56) != {n_in} or load_i64(frame + 96) != "
+        f"{n_out} or load_i64(frame + 136) != {n_attr}):",
+        "        return make_error(api, BAD.ctypes.data, 13)",
+        "    a = load_i64(frame + 72)",
+        "    r = load_i64(frame + 112)",
+        "    t = load_i64(frame + 160)",
+    ]
 
 
 def _copy_lines(outs: tuple[tuple[Any, int, bool], ...]) -> list[str]:

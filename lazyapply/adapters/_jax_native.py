@@ -100,13 +100,14 @@ def native_stage(
         return "as_numpy=False: the kernel takes JAX arrays"
     func, name = template.func, template.name
     dtypes = [args[i].dtype for i in positions] + [s.dtype for s in structs]
-    reason = _refusal(func, args, positions, template.kwargs, dtypes)
-    if reason is None:
+    built: tuple[str, Any] | str | None = _refusal(
+        func, args, positions, template.kwargs, dtypes
+    )
+    if built is None:
         built = _target(template, args, positions, structs)
-        reason = built if isinstance(built, str) else None
-    if reason is not None:
-        _decide(func, name, f"callback: {reason}")
-        return reason
+    if isinstance(built, str):
+        _decide(func, name, f"callback: {built}")
+        return built
     target = built[0]
     _decide(func, name, f"native: {target}")
     return _stager(target, template, args, positions, structs, loop_ndims)

@@ -73,7 +73,7 @@ def per_shard(
     # Untyped in jax's stubs: typed as Any once here.
     custom_partitioning: Any = cp.custom_partitioning
     NamedSharding: Any = shd.NamedSharding
-    PartitionSpec: Any = shd.PartitionSpec  # untyped in jax's stubs
+    PartitionSpec: Any = shd.PartitionSpec
 
     if jax.device_count() < 2 or not operands or in_shard():
         return None
@@ -84,22 +84,12 @@ def per_shard(
     if len(loops) != 1 or top == 0:
         return None  # broadcast loop dims: the partitioner would have to split 1s
     out_core_ndims = tuple(len(s) - top for s in out_shapes)
-    letters = iter(string.ascii_lowercase)
-    loop = [next(letters) for _ in range(top)]
-    ins = [
-        " ".join(loop + [next(letters) for _ in range(op.ndim - top)])
-        for op in operands
-    ]
-    outs = [" ".join(loop + [next(letters) for _ in range(c)]) for c in out_core_ndims]
-    rule = f"{', '.join(ins)} -> {', '.join(outs)}"
-
-    def spec_of(sharding: Any, ndim: int, keep: int) -> Any:
-        spec = tuple(getattr(sharding, "spec", ())) + (None,) * ndim
-        return PartitionSpec(*spec[:keep], *(None,) * (ndim - keep))
+    rule = _sharding_rule(operands, top, out_core_ndims)
 
     def shardings(mesh: Any, arg_shapes: Any, result_shape: Any) -> Any:
-        lead = spec_of(arg_shapes[0].sharding, arg_shapes[0].ndim, top)
-        loop_spec = tuple(lead)[:top]
+        # The first operand's sharding of the loop axes; core axes are replicated.
+        spec = tuple(getattr(arg_shapes[0].sharding, "spec", ())) + (None,) * top
+        loop_spec = spec[:top]
         args = [
             NamedSharding(mesh, PartitionSpec(*loop_spec, *(None,) * (a.ndim - top)))
             for a in arg_shapes
@@ -122,6 +112,18 @@ def per_shard(
         partition=partition, infer_sharding_from_operands=infer, sharding_rule=rule
     )
     return wrapped
+
+
+def _sharding_rule(operands: list[Any], top: int, out_core_ndims: Any) -> str:
+    """Shardy's einsum-like rule: shared loop factors, a factor per core axis."""
+    letters = iter(string.ascii_lowercase)
+    loop = [next(letters) for _ in range(top)]
+    ins = [
+        " ".join(loop + [next(letters) for _ in range(op.ndim - top)])
+        for op in operands
+    ]
+    outs = [" ".join(loop + [next(letters) for _ in range(c)]) for c in out_core_ndims]
+    return f"{', '.join(ins)} -> {', '.join(outs)}"
 
 
 def _explicit(
