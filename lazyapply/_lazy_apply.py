@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, overload
 
 from ._detect import find_adapter
 from ._engine import run
+from ._infer_mode import with_inferred_mode
 from ._spec import STRICT_ENV, CallSpec, kernel_name, parse_output
 
 __all__ = ["lazy_apply"]
@@ -234,6 +235,8 @@ def lazy_apply(
         from ._modes import with_mode
 
         spec = with_mode(spec, func, elementwise, signature, depth, boundary)
+    else:  # issue 12: a ufunc/gufunc kernel brings its own mode
+        spec = with_inferred_mode(spec, func)
     if strict or vjp is not None or jvp is not None:
         import dataclasses
 

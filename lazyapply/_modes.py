@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lazyapply._errors import SpecError
+from lazyapply._infer_mode import infer_mode  # issue 12; kept apart for the hot path
 from lazyapply._spec import CallSpec, Mode, OutputSpec, Shape, arg_shape, kernel_name
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Signature",
     "check_signature_args",
     "eager_signature_spec",
+    "infer_mode",
     "mode_output",
     "mode_output_shapes",
     "with_mode",
