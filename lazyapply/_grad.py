@@ -12,10 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import KernelOutputError
+from ._errors import KernelOutputError, NotDifferentiableError
 from ._spec import CallSpec
 
-__all__ = ["VjpFunction", "VjpKernel", "differentiable_positions", "run_vjp"]
+__all__ = [
+    "JvpKernel",
+    "VjpFunction",
+    "VjpKernel",
+    "differentiable_positions",
+    "run_jvp",
+    "run_vjp",
+    "vjp_mode",
+]
 
 
 class VjpKernel:
@@ -101,6 +109,42 @@ def differentiable_positions(args: Sequence[Any]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def vjp_mode(
+    spec: CallSpec,
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+) -> dict[str, Any]:
+    """The vjp's chunk mode: the kernel's, when each cotangent is one chunk's own.
+
+    An elementwise kernel's vjp is elementwise, and a gufunc ``(n),(n)->()`` has the
+    vjp ``(),(),(n),(n)->(n),(n)`` (grads, outputs, arguments -> cotangents). That
+    holds only when every differentiable argument spans the whole loop (broadcast)
+    shape: a broadcast argument's cotangent sums over the chunks it was broadcast to,
+    which no single chunk can compute, so such a call runs on the whole array.
+    """
+    mode = spec.mode
+    sig = mode.signature
+    if not (mode.elementwise or sig is not None) or not outs:
+        return {}
+    out0 = tuple(outs[0].shape)
+    if sig is None:
+        if all(tuple(args[i].shape) == out0 for i in positions):
+            return {"elementwise": True}
+        return {}
+    loop = out0[: len(out0) - len(sig.outputs[0])]
+    for i in positions:
+        shape = tuple(args[i].shape)
+        if shape[: len(shape) - len(sig.inputs[i])] != loop:
+            return {}
+
+    def side(groups: Sequence[tuple[str, ...]]) -> str:
+        return ",".join(f"({','.join(dims)})" for dims in groups)
+
+    ins = side([*sig.outputs, *sig.outputs, *sig.inputs])
+    return {"signature": f"{ins}->{side([sig.inputs[i] for i in positions])}"}
+
+
 def run_vjp(
     spec: CallSpec,
     grads: tuple[Any, ...],
@@ -113,7 +157,9 @@ def run_vjp(
     """Run ``spec.vjp`` through the engine; the cotangents of ``positions``.
 
     Each cotangent is declared with its argument's shape and dtype, so it is checked
-    on every backend. An elementwise kernel's vjp is elementwise too.
+    on every backend. The vjp runs chunk by chunk where the kernel's mode allows
+    (:func:`vjp_mode`); under ``jax.vmap`` that mode picks the callback's batching.
+    Extend with keyword-only parameters only: the torch adapter calls it too.
     """
     from ._engine import lazy_apply
 
@@ -129,7 +175,94 @@ def run_vjp(
         dtype=[args[i].dtype for i in positions],
         as_numpy=spec.as_numpy,
         strict=True,
-        elementwise=spec.mode.elementwise,
+        **vjp_mode(spec, outs, args, positions),
+        **kwargs,
+    )
+
+
+class JvpKernel:
+    """``jvp`` called on flattened operands ``(*tangents, *args)``; returns outputs.
+
+    ``tangents`` holds the tangents of ``positions`` only; the kernel gets one per
+    positional argument, ``None`` elsewhere. Picklable, like :class:`VjpKernel`.
+    """
+
+    __slots__ = ("jvp", "multi", "n_args", "name", "positions")
+
+    def __init__(
+        self,
+        jvp: Callable[..., Any],
+        name: str,
+        multi: bool,
+        positions: tuple[int, ...],
+        n_args: int,
+    ) -> None:
+        self.jvp = jvp
+        self.name = name
+        self.multi = multi
+        self.positions = positions
+        self.n_args = n_args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = (self.jvp, self.name, self.multi, self.positions, self.n_args)
+        return (JvpKernel, state)
+
+    @property
+    def __name__(self) -> str:  # task names and messages
+        return f"{self.name}_jvp"
+
+    def __call__(self, *flat: Any, **kwargs: Any) -> Any:
+        n = len(self.positions)
+        tangents: list[Any] = [None] * self.n_args
+        for i, t in zip(self.positions, flat[:n], strict=True):
+            tangents[i] = t
+        rest = flat[n:]
+        n_out = len(rest) - self.n_args
+        out = tuple(rest[:n_out]) if self.multi else rest[0]
+        return self.jvp(tuple(tangents), out, *rest[n_out:], **kwargs)
+
+
+def run_jvp(
+    spec: CallSpec,
+    tangents: tuple[Any, ...],
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    positions: tuple[int, ...],
+    multi: bool,
+) -> Any:
+    """Run ``spec.jvp`` through the engine: the output tangent(s), shaped like ``outs``.
+
+    ``tangents`` are those of ``positions``. A tangent has its output's shape, so the
+    kernel's own mode (elementwise or gufunc) applies unchanged.
+    """
+    from ._engine import lazy_apply
+
+    if spec.jvp is None:
+        msg = f"{spec.name}: no jvp was declared; declare one with @{spec.name}.defjvp"
+        raise NotDifferentiableError(msg)
+    kernel = JvpKernel(spec.jvp, spec.name, multi, positions, len(args))
+    shapes = [tuple(o.shape) for o in outs]
+    dtypes = [o.dtype for o in outs]
+    mode: dict[str, Any] = {}
+    if spec.mode.elementwise:
+        mode = {"elementwise": True}
+    elif spec.mode.signature is not None:
+        sig = spec.mode.signature
+        ins = [sig.inputs[i] for i in positions] + [*sig.outputs, *sig.inputs]
+        outs_text = ",".join(f"({','.join(d)})" for d in sig.outputs)
+        text = ",".join(f"({','.join(d)})" for d in ins)
+        mode = {"signature": f"{text}->{outs_text}"}
+    return lazy_apply(
+        kernel,
+        *tangents,
+        *outs,
+        *args,
+        shape=shapes if multi else shapes[0],
+        dtype=dtypes if multi else dtypes[0],
+        as_numpy=spec.as_numpy,
+        strict=True,
+        **mode,
         **kwargs,
     )
 
@@ -145,8 +278,6 @@ class VjpFunction:
     def __call__(
         self, grad_out: Any, out: Any, *args: Any, **kwargs: Any
     ) -> tuple[Any, ...]:
-        from ._errors import NotDifferentiableError
-
         if self.spec.vjp is None:
             msg = (
                 f"{self.spec.name}: no vjp was declared; declare one with "

@@ -99,6 +99,13 @@ class JaxAdapter(Adapter):
         import jax
         import numpy as np
 
+        # lazyapply issue 10: declared derivatives stage through custom_vjp/custom_jvp,
+        # whose primal comes back here with spec.vjp = spec.jvp = None.
+        if spec.vjp is not None or spec.jvp is not None:
+            from ._jax_grad import differentiable_call
+
+            return differentiable_call(self, func, args, kwargs, spec, xp)
+
         name = spec.name or kernel_name(func)
         output = output_for_call(spec, name, args, kwargs)
         declared = (output.shapes is not None, output.dtypes is not None)
@@ -154,11 +161,12 @@ class JaxAdapter(Adapter):
 
         @staged.defjvp
         def _no_derivative(primals: Any, tangents: Any) -> Any:
-            msg = (
+            msg = (  # issue 10: names the declarations that make it differentiable
                 f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
-                "callback (jax.pure_callback has no derivative). Wrap the call in "
-                "jax.custom_jvp/custom_vjp with a derivative you provide, or apply "
-                "jax.lax.stop_gradient to its inputs"
+                "callback (jax.pure_callback has no derivative). Declare its "
+                f"derivative: @{name}.defvjp (jax.grad, jax.vjp) and/or "
+                f"@{name}.defjvp (jax.jvp, jax.jacfwd), or lazy(..., vjp=..., "
+                "jvp=...); or apply jax.lax.stop_gradient to its inputs"
             )
             raise NotDifferentiableError(msg)
 
