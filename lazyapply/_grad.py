@@ -125,17 +125,18 @@ def vjp_mode(
     """
     mode = spec.mode
     sig = mode.signature
-    if not (mode.elementwise or sig is not None) or not outs:
-        return {}
-    out0 = tuple(outs[0].shape)
+    shape = getattr(outs[0], "shape", None) if outs else None
+    if not (mode.elementwise or sig is not None) or shape is None:
+        return {}  # no output passed (out=None): nothing to chunk it by
+    out0 = tuple(shape)
     if sig is None:
         if all(tuple(args[i].shape) == out0 for i in positions):
             return {"elementwise": True}
         return {}
     loop = out0[: len(out0) - len(sig.outputs[0])]
     for i in positions:
-        shape = tuple(args[i].shape)
-        if shape[: len(shape) - len(sig.inputs[i])] != loop:
+        arg = tuple(args[i].shape)
+        if arg[: len(arg) - len(sig.inputs[i])] != loop:
             return {}
 
     def side(groups: Sequence[tuple[str, ...]]) -> str:
