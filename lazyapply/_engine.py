@@ -187,7 +187,8 @@ def lazy_apply(
     JAX inside ``jax.jit``, ``jax.vmap``
         ``func`` becomes a ``jax.pure_callback``; every output size must be known.
         Under ``vmap`` the kernel is called once per batch element, unless it was
-        declared ``elementwise`` or with a ``signature``. ``jax.grad`` raises
+        declared ``elementwise`` or with a ``signature``. With ``vjp=`` (``jvp=``)
+        ``jax.grad`` (``jax.jvp``) works; without it, it raises
         :class:`~lazyapply.NotDifferentiableError`.
     Dask
         Nothing is computed. By default one task runs ``func`` on the whole array

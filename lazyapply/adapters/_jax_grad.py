@@ -209,14 +209,23 @@ def _forward_mode(operands: tuple[Any, ...]) -> bool | None:
     from jax.core import Tracer
     from jax.interpreters.ad import JVPTracer
 
-    if not getattr(jax.config, "jax_use_direct_linearize", False):
+    linearize = _linearize_tracer()
+    if linearize is None or not getattr(jax.config, "jax_use_direct_linearize", False):
         return None
     for x in operands:
         t = x
         while isinstance(t, Tracer):
             if isinstance(t, JVPTracer):
                 return True
-            if type(t).__name__ == "LinearizeTracer":  # private class in jax._src
+            if isinstance(t, linearize):
                 return False
             t = getattr(t, "primal", getattr(t, "val", None))
     return None
+
+
+def _linearize_tracer() -> type | None:
+    try:  # private in JAX 0.10; if it moves, no mode is decided (see above)
+        from jax._src.interpreters.ad import LinearizeTracer
+    except ImportError:
+        return None
+    return LinearizeTracer  # type: ignore[no-any-return]
