@@ -332,3 +332,23 @@ def test_dask_vjp_broadcast_argument_runs_whole() -> None:
     gx, gw = mul.vjp(da.ones_like(out), out, x, w)
     np.testing.assert_allclose(gw.compute(), np.arange(12.0).reshape(4, 3).sum(0))
     np.testing.assert_allclose(gx.compute(), np.broadcast_to([1.0, 2.0, 3.0], (4, 3)))
+
+
+def test_rules_built_once_per_kernel_spec_and_statics(jax: Any) -> None:
+    import jax.numpy as jnp
+
+    from lazyapply.adapters._jax_grad import _BUILT
+
+    @lazy(as_numpy=True, elementwise=True, vjp=lambda g, out, x, s: (g * s, None))
+    def times(x: Any, s: float) -> Any:
+        return x * s
+
+    grad = jax.grad(lambda x, s: jnp.sum(times(x, s)))
+    x = jnp.asarray(X)
+    np.testing.assert_allclose(grad(x, 2.0), np.full(6, 2.0))
+    mine = [k for k in _BUILT if k[0] is times.eager]
+    assert len(mine) == 1
+    np.testing.assert_allclose(grad(x + 1, 2.0), np.full(6, 2.0))
+    assert len([k for k in _BUILT if k[0] is times.eager]) == 1  # same rules again
+    np.testing.assert_allclose(grad(x, 3.0), np.full(6, 3.0))  # a new static value
+    assert len([k for k in _BUILT if k[0] is times.eager]) == 2
