@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import KernelOutputError, NotDifferentiableError
-from ._spec import CallSpec
+from ._spec import CallSpec, parse_output
 
 __all__ = [
     "JvpKernel",
@@ -162,23 +162,45 @@ def run_vjp(
     (:func:`vjp_mode`); under ``jax.vmap`` that mode picks the callback's batching.
     Extend with keyword-only parameters only: the torch adapter calls it too.
     """
-    from ._engine import lazy_apply
+    from ._engine import apply
 
     if spec.vjp is None or not positions:
         return ()
-    kernel = VjpKernel(spec.vjp, spec.name, len(grads), multi, positions, len(args))
-    return lazy_apply(  # type: ignore[no-any-return]
-        kernel,
-        *grads,
-        *outs,
-        *args,
-        shape=[tuple(args[i].shape) for i in positions],
-        dtype=[args[i].dtype for i in positions],
-        as_numpy=spec.as_numpy,
-        strict=True,
-        **vjp_mode(spec, outs, args, positions),
-        **kwargs,
-    )
+    n = len(grads)
+    shapes = [tuple(args[i].shape) for i in positions]
+    dtypes = [args[i].dtype for i in positions]
+    # The vjp kernel and its spec, made once per kernel spec and argument metadata:
+    # a backward pass then costs about what a plain call does.
+    out_shapes = tuple(tuple(getattr(o, "shape", ())) for o in outs)
+    # type(d) before d: dtypes of two libraries are never compared (array-api-strict
+    # warns when they are), tuples stop at the first unequal item.
+    typed = tuple((type(d), d) for d in dtypes)
+    key: Any = (spec, n, multi, positions, len(args), tuple(shapes), typed)
+    try:
+        key += (out_shapes,)
+        hit = _VJP_CALLS.get(key)
+    except TypeError:  # symbolic sizes (torch.compile) or an unhashable spec field
+        hit, key = None, None
+    if hit is None:
+        kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))
+        name = kernel.__name__
+        vspec = CallSpec(
+            name, parse_output(shapes, dtypes, name), spec.as_numpy, strict=True
+        )
+        mode = vjp_mode(spec, outs, args, positions)
+        if mode:
+            from ._modes import with_mode
+
+            vspec = with_mode(vspec, kernel, **mode)
+        hit = (kernel, vspec)
+        if key is not None:
+            if len(_VJP_CALLS) > 256:
+                _VJP_CALLS.clear()
+            _VJP_CALLS[key] = hit
+    return apply(hit[0], (*grads, *outs, *args), kwargs, hit[1])  # type: ignore[no-any-return]
+
+
+_VJP_CALLS: dict[Any, tuple[VjpKernel, CallSpec]] = {}
 
 
 class JvpKernel:
