@@ -21,6 +21,7 @@ __all__ = [
     "VjpKernel",
     "differentiable_positions",
     "run_jvp",
+    "run_spec",
     "run_vjp",
     "vjp_mode",
 ]
@@ -109,6 +110,20 @@ def differentiable_positions(args: Sequence[Any]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def run_spec(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+) -> Any:
+    """Run ``func`` with a ready ``spec`` through the arguments' adapter."""
+    from ._detect import find_adapter
+    from ._engine import run
+
+    adapter, first = find_adapter(args, spec.name)
+    return run(adapter, first, func, args, kwargs, spec, None)
+
+
 def vjp_mode(
     spec: CallSpec,
     outs: tuple[Any, ...],
@@ -162,7 +177,6 @@ def run_vjp(
     (:func:`vjp_mode`); under ``jax.vmap`` that mode picks the callback's batching.
     Extend with keyword-only parameters only: the torch adapter calls it too.
     """
-    from ._engine import apply
 
     if spec.vjp is None or not positions:
         return ()
@@ -197,7 +211,7 @@ def run_vjp(
             if len(_VJP_CALLS) > 256:
                 _VJP_CALLS.clear()
             _VJP_CALLS[key] = hit
-    return apply(hit[0], (*grads, *outs, *args), kwargs, hit[1])  # type: ignore[no-any-return]
+    return run_spec(hit[0], (*grads, *outs, *args), kwargs, hit[1])  # type: ignore[no-any-return]
 
 
 _VJP_CALLS: dict[Any, tuple[VjpKernel, CallSpec]] = {}
@@ -259,7 +273,7 @@ def run_jvp(
     ``tangents`` are those of ``positions``. A tangent has its output's shape, so the
     kernel's own mode (elementwise or gufunc) applies unchanged.
     """
-    from ._engine import lazy_apply
+    from ._lazy_apply import lazy_apply
 
     if spec.jvp is None:
         msg = f"{spec.name}: no jvp was declared; declare one with @{spec.name}.defjvp"

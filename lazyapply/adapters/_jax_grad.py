@@ -20,6 +20,7 @@ own error; put ``jit`` outside ``jvp`` instead.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,61 +31,60 @@ from lazyapply._spec import CallSpec
 if TYPE_CHECKING:
     from .jax import JaxAdapter
 
-__all__ = ["build_differentiable", "differentiable_call"]
-
-_BUILT: dict[Any, Callable[..., Any]] = {}
+__all__ = ["Differentiable", "build_differentiable"]
 
 
-def differentiable_call(
-    adapter: JaxAdapter,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    spec: CallSpec,
-    xp: Any,
-) -> Any:
-    """Stage ``func(*args, **kwargs)`` with its declared derivatives (traced args)."""
-    import jax
+class Differentiable:
+    """A kernel's preparation (``JaxAdapter.prepare``) when it declares derivatives.
 
-    positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
-    statics = tuple(None if i in positions else a for i, a in enumerate(args))
-    staged = build_differentiable(adapter, func, spec, statics, positions, kwargs, xp)
-    return staged(*(args[i] for i in positions))
+    Made once per kernel and spec by the engine; holds the rules built for each set
+    of static arguments (Python scalars, ``None``, keyword arguments), which are baked
+    into the rules as they are into the plain callback.
+    """
+
+    def __init__(self, adapter: JaxAdapter, kernel: Callable[..., Any], spec: CallSpec):
+        self.adapter = adapter
+        self.kernel = kernel
+        self.spec = spec
+        self.built: dict[Any, Callable[..., Any]] = {}
+
+    def stage(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Stage ``kernel(*args, **kwargs)`` with its rules (some args are traced)."""
+        import jax
+
+        positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
+        statics = tuple(None if i in positions else a for i, a in enumerate(args))
+        staged = build_differentiable(self, statics, positions, kwargs)
+        return staged(*(args[i] for i in positions))
 
 
 def build_differentiable(
-    adapter: JaxAdapter,
-    kernel: Callable[..., Any],
-    spec: CallSpec,
+    prepared: Differentiable,
     statics: tuple[Any, ...],
     positions: tuple[int, ...],
     kwargs: dict[str, Any],
-    xp: Any = None,
 ) -> Callable[..., Any]:
     """The kernel as a differentiable JAX function of its array operands.
 
-    Cached on ``(kernel, spec, statics, positions, kwargs)``: ``statics`` are the
-    positional arguments with ``None`` at the operands' ``positions``. Calls with
-    unhashable static values build a fresh function (correct, only slower).
+    Cached on the kernel's preparation, per ``(statics, positions, kwargs)``:
+    ``statics`` are the positional arguments with ``None`` at the operands'
+    ``positions``. Unhashable static values build a fresh function (only slower).
     """
+    rules = functools.partial(_Rules, prepared, statics, positions, kwargs)
     try:
         key = (
-            kernel,
-            spec,
             tuple((type(a), a) for a in statics),
             positions,
             tuple(sorted((k, type(v), v) for k, v in kwargs.items())),
-            xp,
         )
-        hash(key)
+        staged = prepared.built.get(key)
     except TypeError:
-        return _Rules(adapter, kernel, spec, statics, positions, kwargs, xp).staged
-    staged = _BUILT.get(key)
+        return rules().staged
     if staged is None:
-        staged = _Rules(adapter, kernel, spec, statics, positions, kwargs, xp).staged
-        if len(_BUILT) > 256:  # bounded; a rebuild is only a few microseconds
-            _BUILT.clear()
-        _BUILT[key] = staged
+        staged = rules().staged
+        if len(prepared.built) > 256:  # bounded; a rebuild is only microseconds
+            prepared.built.clear()
+        prepared.built[key] = staged
     return staged
 
 
@@ -93,25 +93,21 @@ class _Rules:
 
     def __init__(
         self,
-        adapter: JaxAdapter,
-        kernel: Callable[..., Any],
-        spec: CallSpec,
+        prepared: Differentiable,
         statics: tuple[Any, ...],
         positions: tuple[int, ...],
         kwargs: dict[str, Any],
-        xp: Any,
     ) -> None:
         import jax
 
-        self.adapter = adapter
-        self.kernel = kernel
-        self.spec = spec
-        # The primal stages the plain kernel: without rules, so no recursion here.
+        self.adapter = prepared.adapter
+        self.kernel = prepared.kernel
+        self.spec = spec = prepared.spec
+        # The primal runs the plain kernel: without rules, so no recursion here.
         self.plain = dataclasses.replace(spec, vjp=None, jvp=None)
         self.statics = statics
         self.positions = positions
         self.kwargs = kwargs
-        self.xp = xp
         self.by_vjp: Any = None
         self.by_jvp: Any = None
         if spec.vjp is not None:
@@ -133,8 +129,14 @@ class _Rules:
         return tuple(args)
 
     def primal(self, *operands: Any) -> Any:
+        from lazyapply._engine import run
+
+        # Through the engine: a callback when traced, the kernel now when concrete
+        # (eager jax.grad calls the forward rule with concrete arrays).
         args = self.args(operands)
-        return self.adapter.defer(self.kernel, args, self.kwargs, self.plain, self.xp)
+        return run(
+            self.adapter, operands[0], self.kernel, args, self.kwargs, self.plain, None
+        )
 
     def staged(self, *operands: Any) -> Any:
         """Call the rule that the tracing transformation needs."""
