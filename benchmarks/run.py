@@ -2,8 +2,9 @@
 
 Sections: ``eager`` (overhead per call on NumPy, torch, array-api-strict, sparse and
 JAX outside jit), ``jit`` (inside ``jax.jit``), ``dask`` (graph construction),
-``grad`` (``jax.grad`` under jit and torch ``backward`` with a declared vjp) and
-``memory`` (peak memory on a large array, one subprocess per variant). Writes
+``grad`` (``jax.grad`` under jit and torch ``backward`` with a declared vjp),
+``memory`` (peak memory on a large array, one subprocess per variant) and ``native``
+(a Numba kernel as an XLA FFI target under ``jax.jit``, issue 12). Writes
 ``overhead.md``, ``overhead.json`` and ``overhead.png`` into ``--out``.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 ALL_BACKENDS = ("numpy", "torch", "array-api-strict", "sparse", "jax", "dask")
-SECTIONS = ("eager", "jit", "dask", "grad", "memory")
+SECTIONS = ("eager", "jit", "dask", "grad", "memory", "native")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the sections, print and write the report."""
     from tqdm import tqdm
 
-    from . import bench_dask, bench_eager, bench_grad, bench_jit, bench_memory, report
+    from . import (
+        bench_dask,
+        bench_eager,
+        bench_grad,
+        bench_jit,
+        bench_memory,
+        bench_native,
+        report,
+    )
     from ._timing import Settings
 
     args = _parser().parse_args(argv)
@@ -84,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "dask": bench_dask.count(backends),
         "grad": bench_grad.count(backends),
         "memory": bench_memory.count(backends),
+        "native": bench_native.count(backends),
     }
     rows = []
     with tqdm(total=sum(steps[s] for s in sections), unit="case") as bar:
@@ -97,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_grad.run(backends, settings, bar)
         if "memory" in sections:
             rows += bench_memory.run(backends, megabytes, bar)
+        if "native" in sections:
+            rows += bench_native.run(backends, settings, bar)
     command = "python -m benchmarks " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )

@@ -129,6 +129,10 @@ def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSp
             options["depth"],
             options["boundary"],
         )
+    else:  # issue 12: a ufunc/gufunc kernel brings its own mode
+        from ._infer_mode import with_inferred_mode
+
+        spec = with_inferred_mode(spec, kernel)
     return spec
 
 
