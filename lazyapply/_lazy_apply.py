@@ -206,7 +206,8 @@ def lazy_apply(
         declared ``elementwise`` or with a ``signature``: then it is called once
         with the batch as extra leading dimensions, so a ``signature`` kernel must
         accept them (write it with ``...`` indexing, as a gufunc).
-        ``jax.grad`` raises :class:`~lazyapply.NotDifferentiableError`.
+        With ``vjp=`` (``jvp=``) ``jax.grad`` (``jax.jvp``) works; without it, it
+        raises :class:`~lazyapply.NotDifferentiableError`.
     Dask
         Nothing is computed. By default one task runs ``func`` on the whole array
         (every input merged into one chunk); its key starts with the kernel's name.

@@ -93,6 +93,11 @@ class JaxAdapter(Adapter):
         """The staged form of ``func``: a host callback without a derivative."""
         import jax
 
+        # lazyapply issue 10: declared derivatives get custom_vjp/custom_jvp rules.
+        if spec.vjp is not None or spec.jvp is not None:
+            from ._jax_grad import Differentiable
+
+            return Differentiable(self, func, spec)
         name = spec.name or kernel_name(func)
 
         @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
@@ -105,11 +110,12 @@ class JaxAdapter(Adapter):
 
         @staged.defjvp
         def _no_derivative(*_: Any) -> Any:
-            msg = (
+            msg = (  # issue 10: names the declarations that make it differentiable
                 f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
-                "callback (jax.pure_callback has no derivative). Wrap the call in "
-                "jax.custom_jvp/custom_vjp with a derivative you provide, or apply "
-                "jax.lax.stop_gradient to its inputs"
+                "callback (jax.pure_callback has no derivative). Declare its "
+                f"derivative: @{name}.defvjp (jax.grad, jax.vjp) and/or "
+                f"@{name}.defjvp (jax.jvp, jax.jacfwd), or lazy(..., vjp=..., "
+                "jvp=...); or apply jax.lax.stop_gradient to its inputs"
             )
             raise NotDifferentiableError(msg)
 
@@ -127,6 +133,9 @@ class JaxAdapter(Adapter):
         """Stage the kernel as a host callback of the current JAX trace."""
         import jax
         import numpy as np
+
+        if spec.vjp is not None or spec.jvp is not None:  # lazyapply issue 10
+            return prepared.stage(args, call.kwargs)
 
         shapes = layout.shapes
         if any(None in s for s in shapes):
