@@ -7,7 +7,6 @@ time; each example takes a few seconds.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ extensions = [
     "numpydoc",
     "sphinx_gallery.gen_gallery",
 ]
-exclude_patterns = ["_build", "_api_testing.rst", "**/GALLERY_HEADER.rst"]
+exclude_patterns = ["_build", "**/GALLERY_HEADER.rst"]
 templates_path: list[str] = []
 
 # numpydoc renders the NumPy-style docstrings; autosummary writes one page per name.
@@ -70,21 +69,3 @@ html_sidebars = {"index": [], "getting_started": [], "backends": []}
 html_static_path: list[str] = []
 html_show_sourcelink = False
 
-
-def _testing_api() -> str:
-    """The API section of ``lazyapply.testing``, once that module exists."""
-    if importlib.util.find_spec("lazyapply.testing") is None:
-        return ""
-    return (
-        "Testing your kernels\n"
-        "--------------------\n\n"
-        ".. automodule:: lazyapply.testing\n"
-        "   :no-members:\n\n"
-        ".. autosummary::\n"
-        "   :toctree: generated\n\n"
-        "   lazyapply.testing.check_kernel\n"
-    )
-
-
-# api.rst includes this file; it is rewritten on every build (and ignored by git).
-(DOCS / "_api_testing.rst").write_text(_testing_api(), encoding="utf-8")
