@@ -7,9 +7,14 @@ data leaves a device and no autograd graph is silently cut.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from lazyapply._spec import CallSpec
+
 from ._base import Adapter
+from ._torch_grad import apply_with_grad, needs_grad
+from ._torch_op import call_op
 
 __all__ = ["TorchAdapter"]
 
@@ -23,6 +28,8 @@ class TorchAdapter(Adapter):
         self.native = (torch.Tensor,)
         self._torch = torch
         self._xp: Any = None
+        # torch.compiler.is_compiling is folded to True by Dynamo (no guard on a flag).
+        self._compiling = torch.compiler.is_compiling
 
     @staticmethod
     def claims(x: Any) -> bool:
@@ -40,6 +47,24 @@ class TorchAdapter(Adapter):
 
     def label(self, first: Any) -> str:
         return f"torch on {first.device}"
+
+    # --- hook (issues 10, 11): autograd node, custom op under compile -----------
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        xp: Any,
+        first: Any,
+    ) -> Any:
+        if self._compiling():
+            return call_op(self._torch, func, spec, args, kwargs)
+        if (first.requires_grad or len(args) > 1) and needs_grad(args):
+            return apply_with_grad(self, func, args, kwargs, spec, xp, first)
+        return super().apply(func, args, kwargs, spec, xp, first)
+
+    # --- end hook ------------------------------------------------------------
 
     def kernel_call(self, *args: Any, **kwargs: Any) -> Any:
         call = super().kernel_call(*args, **kwargs)

@@ -1,0 +1,271 @@
+"""An automatic ``torch.library.custom_op`` per kernel and spec, for compiled code.
+
+``torch.compile`` cannot trace a Numba, Cython or SciPy kernel, and ``torch.export``
+cannot either; both can call an opaque custom op whose output metadata is known. A
+call made while compiling or exporting (``torch.compiler.is_compiling()``) goes through
+:func:`prepare_op`'s op; eager calls never do (the op dispatcher costs tens of us).
+
+The op, ``lazyapply::<module>__<qualname>[_<n>]``, has the schema
+``(Tensor[] tensors, int site) -> Tensor[]``: the tensor arguments in order, and a
+*call site*. A call site is an entry of a process-wide table that holds everything the
+schema cannot express: the positions of the tensors among the positional arguments,
+the other positional arguments (Python scalars, ``None``) and the keyword arguments,
+all passed to the kernel unchanged. Equal sites share one integer, a constant of the
+graph, so a compiled function is compiled once per set of static values. Exported
+programs therefore run in the process that exported them.
+
+- fake: the declared ``shape``/``dtype`` or their callables, evaluated on fake tensors
+  (symbolic sizes stay symbolic: ``dynamic=True`` compiles once); an unknown size
+  raises :class:`~lazyapply.SpecError` naming the kernel.
+- autograd: the declared vjp through :func:`lazyapply._grad.run_vjp` (while compiling,
+  the vjp kernel is itself such an op).
+- vmap: elementwise and gufunc kernels make one batched call (:mod:`._torch_vmap`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+from typing import Any
+
+from lazyapply._errors import KernelOutputError, SpecError
+from lazyapply._spec import CallSpec, kernel_name, resolve_dtype
+
+__all__ = ["call_op", "fake_outputs", "join_site", "prepare_op", "site_of"]
+
+_LOCK = threading.Lock()
+# (kernel key, spec) -> (kernel, spec, op): the kernel is held so its id stays unique.
+_OPS: dict[Any, tuple[Any, CallSpec, Any]] = {}
+_NAMES: set[str] = set()
+# Call sites: static part -> int, and back.
+_SITE_IDS: dict[Any, int] = {}
+_SITES: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+_SCHEMA = "(Tensor[] tensors, int site) -> Tensor[]"
+# Marks a tensor's place among the positional arguments: a string, because Dynamo
+# traces the code that builds templates and compares only constants it knows.
+_TENSOR = "<lazyapply tensor argument>"
+
+
+# --------------------------------------------------------------------- call sites
+def site_of(template: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The call site of a template (tensors replaced by ``_TENSOR``) and kwargs."""
+    try:
+        key: Any = (template, tuple(sorted(kwargs.items())))
+        hash(key)
+    except TypeError:  # an unhashable keyword argument: one site per value object
+        key = (template, tuple(kwargs), tuple(map(id, kwargs.values())))
+    site = _SITE_IDS.get(key)
+    if site is None:
+        with _LOCK:
+            site = _SITE_IDS.get(key)
+            if site is None:
+                site = len(_SITES)
+                _SITES.append((template, dict(kwargs)))
+                _SITE_IDS[key] = site
+    return site
+
+
+def join_site(site: int, tensors: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The kernel's positional and keyword arguments, from the op's operands."""
+    template, kwargs = _SITES[site]
+    it = iter(tensors)
+    return tuple(next(it) if a == _TENSOR else a for a in template), kwargs
+
+
+# ---------------------------------------------------------------------- metadata
+def fake_outputs(
+    spec: CallSpec, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[list[Any], list[Any]]:
+    """Output shapes and torch dtypes, from the declaration and the (fake) arguments.
+
+    Sizes stay symbolic (no ``int()``): the shape callables see the fake tensors.
+    """
+    import array_api_compat.torch as xp
+    import torch
+
+    output = spec.output
+    shapes: Any = output.shapes
+    dtypes: Any = output.dtypes
+    if spec.shape_fn is not None:
+        shape = spec.shape_fn(*args, **kwargs)
+        one = all(d is None or hasattr(d, "__index__") for d in shape)
+        shapes = [tuple(shape)] if one else [tuple(s) for s in shape]
+    if spec.dtype_fn is not None:
+        dtype = spec.dtype_fn(*args, **kwargs)
+        dtypes = list(dtype) if isinstance(dtype, (tuple, list)) else [dtype]
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    if spec.mode.signature is not None:
+        from lazyapply._modes import mode_output_shapes
+
+        arg_shapes = [tuple(getattr(a, "shape", ())) for a in args]
+        shapes, _, _ = mode_output_shapes(
+            spec.mode, spec.output, arg_shapes, name, "torch"
+        )
+    elif shapes is None:
+        shapes = [tuple(torch.broadcast_shapes(*(t.shape for t in tensors)))]
+    for shape in shapes:
+        if any(d is None for d in shape):
+            msg = (
+                f"{name} (torch.compile/export): output shape {tuple(shape)} has an "
+                "unknown size, so the compiled graph cannot describe the output "
+                "without running the kernel; declare shape= (sizes, or a callable of "
+                "the arguments) or call the kernel outside torch.compile"
+            )
+            raise SpecError(msg)
+    if dtypes is None:
+        dtypes = [xp.result_type(*(a for a in args if a is not None))] * len(shapes)
+    dtypes = [resolve_dtype(d, xp, name) for d in dtypes]
+    return list(shapes), dtypes
+
+
+# ----------------------------------------------------------------------------- op
+def _kernel_key(kernel: Any) -> Any:
+    from lazyapply._grad import VjpKernel
+
+    if isinstance(kernel, VjpKernel):  # made per backward call: key on its fields
+        return ("vjp", *kernel.__reduce__()[1])
+    return kernel
+
+
+def prepare_op(kernel: Any, spec: CallSpec) -> Any:
+    """The custom op of ``kernel`` called as ``spec`` says; registered once."""
+    try:
+        key: Any = (_kernel_key(kernel), spec)
+        hash(key)
+    except TypeError:  # an unhashable spec field (a dtype object): key on identity
+        key = (_kernel_key(kernel), id(spec))
+    hit = _OPS.get(key)
+    if hit is not None:
+        return hit[2]
+    with _LOCK:
+        hit = _OPS.get(key)
+        if hit is None:
+            op = _register(kernel, spec)
+            hit = _OPS[key] = (kernel, spec, op)
+    return hit[2]
+
+
+def _op_name(kernel: Any, spec: CallSpec) -> str:
+    from lazyapply._grad import VjpKernel
+
+    if isinstance(kernel, VjpKernel):
+        base = f"{getattr(kernel.vjp, '__module__', '')}.{kernel.name}_vjp"
+    else:
+        module = getattr(kernel, "__module__", None) or type(kernel).__module__
+        qualname = getattr(kernel, "__qualname__", None) or kernel_name(kernel)
+        base = f"{module}.{qualname}"
+    base = re.sub(r"\W+", "_", base.replace(".", "__")).strip("_") or "kernel"
+    name, n = base, 1
+    while name in _NAMES:  # another kernel or spec already took it
+        n += 1
+        name = f"{base}_{n}"
+    _NAMES.add(name)
+    return f"lazyapply::{name}"
+
+
+def _register(kernel: Any, spec: CallSpec) -> Any:
+    import torch
+
+    from . import _torch_grad
+
+    name = spec.name or kernel_name(kernel)
+    plain = dataclasses.replace(spec, vjp=None)
+
+    def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
+        args, kwargs = join_site(site, tensors)
+        return _run(kernel, plain, name, args, kwargs, tensors)
+
+    def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
+        args, kwargs = join_site(site, tensors)
+        shapes, dtypes = fake_outputs(spec, name, args, kwargs)
+        device = tensors[0].device
+        return [
+            torch.empty(s, dtype=d, device=device)
+            for s, d in zip(shapes, dtypes, strict=True)
+        ]
+
+    op = torch.library.custom_op(
+        _op_name(kernel, spec), impl, mutates_args=(), schema=_SCHEMA
+    )
+    op.register_fake(fake)
+    if spec.vjp is not None:
+        _torch_grad.register_op_autograd(op, spec)
+    if spec.mode.elementwise or spec.mode.signature is not None:
+        from ._torch_vmap import register_op_vmap
+
+        register_op_vmap(op, kernel, spec)
+    return op
+
+
+def _run(
+    kernel: Any,
+    spec: CallSpec,
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    tensors: list[Any],
+) -> list[Any]:
+    """The op's real kernel: the eager path, checked against the fake's metadata."""
+    from lazyapply._detect import adapter_for
+
+    from ._base import Adapter
+
+    adapter = adapter_for(tensors[0], name)
+    out = Adapter.apply(adapter, kernel, args, kwargs, spec, None, tensors[0])
+    outs = list(out) if spec.output.multi else [out]
+    shapes, dtypes = fake_outputs(spec, name, args, kwargs)
+    if len(outs) != len(shapes):
+        msg = (
+            f"{name} (torch custom op): the kernel returned {len(outs)} outputs, "
+            f"expected {len(shapes)}; fix the kernel or the declared shape="
+        )
+        raise KernelOutputError(msg)
+    taken = {t.untyped_storage().data_ptr() for t in tensors}
+    for i, (o, s, d) in enumerate(zip(outs, shapes, dtypes, strict=True)):
+        if tuple(o.shape) != tuple(s) or o.dtype != d:
+            msg = (
+                f"{name} (torch custom op): output {i} is {tuple(o.shape)} {o.dtype}, "
+                f"expected {tuple(s)} {d} (declared, or inferred from the inputs); a "
+                "compiled graph relies on it: declare shape=/dtype= as the kernel "
+                "returns them"
+            )
+            raise KernelOutputError(msg)
+        ptr = o.untyped_storage().data_ptr()
+        if ptr in taken:  # a custom op's outputs may not alias its inputs or each other
+            outs[i] = o.clone()
+        taken.add(ptr)
+    return outs
+
+
+def op_name_of(kernel: Any, spec: CallSpec) -> str:
+    """The name (in ``torch.ops.lazyapply``) of the op of ``kernel`` and ``spec``."""
+    return str(prepare_op(kernel, spec)._name)
+
+
+# Dynamo runs these two at trace time and keeps their results as constants of the
+# graph: registering an op or a call site cannot be traced, only done. This is what
+# torch._dynamo.assume_constant_result does; set here so that torch._dynamo is not
+# imported with this module.
+op_name_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
+site_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def call_op(
+    torch: Any, kernel: Any, spec: CallSpec, args: tuple[Any, ...], kwargs: Any
+) -> Any:
+    """Call ``kernel`` through its custom op (while compiling or exporting).
+
+    Dynamo traces this function: it imports nothing (an import breaks the graph).
+    """
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    template = tuple(_TENSOR if isinstance(a, torch.Tensor) else a for a in args)
+    op = getattr(torch.ops.lazyapply, op_name_of(kernel, spec))
+    outs = op(tensors, site_of(template, kwargs))
+    if spec.output.multi or (
+        spec.output.shapes is None
+        and spec.mode.signature is not None
+        and len(spec.mode.signature.outputs) > 1
+    ):
+        return tuple(outs)
+    return outs[0]
