@@ -30,6 +30,9 @@ class TorchAdapter(Adapter):
         self._xp: Any = None
         # torch.compiler.is_compiling is folded to True by Dynamo (no guard on a flag).
         self._compiling = torch.compiler.is_compiling
+        self._plain = (torch.Tensor, torch.nn.Parameter)
+        # torch.func.vmap/grad/jvp wrap tensors (whose type is still torch.Tensor).
+        self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
     @staticmethod
     def claims(x: Any) -> bool:
@@ -58,7 +61,13 @@ class TorchAdapter(Adapter):
         xp: Any,
         first: Any,
     ) -> Any:
-        if self._compiling():
+        # Compiling, exporting, a tensor subclass (fake and functional tensors of a
+        # trace), torch.func transforms: only the kernel's custom op handles those.
+        if (
+            self._compiling()
+            or type(first) not in self._plain
+            or self._wrapped(first)
+        ):
             return call_op(self._torch, func, spec, args, kwargs)
         if (first.requires_grad or len(args) > 1) and needs_grad(args):
             return apply_with_grad(self, func, args, kwargs, spec, xp, first)
