@@ -14,6 +14,8 @@ TARGETS = {
     "jit": ("time per jitted call, lazyapply / hand-written pure_callback", 1.25),
     "dask": ("graph construction, lazyapply / hand-written map_blocks", 1.5),
     "memory": ("peak-memory rise, lazyapply - hand-written (array sizes)", 0.1),
+    "torch_compile": ("compiled call, lazyapply / hand-written custom_op", 1.1),
+    "torch_grad": ("forward + backward, lazyapply / hand-written Function", 1.5),
 }
 
 
@@ -74,7 +76,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[tuple[str, str, float | None, b
         if s == "eager":
             r = eager_ratios(row)
             vals = [r[v] for v in ("lazyapply", "decorated") if r[v] is not None]
-        elif s in ("jit", "dask"):
+        elif s in ("jit", "dask", "torch_compile", "torch_grad"):
             r = ratio_to(row["times"], "hand-written")
             vals = [r[v] for v in ("lazyapply", "decorated") if v in r]
         else:
@@ -137,13 +139,32 @@ def markdown(rows: list[dict[str, Any]], command: str, machine: str) -> str:
             "hand-written",
             1.5,
         ),
+        (
+            "torch_compile",
+            "Inside `torch.compile` (float32, kernel `x + 1`, as_numpy)",
+            "hand-written",
+            1.1,
+        ),
+        (
+            "torch_grad",
+            "Torch autograd, forward + backward (float64, vjp `g`)",
+            "hand-written",
+            1.5,
+        ),
     ):
         part = [r for r in rows if r["section"] == section]
         if not part:
             continue
         variants = [
             v
-            for v in ("hand-written", "delayed", "reference", "lazyapply", "decorated")
+            for v in (
+                "hand-written",
+                "delayed",
+                "reference",
+                "eager",
+                "lazyapply",
+                "decorated",
+            )
             if any(v in r["times"] for r in part)
         ]
         names = [("@lazy" if v == "decorated" else v) for v in variants]

@@ -2,7 +2,8 @@
 
 Sections: ``eager`` (overhead per call on NumPy, torch, array-api-strict, sparse and
 JAX outside jit), ``jit`` (inside ``jax.jit``), ``dask`` (graph construction) and
-``memory`` (peak memory on a large array, one subprocess per variant). Writes
+``memory`` (peak memory on a large array, one subprocess per variant), ``torch``
+(a kernel inside ``torch.compile``; autograd through a declared vjp). Writes
 ``overhead.md``, ``overhead.json`` and ``overhead.png`` into ``--out``.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 ALL_BACKENDS = ("numpy", "torch", "array-api-strict", "sparse", "jax", "dask")
-SECTIONS = ("eager", "jit", "dask", "memory")
+SECTIONS = ("eager", "jit", "dask", "memory", "torch")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the sections, print and write the report."""
     from tqdm import tqdm
 
-    from . import bench_dask, bench_eager, bench_jit, bench_memory, report
+    from . import bench_dask, bench_eager, bench_jit, bench_memory, bench_torch, report
     from ._timing import Settings
 
     args = _parser().parse_args(argv)
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "jit": bench_jit.count(backends),
         "dask": bench_dask.count(backends),
         "memory": bench_memory.count(backends),
+        "torch": bench_torch.count(backends),
     }
     rows = []
     with tqdm(total=sum(steps[s] for s in sections), unit="case") as bar:
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_dask.run(backends, settings, bar)
         if "memory" in sections:
             rows += bench_memory.run(backends, megabytes, bar)
+        if "torch" in sections:
+            rows += bench_torch.run(backends, settings, bar)
     command = "python -m benchmarks " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )

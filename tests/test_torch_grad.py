@@ -69,9 +69,7 @@ def test_only_inputs_that_require_grad_get_one() -> None:
 
 def test_lazy_apply_accepts_vjp() -> None:
     x, y = _inputs()
-    out = lazy_apply(
-        sin_scale.eager, x, y, as_numpy=True, vjp=sin_scale_vjp, scale=1.5
-    )
+    out = lazy_apply(sin_scale.eager, x, y, as_numpy=True, vjp=sin_scale_vjp, scale=1.5)
     out.sum().backward()
     torch.testing.assert_close(y.grad, torch.sin(x) * 1.5)
 

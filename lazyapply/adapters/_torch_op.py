@@ -103,7 +103,7 @@ def fake_outputs(
             spec.mode, spec.output, arg_shapes, name, "torch"
         )
     elif shapes is None:
-        shapes = [tuple(torch.broadcast_shapes(*(t.shape for t in tensors)))]
+        shapes = [tuple(torch.broadcast_shapes(*(t.shape for t in tensors)))]  # type: ignore[no-untyped-call]
     for shape in shapes:
         if any(d is None for d in shape):
             msg = (

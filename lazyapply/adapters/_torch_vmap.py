@@ -26,9 +26,7 @@ def _core_ndims(spec: CallSpec, args: tuple[Any, ...]) -> list[int]:
 
 def register_op_vmap(op: Any, kernel: Any, spec: CallSpec) -> None:
     """Register the batching rule of ``op`` (kernel ``kernel`` called as ``spec``)."""
-    import torch
-
-    from ._torch_op import call_op, join_site
+    from ._torch_op import join_site, prepare_op
 
     # The batched call has one more dimension than a declared full output shape.
     sig = spec.mode.signature
@@ -44,7 +42,7 @@ def register_op_vmap(op: Any, kernel: Any, spec: CallSpec) -> None:
 
     def rule(info: Any, in_dims: Any, tensors: Any, site: int) -> Any:
         dims = in_dims[0]
-        args, kwargs = join_site(site, tensors)
+        args, _ = join_site(site, tensors)
         cores = _core_ndims(spec, args)
         positions = [i for i, a in enumerate(args) if hasattr(a, "movedim")]
         loops = [args[i].ndim - cores[i] for i in positions]
@@ -58,8 +56,8 @@ def register_op_vmap(op: Any, kernel: Any, spec: CallSpec) -> None:
             t = args[i].movedim(d, 0)
             pad = widest - (loop - 1)
             new[i] = t.reshape(t.shape[:1] + (1,) * pad + t.shape[1:])
-        out = call_op(torch, kernel, batched_spec, tuple(new), kwargs)
-        multi = isinstance(out, tuple)
-        return out, ((0,) * len(out) if multi else 0)
+        batched = prepare_op(kernel, batched_spec)
+        outs = batched([new[i] for i in positions], site)
+        return list(outs), [0] * len(outs)
 
     op.register_vmap(rule)

@@ -63,11 +63,7 @@ class TorchAdapter(Adapter):
     ) -> Any:
         # Compiling, exporting, a tensor subclass (fake and functional tensors of a
         # trace), torch.func transforms: only the kernel's custom op handles those.
-        if (
-            self._compiling()
-            or type(first) not in self._plain
-            or self._wrapped(first)
-        ):
+        if self._compiling() or type(first) not in self._plain or self._wrapped(first):
             return call_op(self._torch, func, spec, args, kwargs)
         if (first.requires_grad or len(args) > 1) and needs_grad(args):
             return apply_with_grad(self, func, args, kwargs, spec, xp, first)
