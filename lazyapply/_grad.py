@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._errors import KernelOutputError
-from ._spec import CallSpec
+from ._spec import CallSpec, parse_output
 
 __all__ = ["VjpFunction", "VjpKernel", "differentiable_positions", "run_vjp"]
 
@@ -115,23 +115,39 @@ def run_vjp(
     Each cotangent is declared with its argument's shape and dtype, so it is checked
     on every backend. An elementwise kernel's vjp is elementwise too.
     """
-    from ._engine import lazy_apply
+    from ._engine import apply
 
     if spec.vjp is None or not positions:
         return ()
-    kernel = VjpKernel(spec.vjp, spec.name, len(grads), multi, positions, len(args))
-    return lazy_apply(  # type: ignore[no-any-return]
-        kernel,
-        *grads,
-        *outs,
-        *args,
-        shape=[tuple(args[i].shape) for i in positions],
-        dtype=[args[i].dtype for i in positions],
-        as_numpy=spec.as_numpy,
-        strict=True,
-        elementwise=spec.mode.elementwise,
-        **kwargs,
-    )
+    n = len(grads)
+    shapes = [tuple(args[i].shape) for i in positions]
+    dtypes = [args[i].dtype for i in positions]
+    # The vjp kernel and its spec, made once per kernel spec and argument metadata:
+    # a backward pass then costs about what a plain call does (issue 10's target).
+    key: Any = (spec, n, multi, positions, len(args), tuple(shapes), tuple(dtypes))
+    try:
+        hit = _VJP_CALLS.get(key)
+    except TypeError:  # symbolic sizes (torch.compile) or an unhashable spec field
+        hit, key = None, None
+    if hit is None:
+        kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))
+        name = kernel.__name__
+        vspec = CallSpec(
+            name, parse_output(shapes, dtypes, name), spec.as_numpy, strict=True
+        )
+        if spec.mode.elementwise:
+            from ._modes import with_mode
+
+            vspec = with_mode(vspec, kernel, elementwise=True)
+        hit = (kernel, vspec)
+        if key is not None:
+            if len(_VJP_CALLS) > 256:
+                _VJP_CALLS.clear()
+            _VJP_CALLS[key] = hit
+    return apply(hit[0], (*grads, *outs, *args), kwargs, hit[1])  # type: ignore[no-any-return]
+
+
+_VJP_CALLS: dict[Any, tuple[VjpKernel, CallSpec]] = {}
 
 
 class VjpFunction:

@@ -29,10 +29,11 @@ import re
 import threading
 from typing import Any
 
-from lazyapply._errors import KernelOutputError, SpecError
-from lazyapply._spec import CallSpec, kernel_name, resolve_dtype
+from lazyapply._spec import CallSpec, Mode, OutputSpec, kernel_name
 
-__all__ = ["call_op", "fake_outputs", "join_site", "prepare_op", "site_of"]
+from ._torch_fake import fake_outputs, run_checked
+
+__all__ = ["call_op", "join_site", "prepare_op", "site_of"]
 
 _LOCK = threading.Lock()
 # (kernel key, spec) -> (kernel, spec, op): the kernel is held so its id stays unique.
@@ -73,52 +74,6 @@ def join_site(site: int, tensors: Any) -> tuple[tuple[Any, ...], dict[str, Any]]
     return tuple(next(it) if a == _TENSOR else a for a in template), kwargs
 
 
-# ---------------------------------------------------------------------- metadata
-def fake_outputs(
-    spec: CallSpec, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[list[Any], list[Any]]:
-    """Output shapes and torch dtypes, from the declaration and the (fake) arguments.
-
-    Sizes stay symbolic (no ``int()``): the shape callables see the fake tensors.
-    """
-    import array_api_compat.torch as xp
-    import torch
-
-    output = spec.output
-    shapes: Any = output.shapes
-    dtypes: Any = output.dtypes
-    if spec.shape_fn is not None:
-        shape = spec.shape_fn(*args, **kwargs)
-        one = all(d is None or hasattr(d, "__index__") for d in shape)
-        shapes = [tuple(shape)] if one else [tuple(s) for s in shape]
-    if spec.dtype_fn is not None:
-        dtype = spec.dtype_fn(*args, **kwargs)
-        dtypes = list(dtype) if isinstance(dtype, (tuple, list)) else [dtype]
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    if spec.mode.signature is not None:
-        from lazyapply._modes import mode_output_shapes
-
-        arg_shapes = [tuple(getattr(a, "shape", ())) for a in args]
-        shapes, _, _ = mode_output_shapes(
-            spec.mode, spec.output, arg_shapes, name, "torch"
-        )
-    elif shapes is None:
-        shapes = [tuple(torch.broadcast_shapes(*(t.shape for t in tensors)))]  # type: ignore[no-untyped-call]
-    for shape in shapes:
-        if any(d is None for d in shape):
-            msg = (
-                f"{name} (torch.compile/export): output shape {tuple(shape)} has an "
-                "unknown size, so the compiled graph cannot describe the output "
-                "without running the kernel; declare shape= (sizes, or a callable of "
-                "the arguments) or call the kernel outside torch.compile"
-            )
-            raise SpecError(msg)
-    if dtypes is None:
-        dtypes = [xp.result_type(*(a for a in args if a is not None))] * len(shapes)
-    dtypes = [resolve_dtype(d, xp, name) for d in dtypes]
-    return list(shapes), dtypes
-
-
 # ----------------------------------------------------------------------------- op
 def _kernel_key(kernel: Any) -> Any:
     from lazyapply._grad import VjpKernel
@@ -130,6 +85,10 @@ def _kernel_key(kernel: Any) -> Any:
 
 def prepare_op(kernel: Any, spec: CallSpec) -> Any:
     """The custom op of ``kernel`` called as ``spec`` says; registered once."""
+    from lazyapply._grad import VjpKernel
+
+    if isinstance(kernel, VjpKernel):
+        spec = _vjp_spec(kernel, spec)
     try:
         key: Any = (_kernel_key(kernel), spec)
         hash(key)
@@ -174,7 +133,7 @@ def _register(kernel: Any, spec: CallSpec) -> Any:
 
     def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
-        return _run(kernel, plain, name, args, kwargs, tensors)
+        return run_checked(kernel, plain, name, args, kwargs, tensors)
 
     def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
@@ -198,49 +157,67 @@ def _register(kernel: Any, spec: CallSpec) -> Any:
     return op
 
 
-def _run(
-    kernel: Any,
-    spec: CallSpec,
-    name: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    tensors: list[Any],
-) -> list[Any]:
-    """The op's real kernel: the eager path, checked against the fake's metadata."""
-    from lazyapply._detect import adapter_for
+class _LikeArgs:
+    """Shapes or dtypes of a vjp's cotangents: those of the arguments they belong to.
 
-    from ._base import Adapter
+    A vjp op's metadata callable, equal for equal fields, so that one vjp op serves
+    every size (its spec does not hold the sizes of one call).
+    """
 
-    adapter = adapter_for(tensors[0], name)
-    out = Adapter.apply(adapter, kernel, args, kwargs, spec, None, tensors[0])
-    outs = list(out) if spec.output.multi else [out]
-    shapes, dtypes = fake_outputs(spec, name, args, kwargs)
-    if len(outs) != len(shapes):
-        msg = (
-            f"{name} (torch custom op): the kernel returned {len(outs)} outputs, "
-            f"expected {len(shapes)}; fix the kernel or the declared shape="
+    __slots__ = ("attr", "offset", "positions")
+
+    def __init__(self, attr: str, offset: int, positions: tuple[int, ...]) -> None:
+        self.attr, self.offset, self.positions = attr, offset, positions
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.attr, self.offset, self.positions)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LikeArgs) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __call__(self, *flat: Any, **kwargs: Any) -> list[Any]:
+        return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
+
+
+def _vjp_spec(kernel: Any, spec: CallSpec) -> CallSpec:
+    # Cotangents are shaped like their arguments, whatever the call's sizes.
+    offset = 2 * kernel.n_out
+    # Only what run_vjp's spec holds besides the sizes: the forward kernel's spec
+    # (when pre-registering) and the vjp call's spec then give the same op.
+    return CallSpec(
+        kernel.__name__,
+        OutputSpec(None, None, True),
+        spec.as_numpy,
+        Mode(elementwise=spec.mode.elementwise),
+        shape_fn=_LikeArgs("shape", offset, kernel.positions),
+        dtype_fn=_LikeArgs("dtype", offset, kernel.positions),
+        strict=True,
+    )
+
+
+def op_name_of(
+    kernel: Any, spec: CallSpec, n_args: int, positions: tuple[int, ...]
+) -> str:
+    """The name (in ``torch.ops.lazyapply``) of the op of ``kernel`` and ``spec``.
+
+    A kernel with a vjp registers its vjp's op now, too: a compiled backward loaded
+    from Inductor's cache in a new process is never traced, yet calls that op.
+    """
+    op = prepare_op(kernel, spec)
+    if spec.vjp is not None and positions:
+        from lazyapply._grad import VjpKernel
+
+        n_out = (
+            len(spec.output.shapes) if spec.output.multi and spec.output.shapes else 1
         )
-        raise KernelOutputError(msg)
-    taken = {t.untyped_storage().data_ptr() for t in tensors}
-    for i, (o, s, d) in enumerate(zip(outs, shapes, dtypes, strict=True)):
-        if tuple(o.shape) != tuple(s) or o.dtype != d:
-            msg = (
-                f"{name} (torch custom op): output {i} is {tuple(o.shape)} {o.dtype}, "
-                f"expected {tuple(s)} {d} (declared, or inferred from the inputs); a "
-                "compiled graph relies on it: declare shape=/dtype= as the kernel "
-                "returns them"
-            )
-            raise KernelOutputError(msg)
-        ptr = o.untyped_storage().data_ptr()
-        if ptr in taken:  # a custom op's outputs may not alias its inputs or each other
-            outs[i] = o.clone()
-        taken.add(ptr)
-    return outs
-
-
-def op_name_of(kernel: Any, spec: CallSpec) -> str:
-    """The name (in ``torch.ops.lazyapply``) of the op of ``kernel`` and ``spec``."""
-    return str(prepare_op(kernel, spec)._name)
+        vjp = VjpKernel(
+            spec.vjp, spec.name, n_out, spec.output.multi, positions, n_args
+        )
+        prepare_op(vjp, spec)
+    return str(op._name)
 
 
 # Dynamo runs these two at trace time and keeps their results as constants of the
@@ -260,7 +237,14 @@ def call_op(
     """
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     template = tuple(_TENSOR if isinstance(a, torch.Tensor) else a for a in args)
-    op = getattr(torch.ops.lazyapply, op_name_of(kernel, spec))
+    # Floating-point tensors: the arguments a vjp returns cotangents for.
+    positions = tuple(
+        i
+        for i, a in enumerate(args)
+        if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
+    )
+    name = op_name_of(kernel, spec, len(args), positions)
+    op = getattr(torch.ops.lazyapply, name)
     outs = op(tensors, site_of(template, kwargs))
     if spec.output.multi or (
         spec.output.shapes is None
