@@ -57,10 +57,7 @@ def main() -> int:
     x = torch.randn(64, 4, dtype=torch.float64)
     y = 1.5 * torch.tanh(x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]], dtype=x.dtype))
     model = Model()
-    # aot_eager: Dynamo + AOTAutograd without Inductor's on-disk caches. With Inductor,
-    # a cache hit in a new process skips tracing the backward, so the vjp's op is not
-    # registered there (a known limitation, see the README).
-    step_fn = torch.compile(model, fullgraph=True, backend="aot_eager")
+    step_fn = torch.compile(model, fullgraph=True)
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
     losses = []
     for step in range(25):

@@ -25,6 +25,7 @@ programs therefore run in the process that exported them.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import threading
 from typing import Any
@@ -39,9 +40,10 @@ _LOCK = threading.Lock()
 # (kernel key, spec) -> (kernel, spec, op): the kernel is held so its id stays unique.
 _OPS: dict[Any, tuple[Any, CallSpec, Any]] = {}
 _NAMES: set[str] = set()
-# Call sites: static part -> int, and back.
+# Call sites: static part -> int, and back. The int is derived from the static
+# values' repr, so a graph that Inductor cached in another process finds its sites.
 _SITE_IDS: dict[Any, int] = {}
-_SITES: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+_SITES: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 _SCHEMA = "(Tensor[] tensors, int site) -> Tensor[]"
 # Marks a tensor's place among the positional arguments: a string, because Dynamo
 # traces the code that builds templates and compares only constants it knows.
@@ -61,8 +63,11 @@ def site_of(template: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
         with _LOCK:
             site = _SITE_IDS.get(key)
             if site is None:
-                site = len(_SITES)
-                _SITES.append((template, dict(kwargs)))
+                digest = hashlib.blake2b(repr(key).encode(), digest_size=7).digest()
+                site = int.from_bytes(digest, "big")
+                while site in _SITES:  # a collision (or an id-keyed site): next one
+                    site += 1
+                _SITES[site] = (template, dict(kwargs))
                 _SITE_IDS[key] = site
     return site
 
@@ -199,14 +204,20 @@ def _vjp_spec(kernel: Any, spec: CallSpec) -> CallSpec:
 
 
 def op_name_of(
-    kernel: Any, spec: CallSpec, n_args: int, positions: tuple[int, ...]
+    kernel: Any,
+    spec: CallSpec,
+    template: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    positions: tuple[int, ...],
 ) -> str:
     """The name (in ``torch.ops.lazyapply``) of the op of ``kernel`` and ``spec``.
 
-    A kernel with a vjp registers its vjp's op now, too: a compiled backward loaded
-    from Inductor's cache in a new process is never traced, yet calls that op.
+    A kernel with a vjp registers its vjp's op and call site now, too: a compiled
+    backward loaded from Inductor's cache in a new process is never traced, yet
+    calls them.
     """
     op = prepare_op(kernel, spec)
+    n_args = len(template)
     if spec.vjp is not None and positions:
         from lazyapply._grad import VjpKernel
 
@@ -217,6 +228,7 @@ def op_name_of(
             spec.vjp, spec.name, n_out, spec.output.multi, positions, n_args
         )
         prepare_op(vjp, spec)
+        site_of((_TENSOR,) * (2 * n_out) + template, kwargs)
     return str(op._name)
 
 
@@ -243,7 +255,7 @@ def call_op(
         for i, a in enumerate(args)
         if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
     )
-    name = op_name_of(kernel, spec, len(args), positions)
+    name = op_name_of(kernel, spec, template, kwargs, positions)
     op = getattr(torch.ops.lazyapply, name)
     outs = op(tensors, site_of(template, kwargs))
     if spec.output.multi or (
