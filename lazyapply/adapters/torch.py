@@ -61,9 +61,15 @@ class TorchAdapter(Adapter):
         xp: Any,
         first: Any,
     ) -> Any:
-        # Compiling, exporting, a tensor subclass (fake and functional tensors of a
-        # trace), torch.func transforms: only the kernel's custom op handles those.
-        if self._compiling() or type(first) not in self._plain or self._wrapped(first):
+        # Compiling or exporting, a tensor subclass (the fake and functional tensors
+        # of a trace), a torch.func transform of an as_numpy kernel: those calls go
+        # through the kernel's custom op. (A kernel of torch code gets torch.func's
+        # tensors as they are, and torch transforms its code itself.)
+        if (
+            self._compiling()
+            or type(first) not in self._plain
+            or (spec.as_numpy and self._wrapped(first))
+        ):
             return call_op(self._torch, func, spec, args, kwargs)
         if (first.requires_grad or len(args) > 1) and needs_grad(args):
             return apply_with_grad(self, func, args, kwargs, spec, xp, first)
