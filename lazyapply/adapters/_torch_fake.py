@@ -11,13 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from lazyapply._errors import KernelOutputError, SpecError
+from lazyapply._errors import SpecError
 from lazyapply._spec import CallSpec, resolve_dtype
 
 __all__ = ["fake_outputs", "run_checked"]
-
-# (spec, site arguments' metadata) -> expected (shapes, dtypes) of real calls.
-_EXPECTED: dict[Any, tuple[list[Any], list[Any]]] = {}
 
 
 def fake_outputs(
@@ -65,34 +62,53 @@ def fake_outputs(
     return list(shapes), dtypes
 
 
-def _expected(
+def _kernel_call(
+    cache: dict[Any, Any],
+    kernel: Any,
     spec: CallSpec,
     name: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     tensors: list[Any],
-) -> tuple[list[Any], list[Any]]:
-    # Shape and dtype callables cost more than the call they describe: remember
-    # their answer per (spec, static arguments, tensor shapes and dtypes).
+) -> Any:
+    """The checked kernel call for these arguments' metadata (made once per op, key).
+
+    Shape and dtype callables cost more than the call they describe: their answer is
+    kept per (static arguments, tensor shapes, dtypes and devices).
+    """
     try:
         key: Any = (
-            spec,
             tuple(a for a in args if not hasattr(a, "shape")),
             tuple(sorted(kwargs.items())),
-            tuple((t.shape, t.dtype) for t in tensors),
+            tuple((t.shape, t.dtype, t.device) for t in tensors),
         )
-        hit = _EXPECTED.get(key)
+        hit = cache.get(key)
     except TypeError:
-        return fake_outputs(spec, name, args, kwargs)
+        key, hit = None, None
     if hit is None:
-        hit = fake_outputs(spec, name, args, kwargs)
-        if len(_EXPECTED) > 1024:
-            _EXPECTED.clear()
-        _EXPECTED[key] = hit
+        from lazyapply._detect import adapter_for
+        from lazyapply._spec import OutputSpec
+
+        shapes, dtypes = fake_outputs(spec, name, args, kwargs)
+        multi = spec.output.multi or len(shapes) > 1
+        output = OutputSpec(tuple(tuple(s) for s in shapes), tuple(dtypes), multi)
+        first = tensors[0]
+        hit = adapter_for(first, name).kernel_call(
+            kernel, kwargs, spec, output, None, first
+        )
+        hit.declared = (
+            spec.output.shapes is not None or spec.shape_fn is not None,
+            spec.output.dtypes is not None or spec.dtype_fn is not None,
+        )
+        if key is not None:
+            if len(cache) > 256:
+                cache.clear()
+            cache[key] = hit
     return hit
 
 
 def run_checked(
+    cache: dict[Any, Any],
     kernel: Any,
     spec: CallSpec,
     name: str,
@@ -100,33 +116,19 @@ def run_checked(
     kwargs: dict[str, Any],
     tensors: list[Any],
 ) -> list[Any]:
-    """The op's real kernel: the eager path, checked against the fake's metadata."""
-    from lazyapply._detect import adapter_for
+    """The op's real kernel: one checked kernel call against the fake's metadata.
 
-    from ._base import Adapter
-
-    adapter = adapter_for(tensors[0], name)
-    out = Adapter.apply(adapter, kernel, args, kwargs, spec, None, tensors[0])
-    outs = list(out) if spec.output.multi else [out]
-    shapes, dtypes = _expected(spec, name, args, kwargs, tensors)
-    if len(outs) != len(shapes):
-        msg = (
-            f"{name} (torch custom op): the kernel returned {len(outs)} outputs, "
-            f"expected {len(shapes)}; fix the kernel or the declared shape="
-        )
-        raise KernelOutputError(msg)
+    A compiled graph relies on that metadata, so a kernel that returns anything else
+    raises :class:`~lazyapply.KernelOutputError`. Outputs that alias an input or
+    each other are copied (a custom op's outputs may not alias).
+    """
+    call = _kernel_call(cache, kernel, spec, name, args, kwargs, tensors)
+    out = call(*args)
+    outs = list(out) if call.multi else [out]
     taken = {t.untyped_storage().data_ptr() for t in tensors}
-    for i, (o, s, d) in enumerate(zip(outs, shapes, dtypes, strict=True)):
-        if tuple(o.shape) != tuple(s) or o.dtype != d:
-            msg = (
-                f"{name} (torch custom op): output {i} is {tuple(o.shape)} {o.dtype}, "
-                f"expected {tuple(s)} {d} (declared, or inferred from the inputs); a "
-                "compiled graph relies on it: declare shape=/dtype= as the kernel "
-                "returns them"
-            )
-            raise KernelOutputError(msg)
+    for i, o in enumerate(outs):
         ptr = o.untyped_storage().data_ptr()
-        if ptr in taken:  # a custom op's outputs may not alias its inputs or each other
+        if ptr in taken:
             outs[i] = o.clone()
         taken.add(ptr)
     return outs

@@ -135,10 +135,11 @@ def _register(kernel: Any, spec: CallSpec) -> Any:
 
     name = spec.name or kernel_name(kernel)
     plain = dataclasses.replace(spec, vjp=None)
+    calls: dict[Any, Any] = {}  # checked kernel calls, per argument metadata
 
     def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
-        return run_checked(kernel, plain, name, args, kwargs, tensors)
+        return run_checked(calls, kernel, plain, name, args, kwargs, tensors)
 
     def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
