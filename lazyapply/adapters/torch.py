@@ -32,7 +32,7 @@ class TorchAdapter(Adapter):
         self._compiling = torch.compiler.is_compiling
         self._plain = (torch.Tensor, torch.nn.Parameter)
         # torch.func.vmap/grad/jvp wrap tensors (whose type is still torch.Tensor).
-        self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+        self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
 
     @staticmethod
     def claims(x: Any) -> bool:
