@@ -46,6 +46,7 @@ def _instance(module: str, cls: str) -> Adapter:
         import importlib
 
         adapter = getattr(importlib.import_module(module), cls)()
+        adapter.lookup = adapter_for
         _ADAPTERS[cls] = adapter
     return adapter
 
@@ -71,6 +72,7 @@ def _learn_key(x: Any, name: str) -> str:
             from .adapters.numpy import GenericAdapter
 
             generic = GenericAdapter(xp, t)
+            generic.lookup = adapter_for
             _ADAPTERS[key] = generic
         _TYPES[t] = generic
         return key

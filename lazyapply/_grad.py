@@ -115,7 +115,8 @@ def run_vjp(
     Each cotangent is declared with its argument's shape and dtype, so it is checked
     on every backend. An elementwise kernel's vjp is elementwise too.
     """
-    from ._engine import apply
+    from ._detect import find_adapter
+    from ._engine import run
 
     if spec.vjp is None or not positions:
         return ()
@@ -144,7 +145,9 @@ def run_vjp(
             if len(_VJP_CALLS) > 256:
                 _VJP_CALLS.clear()
             _VJP_CALLS[key] = hit
-    return apply(hit[0], (*grads, *outs, *args), kwargs, hit[1])  # type: ignore[no-any-return]
+    flat = (*grads, *outs, *args)
+    adapter, first = find_adapter(flat, hit[0])
+    return run(adapter, first, hit[0], flat, kwargs, hit[1], None)  # type: ignore[no-any-return]
 
 
 _VJP_CALLS: dict[Any, tuple[VjpKernel, CallSpec]] = {}

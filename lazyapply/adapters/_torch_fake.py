@@ -86,19 +86,31 @@ def _kernel_call(
     except TypeError:
         key, hit = None, None
     if hit is None:
+        from lazyapply._check import OutputCheck
         from lazyapply._detect import adapter_for
-        from lazyapply._spec import OutputSpec
+        from lazyapply._engine import make_call
 
         shapes, dtypes = fake_outputs(spec, name, args, kwargs)
-        multi = spec.output.multi or len(shapes) > 1
-        output = OutputSpec(tuple(tuple(s) for s in shapes), tuple(dtypes), multi)
-        first = tensors[0]
-        hit = adapter_for(first, name).kernel_call(
-            kernel, kwargs, spec, output, None, first
-        )
-        hit.declared = (
+        declared = (
             spec.output.shapes is not None or spec.shape_fn is not None,
             spec.output.dtypes is not None or spec.dtype_fn is not None,
+        )
+        multi = spec.output.multi or len(shapes) > 1
+        check = OutputCheck(
+            tuple(tuple(s) for s in shapes), tuple(dtypes), multi, declared
+        )
+        first = tensors[0]
+        # deferred=True: strict, every output checked (the graph relies on it).
+        hit = make_call(
+            adapter_for(first, name),
+            first,
+            kernel,
+            kwargs,
+            spec,
+            check,
+            None,
+            deferred=True,
+            name=name,
         )
         if key is not None:
             if len(cache) > 256:
@@ -124,7 +136,7 @@ def run_checked(
     """
     call = _kernel_call(cache, kernel, spec, name, args, kwargs, tensors)
     out = call(*args)
-    outs = list(out) if call.multi else [out]
+    outs = list(out) if call.check.multi else [out]
     taken = {t.untyped_storage().data_ptr() for t in tensors}
     for i, o in enumerate(outs):
         ptr = o.untyped_storage().data_ptr()

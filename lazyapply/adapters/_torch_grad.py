@@ -45,9 +45,7 @@ def apply_with_grad(
     """The eager call, recorded as one autograd node whose backward is the vjp."""
     import torch
 
-    if spec.vjp is None:
-        if not spec.as_numpy:  # torch code in the kernel: torch differentiates it
-            return _plain(adapter, func, args, kwargs, spec, xp, first)
+    if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
         name = spec.name or kernel_name(func)
         msg = (
             f"{name} ({adapter.label(first)}): an argument requires grad, but the "
@@ -69,9 +67,10 @@ def _plain(
     xp: Any,
     first: Any,
 ) -> Any:
-    from ._base import Adapter
+    from lazyapply._engine import run
 
-    return Adapter.apply(adapter, func, args, kwargs, spec, xp, first)
+    # Not intercepted again: no tensor here requires grad (detached, or grad off).
+    return run(adapter, first, func, args, kwargs, spec, xp)
 
 
 class _Call:

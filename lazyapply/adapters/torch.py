@@ -7,12 +7,13 @@ data leaves a device and no autograd graph is silently cut.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from lazyapply._spec import CallSpec
 
-from ._base import Adapter
+from ._base import Adapter, Target
 from ._torch_grad import apply_with_grad, needs_grad
 from ._torch_op import call_op
 
@@ -52,7 +53,9 @@ class TorchAdapter(Adapter):
         return f"torch on {first.device}"
 
     # --- hook (issues 10, 11): autograd node, custom op under compile -----------
-    def apply(
+    intercepts: ClassVar[bool] = True
+
+    def intercept(
         self,
         func: Callable[..., Any],
         args: tuple[Any, ...],
@@ -61,25 +64,42 @@ class TorchAdapter(Adapter):
         xp: Any,
         first: Any,
     ) -> Any:
-        # Compiling or exporting, a tensor subclass (the fake and functional tensors
-        # of a trace), a torch.func transform of an as_numpy kernel: those calls go
-        # through the kernel's custom op. (A kernel of torch code gets torch.func's
-        # tensors as they are, and torch transforms its code itself.)
+        """The call's result where autograd or a compiler must see it, else ``None``.
+
+        Compiling or exporting, a tensor subclass (the fake and functional tensors of
+        a trace), a torch.func transform of an as_numpy kernel: the kernel's custom
+        op. (A kernel of torch code gets torch.func's tensors as they are.) A tensor
+        that requires grad: one autograd node whose backward is the vjp.
+        """
         if (
             self._compiling()
             or type(first) not in self._plain
             or (spec.as_numpy and self._wrapped(first))
         ):
             return call_op(self._torch, func, spec, args, kwargs)
-        if (first.requires_grad or len(args) > 1) and needs_grad(args):
+        # (A kernel of torch code without a vjp: torch differentiates its code.)
+        if (
+            (first.requires_grad or len(args) > 1)
+            and (spec.vjp is not None or spec.as_numpy)
+            and needs_grad(args)
+        ):
             return apply_with_grad(self, func, args, kwargs, spec, xp, first)
-        return super().apply(func, args, kwargs, spec, xp, first)
+        return None
 
     # --- end hook ------------------------------------------------------------
 
-    def kernel_call(self, *args: Any, **kwargs: Any) -> Any:
-        call = super().kernel_call(*args, **kwargs)
+    def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
+        target = super().target(first, xp, deferred=deferred)
         # Outputs go back through torch.asarray itself: array_api_compat's wrapper
         # adds about 0.3 us per output and nothing that a kernel's output needs.
-        call.back = self._torch
-        return call
+        target.convert = functools.partial(_to_torch, self._torch, target.device)
+        target.move = _move
+        return target
+
+
+def _to_torch(torch: Any, device: Any, o: Any) -> Any:
+    return torch.asarray(o, device=device)
+
+
+def _move(o: Any, device: Any) -> Any:
+    return o.to(device)
