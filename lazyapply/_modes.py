@@ -30,6 +30,22 @@ __all__ = [
 ]
 
 BOUNDARY_KINDS = ("none", "reflect", "periodic", "nearest")
+# Every accepted form, spelled once, so each error message can teach all of them.
+DEPTH_FORMS = (
+    "an int >= 0 (the same depth on every axis, e.g. depth=1), a tuple with one "
+    "depth per axis (e.g. depth=(1, 0)) or a dict {axis: depth} (e.g. depth={-1: 2}; "
+    "other axes get 0)"
+)
+BOUNDARY_FORMS = (
+    "None (no padding: the kernel's own edge handling), one of 'reflect', "
+    "'periodic', 'nearest', a constant number (e.g. boundary=0.0) or a dict "
+    "{axis: boundary} (e.g. boundary={0: 'periodic'}; other axes get None)"
+)
+SIGNATURE_FORMS = (
+    "a string in NumPy gufunc syntax: comma-separated parenthesised core dimensions "
+    "on each side of '->', named or fixed sizes, e.g. '(n),(n)->()', "
+    "'(m,n),(n,p)->(m,p)', '(3)->()' or '(n)->(),()' (two outputs)"
+)
 
 _DIM = r"\s*(?:[A-Za-z_]\w*|\d+)\s*"
 _TUPLE = rf"\(\s*(?:{_DIM}(?:,{_DIM})*)?,?\s*\)"
@@ -54,10 +70,7 @@ class Signature:
     @classmethod
     def parse(cls, text: object, name: str) -> Signature:
         if not isinstance(text, str):
-            msg = (
-                f"{name}: signature must be a string in NumPy gufunc syntax such as "
-                f"'(n),(n)->()'; got {text!r}"
-            )
+            msg = f"{name}: signature must be {SIGNATURE_FORMS}; got {text!r}"
             raise SpecError(msg)
         if "?" in text:
             msg = (
@@ -67,11 +80,7 @@ class Signature:
             raise SpecError(msg)
         match = _SIGNATURE.match(text)
         if match is None:
-            msg = (
-                f"{name}: malformed signature {text!r}; expected NumPy gufunc syntax: "
-                "comma-separated parenthesised core dimensions on each side of '->', "
-                "e.g. '(n),(n)->()', '(m,n),(n,p)->(m,p)' or '(n)->(),()'"
-            )
+            msg = f"{name}: malformed signature {text!r}; expected {SIGNATURE_FORMS}"
             raise SpecError(msg)
         inputs = _side(match["ins"])
         outputs = _side(match["outs"])
@@ -179,8 +188,7 @@ class Depth:
             if len(self.per_axis) != ndim:
                 msg = (
                     f"{name}: depth={self.per_axis} gives {len(self.per_axis)} axes "
-                    f"but the arrays have {ndim}; give one depth per axis, a dict "
-                    "{axis: depth} or one int"
+                    f"but the arrays have {ndim}; depth must be {DEPTH_FORMS}"
                 )
                 raise SpecError(msg)
             return dict(enumerate(self.per_axis))
@@ -189,7 +197,7 @@ class Depth:
             if not -ndim <= axis < ndim:
                 msg = (
                     f"{name}: depth names axis {axis} but the arrays have {ndim} "
-                    "dimension(s)"
+                    f"dimension(s); use an axis in [{-ndim}, {ndim - 1}]"
                 )
                 raise SpecError(msg)
             out[axis % ndim] = d
@@ -199,6 +207,8 @@ class Depth:
 def _int(value: object, what: str, name: str) -> int:
     if isinstance(value, bool) or not hasattr(value, "__index__"):
         msg = f"{name}: {what} must be an int; got {value!r}"
+        if what == "depth":  # teach every form, not just the one that was nearest
+            msg = f"{name}: depth must be {DEPTH_FORMS}; got {value!r}"
         raise SpecError(msg)
     return int(value)  # type: ignore[call-overload]
 
@@ -206,7 +216,7 @@ def _int(value: object, what: str, name: str) -> int:
 def _depth(value: object, name: str) -> int:
     d = _int(value, "depth", name)
     if d < 0:
-        msg = f"{name}: depth must be >= 0; got {value!r}"
+        msg = f"{name}: depth must be >= 0, got {value!r}; accepted: {DEPTH_FORMS}"
         raise SpecError(msg)
     return d
 
@@ -217,19 +227,13 @@ def _boundary_value(value: object, name: str) -> Any:
     if isinstance(value, str):
         if value not in BOUNDARY_KINDS:
             msg = (
-                f"{name}: unknown boundary {value!r}; use None (no padding: the "
-                "kernel's own edge handling), "
-                f"{', '.join(map(repr, BOUNDARY_KINDS[1:]))} or a constant number"
+                f"{name}: unknown boundary {value!r}; boundary must be {BOUNDARY_FORMS}"
             )
             raise SpecError(msg)
         return value
     if isinstance(value, (int, float, complex)) or _is_number(value):
         return value
-    msg = (
-        f"{name}: boundary must be None, one of "
-        f"{', '.join(map(repr, BOUNDARY_KINDS))}, a constant number or a dict "
-        f"{{axis: boundary}}; got {value!r}"
-    )
+    msg = f"{name}: boundary must be {BOUNDARY_FORMS}; got {value!r}"
     raise SpecError(msg)
 
 
@@ -247,7 +251,7 @@ def boundary_for_ndim(boundary: Any, ndim: int, name: str) -> dict[int, Any]:
             if not -ndim <= axis < ndim:
                 msg = (
                     f"{name}: boundary names axis {axis} but the arrays have {ndim} "
-                    "dimension(s)"
+                    f"dimension(s); use an axis in [{-ndim}, {ndim - 1}]"
                 )
                 raise SpecError(msg)
             out[axis % ndim] = value

@@ -28,6 +28,7 @@ __all__ = ["JaxAdapter"]
 
 class JaxAdapter(Adapter):
     name = "jax"
+    defers = True
 
     def __init__(self) -> None:
         import jax
