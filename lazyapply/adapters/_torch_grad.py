@@ -18,9 +18,9 @@ from typing import Any
 
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions, run_vjp
-from lazyapply._spec import CallSpec, kernel_name
+from lazyapply._spec import CallSpec, Mode, OutputSpec, kernel_name
 
-__all__ = ["apply_with_grad", "needs_grad", "register_op_autograd"]
+__all__ = ["apply_with_grad", "needs_grad", "register_op_autograd", "vjp_op_spec"]
 
 
 def needs_grad(args: tuple[Any, ...]) -> bool:
@@ -160,3 +160,44 @@ def register_op_autograd(op: Any, spec: CallSpec) -> None:
         return [by_arg.get(i) for i in arg_of], None
 
     op.register_autograd(backward, setup_context=setup_context)
+
+
+class _LikeArgs:
+    """Shapes or dtypes of a vjp's cotangents: those of the arguments they belong to.
+
+    A vjp op's metadata callable, equal for equal fields, so that one vjp op serves
+    every size (its spec does not hold the sizes of one call).
+    """
+
+    __slots__ = ("attr", "offset", "positions")
+
+    def __init__(self, attr: str, offset: int, positions: tuple[int, ...]) -> None:
+        self.attr, self.offset, self.positions = attr, offset, positions
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.attr, self.offset, self.positions)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LikeArgs) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __call__(self, *flat: Any, **kwargs: Any) -> list[Any]:
+        return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
+
+
+def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
+    """The spec of a vjp kernel's op: cotangents are like their arguments."""
+    offset = 2 * kernel.n_out
+    # Only what run_vjp's spec holds besides the sizes: the forward kernel's spec
+    # (when pre-registering) and the vjp call's spec then give the same op.
+    return CallSpec(
+        kernel.__name__,
+        OutputSpec(None, None, True),
+        spec.as_numpy,
+        Mode(elementwise=spec.mode.elementwise),
+        shape_fn=_LikeArgs("shape", offset, kernel.positions),
+        dtype_fn=_LikeArgs("dtype", offset, kernel.positions),
+        strict=True,
+    )

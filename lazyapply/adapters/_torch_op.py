@@ -30,7 +30,7 @@ import re
 import threading
 from typing import Any
 
-from lazyapply._spec import CallSpec, Mode, OutputSpec, kernel_name
+from lazyapply._spec import CallSpec, kernel_name
 
 from ._torch_fake import fake_outputs, run_checked
 
@@ -93,7 +93,9 @@ def prepare_op(kernel: Any, spec: CallSpec) -> Any:
     from lazyapply._grad import VjpKernel
 
     if isinstance(kernel, VjpKernel):
-        spec = _vjp_spec(kernel, spec)
+        from ._torch_grad import vjp_op_spec
+
+        spec = vjp_op_spec(kernel, spec)
     try:
         key: Any = (_kernel_key(kernel), spec)
         hash(key)
@@ -161,47 +163,6 @@ def _register(kernel: Any, spec: CallSpec) -> Any:
 
         register_op_vmap(op, kernel, spec)
     return op
-
-
-class _LikeArgs:
-    """Shapes or dtypes of a vjp's cotangents: those of the arguments they belong to.
-
-    A vjp op's metadata callable, equal for equal fields, so that one vjp op serves
-    every size (its spec does not hold the sizes of one call).
-    """
-
-    __slots__ = ("attr", "offset", "positions")
-
-    def __init__(self, attr: str, offset: int, positions: tuple[int, ...]) -> None:
-        self.attr, self.offset, self.positions = attr, offset, positions
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.attr, self.offset, self.positions)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _LikeArgs) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __call__(self, *flat: Any, **kwargs: Any) -> list[Any]:
-        return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
-
-
-def _vjp_spec(kernel: Any, spec: CallSpec) -> CallSpec:
-    # Cotangents are shaped like their arguments, whatever the call's sizes.
-    offset = 2 * kernel.n_out
-    # Only what run_vjp's spec holds besides the sizes: the forward kernel's spec
-    # (when pre-registering) and the vjp call's spec then give the same op.
-    return CallSpec(
-        kernel.__name__,
-        OutputSpec(None, None, True),
-        spec.as_numpy,
-        Mode(elementwise=spec.mode.elementwise),
-        shape_fn=_LikeArgs("shape", offset, kernel.positions),
-        dtype_fn=_LikeArgs("dtype", offset, kernel.positions),
-        strict=True,
-    )
 
 
 def op_name_of(
