@@ -16,6 +16,8 @@ TARGETS = {
     # Per row ("target"): 1.25 for jax.jit(grad), 1.5 for torch backward.
     "grad": ("gradient, lazyapply / hand-written custom_vjp or autograd.Function", 1.5),
     "memory": ("peak-memory rise, lazyapply - hand-written (array sizes)", 0.1),
+    "torch_compile": ("compiled call, lazyapply / hand-written custom_op", 1.1),
+    "torch_grad": ("forward + backward, lazyapply / hand-written Function", 1.5),
 }
 
 
@@ -78,7 +80,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[tuple[str, str, float | None, b
         if s == "eager":
             r = eager_ratios(row)
             vals = [r[v] for v in ("lazyapply", "decorated") if r[v] is not None]
-        elif s in ("jit", "dask", "grad"):
+        elif s in ("jit", "dask", "grad", "torch_compile", "torch_grad"):
             r = ratio_to(row["times"], "hand-written")
             vals = [r[v] for v in ("lazyapply", "decorated") if v in r]
         else:
@@ -148,13 +150,32 @@ def markdown(rows: list[dict[str, Any]], command: str, machine: str) -> str:
             "hand-written",
             1.5,
         ),
+        (
+            "torch_compile",
+            "Inside `torch.compile` (float32, kernel `x + 1`, as_numpy)",
+            "hand-written",
+            1.1,
+        ),
+        (
+            "torch_grad",
+            "Torch autograd, forward + backward (float64, vjp `g`)",
+            "hand-written",
+            1.5,
+        ),
     ):
         part = [r for r in rows if r["section"] == section]
         if not part:
             continue
         variants = [
             v
-            for v in ("hand-written", "delayed", "reference", "lazyapply", "decorated")
+            for v in (
+                "hand-written",
+                "delayed",
+                "reference",
+                "eager",
+                "lazyapply",
+                "decorated",
+            )
             if any(v in r["times"] for r in part)
         ]
         names = [("@lazy" if v == "decorated" else v) for v in variants]

@@ -3,8 +3,9 @@
 Sections: ``eager`` (overhead per call on NumPy, torch, array-api-strict, sparse and
 JAX outside jit), ``jit`` (inside ``jax.jit``), ``dask`` (graph construction),
 ``grad`` (``jax.grad`` under jit and torch ``backward`` with a declared vjp),
-``memory`` (peak memory on a large array, one subprocess per variant) and ``native``
-(a Numba kernel as an XLA FFI target under ``jax.jit``, issue 12). Writes
+``memory`` (peak memory on a large array, one subprocess per variant), ``native``
+(a Numba kernel as an XLA FFI target under ``jax.jit``) and ``torch`` (a kernel
+inside ``torch.compile``; autograd through a declared vjp). Writes
 ``overhead.md``, ``overhead.json`` and ``overhead.png`` into ``--out``.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 ALL_BACKENDS = ("numpy", "torch", "array-api-strict", "sparse", "jax", "dask")
-SECTIONS = ("eager", "jit", "dask", "grad", "memory", "native")
+SECTIONS = ("eager", "jit", "dask", "grad", "memory", "native", "torch")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_jit,
         bench_memory,
         bench_native,
+        bench_torch,
         report,
     )
     from ._timing import Settings
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "grad": bench_grad.count(backends),
         "memory": bench_memory.count(backends),
         "native": bench_native.count(backends),
+        "torch": bench_torch.count(backends),
     }
     rows = []
     with tqdm(total=sum(steps[s] for s in sections), unit="case") as bar:
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_memory.run(backends, megabytes, bar)
         if "native" in sections:
             rows += bench_native.run(backends, settings, bar)
+        if "torch" in sections:
+            rows += bench_torch.run(backends, settings, bar)
     command = "python -m benchmarks " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )

@@ -68,4 +68,3 @@ html_theme_options = {
 html_sidebars = {"index": [], "getting_started": [], "backends": []}
 html_static_path: list[str] = []
 html_show_sourcelink = False
-

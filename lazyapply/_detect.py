@@ -52,14 +52,18 @@ def _instance(module: str, cls: str) -> Adapter:
 
 
 def _learn(x: Any, name: str) -> Adapter | None:
+    return _ADAPTERS[_learn_key(x, name)]
+
+
+def _learn_key(x: Any, name: str) -> str:
+    """Learn the adapter of ``type(x)``; its key in ``_ADAPTERS``."""
     t = type(x)
     for trigger, module, cls in _ROWS:
         if trigger in sys.modules:
             adapter_cls = getattr(__import__(module, fromlist=[cls]), cls)
             if adapter_cls.claims(x):
-                adapter = _instance(module, cls)
-                _TYPES[t] = adapter
-                return adapter
+                _TYPES[t] = _instance(module, cls)
+                return cls
     if hasattr(x, "__array_namespace__"):
         xp = x.__array_namespace__()
         key = f"generic:{getattr(xp, '__name__', id(xp))}"
@@ -71,7 +75,7 @@ def _learn(x: Any, name: str) -> Adapter | None:
             generic.lookup = adapter_for
             _ADAPTERS[key] = generic
         _TYPES[t] = generic
-        return generic
+        return key
     msg = (
         f"{name}: got an argument of type {t.__module__}.{t.__qualname__}, which is "
         "neither an array of a supported library nor a Python scalar or None; pass "
@@ -129,3 +133,10 @@ def _name(func: Callable[..., Any] | str) -> str:
     from ._spec import kernel_name
 
     return kernel_name(func)
+
+
+# hook (issue 11): torch.compile's Dynamo cannot trace a first call's adapter import;
+# it runs _learn_key at trace time and keeps the key as a constant (as
+# torch._dynamo.assume_constant_result does, without importing torch), then _learn
+# reads the adapter from _ADAPTERS, a global it can trace.
+_learn_key._dynamo_marked_constant = True  # type: ignore[attr-defined]

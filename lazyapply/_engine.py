@@ -49,6 +49,10 @@ def run(
     xp: Any,
 ) -> Any:
     """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter."""
+    if adapter.intercepts:  # hook (issues 10, 11): torch autograd, compile, export
+        out = adapter.intercept(func, args, kwargs, spec, xp, first)
+        if out is not None:
+            return out
     if adapter.defers and adapter.deferred(args):
         return _defer(adapter, first, func, args, kwargs, spec, xp)
     if spec.mode.signature is not None:

@@ -55,6 +55,15 @@ CASES = {
             ("jax.jit(nanmean(ffill(x)))", "jax"),
         ],
     ),
+    "torch_compile_training.py": (
+        "torch",
+        [
+            ("loss decreases", "numba"),
+            ("one graph, no graph break", "numba"),
+            ("compiled matches eager", "numba"),
+            ("gradcheck of the kernel", "numba"),
+        ],
+    ),
     "scipy_for_jax_and_dask.py": (
         "scipy",
         [

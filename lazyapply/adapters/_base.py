@@ -81,6 +81,21 @@ class Adapter:
         self.calls = {}
         return self
 
+    #: hook (issues 10, 11): the adapter sees every call first (``intercept``).
+    intercepts: ClassVar[bool] = False
+
+    def intercept(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        xp: Any,
+        first: Any,
+    ) -> Any:
+        """Run the call another way (an autograd node, a custom op), or ``None``."""
+        return None
+
     def namespace(self, x: Any) -> Any:
         """The array-API namespace of ``x``."""
         raise NotImplementedError

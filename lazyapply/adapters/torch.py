@@ -8,9 +8,14 @@ data leaves a device and no autograd graph is silently cut.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from lazyapply._spec import CallSpec
 
 from ._base import Adapter, Target
+from ._torch_grad import apply_with_grad, needs_grad
+from ._torch_op import call_op
 
 __all__ = ["TorchAdapter"]
 
@@ -25,6 +30,11 @@ class TorchAdapter(Adapter):
         self.native = (torch.Tensor,)
         self._torch = torch
         self._xp: Any = None
+        # torch.compiler.is_compiling is folded to True by Dynamo (no guard on a flag).
+        self._compiling = torch.compiler.is_compiling
+        self._plain = (torch.Tensor, torch.nn.Parameter)
+        # torch.func.vmap/grad/jvp wrap tensors (whose type is still torch.Tensor).
+        self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
 
     @staticmethod
     def claims(x: Any) -> bool:
@@ -42,6 +52,42 @@ class TorchAdapter(Adapter):
 
     def label(self, first: Any) -> str:
         return f"torch on {first.device}"
+
+    # --- hook (issues 10, 11): autograd node, custom op under compile -----------
+    intercepts: ClassVar[bool] = True
+
+    def intercept(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        xp: Any,
+        first: Any,
+    ) -> Any:
+        """The call's result where autograd or a compiler must see it, else ``None``.
+
+        Compiling or exporting, a tensor subclass (the fake and functional tensors of
+        a trace), a torch.func transform of an as_numpy kernel: the kernel's custom
+        op. (A kernel of torch code gets torch.func's tensors as they are.) A tensor
+        that requires grad: one autograd node whose backward is the vjp.
+        """
+        if (
+            self._compiling()
+            or type(first) not in self._plain
+            or (spec.as_numpy and self._wrapped(first))
+        ):
+            return call_op(self._torch, func, spec, args, kwargs)
+        # (A kernel of torch code without a vjp: torch differentiates its code.)
+        if (
+            (first.requires_grad or len(args) > 1)
+            and (spec.vjp is not None or spec.as_numpy)
+            and needs_grad(args)
+        ):
+            return apply_with_grad(self, func, args, kwargs, spec, xp, first)
+        return None
+
+    # --- end hook ------------------------------------------------------------
 
     def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
         target = super().target(first, xp, deferred=deferred)

@@ -1,0 +1,203 @@
+"""PyTorch autograd for kernels with a declared vjp, eager and compiled.
+
+Eagerly, a call on tensors that require grad (with grad mode on) runs inside one
+``torch.autograd.Function``: the forward is the plain eager call on detached tensors,
+the backward runs the declared vjp through :func:`lazyapply._grad.run_vjp`, so the vjp
+kernel is itself a lazy call (converted and checked like the kernel). The same rule is
+registered on the kernel's custom op (``register_autograd``) for compiled code.
+
+With ``as_numpy=True`` and no vjp, such a call raises
+:class:`~lazyapply.NotDifferentiableError` naming the kernel (torch itself would say
+only "Can't call numpy() on Tensor that requires grad"). Without ``as_numpy`` and no
+vjp the kernel gets the tensors as they are, and torch differentiates its torch code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lazyapply._errors import NotDifferentiableError
+from lazyapply._grad import differentiable_positions, run_vjp
+from lazyapply._spec import CallSpec, Mode, OutputSpec, kernel_name
+
+__all__ = ["apply_with_grad", "needs_grad", "register_op_autograd", "vjp_op_spec"]
+
+
+def needs_grad(args: tuple[Any, ...]) -> bool:
+    """Whether autograd must see this call: a tensor requires grad, grad mode is on."""
+    import torch
+
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            return torch.is_grad_enabled()
+    return False
+
+
+def apply_with_grad(
+    adapter: Any,
+    func: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+    xp: Any,
+    first: Any,
+) -> Any:
+    """The eager call, recorded as one autograd node whose backward is the vjp."""
+    import torch
+
+    if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
+        name = spec.name or kernel_name(func)
+        msg = (
+            f"{name} ({adapter.label(first)}): an argument requires grad, but the "
+            "kernel runs on NumPy copies (as_numpy=True) and declares no vjp; declare "
+            f"one with @{name}.defvjp or vjp=, or call it under torch.no_grad() or on "
+            "x.detach()"
+        )
+        raise NotDifferentiableError(msg)
+    node = _node_class(torch)
+    return node.apply(_Call(adapter, func, kwargs, spec, xp, first), *args)
+
+
+def _plain(
+    adapter: Any,
+    func: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+    xp: Any,
+    first: Any,
+) -> Any:
+    from lazyapply._engine import run
+
+    # Not intercepted again: no tensor here requires grad (detached, or grad off).
+    return run(adapter, first, func, args, kwargs, spec, xp)
+
+
+class _Call:
+    """What the autograd node needs besides the tensors (one per call)."""
+
+    __slots__ = ("adapter", "first", "func", "kwargs", "spec", "xp")
+
+    def __init__(
+        self, adapter: Any, func: Any, kwargs: Any, spec: CallSpec, xp: Any, first: Any
+    ) -> None:
+        self.adapter = adapter
+        self.func = func
+        self.kwargs = kwargs
+        self.spec = spec
+        self.xp = xp
+        self.first = first
+
+
+_NODE: list[Any] = []
+
+
+def _node_class(torch: Any) -> Any:
+    """The ``autograd.Function`` subclass, made once (torch is imported lazily)."""
+    if _NODE:
+        return _NODE[0]
+
+    class LazyKernelNode(torch.autograd.Function):  # type: ignore[misc]
+        @staticmethod
+        def forward(ctx: Any, call: _Call, *args: Any) -> Any:
+            plain = tuple(
+                a.detach() if isinstance(a, torch.Tensor) else a for a in args
+            )
+            first = call.first.detach()
+            out = _plain(
+                call.adapter, call.func, plain, call.kwargs, call.spec, call.xp, first
+            )
+            multi = isinstance(out, tuple)
+            outs = out if multi else (out,)
+            ctx.call, ctx.multi, ctx.args = call, multi, plain
+            ctx.save_for_backward(*outs)
+            frozen = [o for o in outs if not o.dtype.is_floating_point]
+            if frozen:
+                ctx.mark_non_differentiable(*frozen)
+            return out
+
+        @staticmethod
+        def backward(ctx: Any, *grads: Any) -> Any:
+            call, args = ctx.call, ctx.args
+            outs = ctx.saved_tensors
+            positions = tuple(
+                i for i in differentiable_positions(args) if ctx.needs_input_grad[i + 1]
+            )
+            picked = run_vjp(
+                call.spec, grads, outs, args, call.kwargs, positions, ctx.multi
+            )
+            full: list[Any] = [None] * (len(args) + 1)
+            for i, g in zip(positions, picked, strict=True):
+                full[i + 1] = g
+            return tuple(full)
+
+    _NODE.append(LazyKernelNode)
+    return LazyKernelNode
+
+
+def register_op_autograd(op: Any, spec: CallSpec) -> None:
+    """Wire a kernel's custom op (``_torch_op``) to its vjp via ``run_vjp``."""
+    from ._torch_op import join_site
+
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        tensors, site = inputs
+        ctx.site, ctx.n = site, len(tensors)
+        ctx.save_for_backward(*tensors, *output)
+
+    def backward(ctx: Any, grads: Any) -> Any:
+        saved = ctx.saved_tensors
+        tensors, outs = saved[: ctx.n], saved[ctx.n :]
+        args, kwargs = join_site(ctx.site, tensors)
+        positions = differentiable_positions(args)
+        picked = run_vjp(
+            spec, tuple(grads), tuple(outs), args, kwargs, positions, spec.output.multi
+        )
+        by_arg = dict(zip(positions, picked, strict=True))
+        # The op's operands are the tensor arguments in order: map positions to them.
+        import torch
+
+        arg_of = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        return [by_arg.get(i) for i in arg_of], None
+
+    op.register_autograd(backward, setup_context=setup_context)
+
+
+class _LikeArgs:
+    """Shapes or dtypes of a vjp's cotangents: those of the arguments they belong to.
+
+    A vjp op's metadata callable, equal for equal fields, so that one vjp op serves
+    every size (its spec does not hold the sizes of one call).
+    """
+
+    __slots__ = ("attr", "offset", "positions")
+
+    def __init__(self, attr: str, offset: int, positions: tuple[int, ...]) -> None:
+        self.attr, self.offset, self.positions = attr, offset, positions
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.attr, self.offset, self.positions)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _LikeArgs) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __call__(self, *flat: Any, **kwargs: Any) -> list[Any]:
+        return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
+
+
+def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
+    """The spec of a vjp kernel's op: cotangents are like their arguments."""
+    offset = 2 * kernel.n_out
+    # Only what run_vjp's spec holds besides the sizes: the forward kernel's spec
+    # (when pre-registering) and the vjp call's spec then give the same op.
+    return CallSpec(
+        kernel.__name__,
+        OutputSpec(None, None, True),
+        spec.as_numpy,
+        Mode(elementwise=spec.mode.elementwise),
+        shape_fn=_LikeArgs("shape", offset, kernel.positions),
+        dtype_fn=_LikeArgs("dtype", offset, kernel.positions),
+        strict=True,
+    )

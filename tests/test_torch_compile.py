@@ -1,0 +1,162 @@
+"""Kernels inside ``torch.compile``, ``torch.export`` and ``torch.func`` (issue 11).
+
+Every kernel call made while compiling goes through the kernel's automatic custom op.
+Compiled functions use the ``aot_eager`` backend (Dynamo + AOTAutograd, the custom op
+and its registrations, without Inductor's C++ build), except one test with Inductor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+from lazyapply.adapters._torch_op import prepare_op, site_of  # noqa: E402
+
+from .torch_kernels import (  # noqa: E402
+    VJP_CALLS,
+    cython_ffill,
+    erf,
+    polar,
+    positives,
+    sin_scale,
+    unknown_size,
+)
+
+
+def _model(a: Any, b: Any) -> Any:
+    return torch.tanh(sin_scale(a, b, scale=2.0)) + erf(a) + polar(b)[1]
+
+
+def _xy(n: int = 8) -> tuple[Any, Any]:
+    gen = torch.Generator().manual_seed(1)
+    return (
+        torch.rand(n, dtype=torch.float64, generator=gen),
+        torch.rand(n, dtype=torch.float64, generator=gen),
+    )
+
+
+COMPILED = torch.compile(_model, fullgraph=True, backend="aot_eager")
+
+
+def test_numba_scipy_two_outputs_one_graph() -> None:
+    x, y = _xy()
+    explained = torch._dynamo.explain(_model)(x, y)
+    assert explained.graph_break_count == 0
+    assert explained.graph_count == 1
+    torch.testing.assert_close(COMPILED(x, y), _model(x, y))
+
+
+def test_cython_kernel_one_graph() -> None:
+    ffill = cython_ffill()
+
+    def f(a: Any) -> Any:
+        return ffill(a * 2) + 1
+
+    x = torch.tensor([[1.0, float("nan"), 3.0], [float("nan"), 2.0, float("nan")]])
+    assert torch._dynamo.explain(f)(x).graph_break_count == 0
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
+    expected = torch.tensor([[3.0, 3.0, 7.0], [float("nan"), 5.0, 5.0]])
+    torch.testing.assert_close(got, expected, equal_nan=True)
+
+
+def test_compiled_backward_uses_the_vjp() -> None:
+    x, y = (t.requires_grad_() for t in _xy())
+    before = dict(VJP_CALLS)
+    COMPILED(x, y).sum().backward()
+    assert VJP_CALLS["sin_scale"] == before["sin_scale"] + 1
+    assert VJP_CALLS["erf"] == before["erf"] + 1
+    assert VJP_CALLS["polar"] == before["polar"] + 1
+    gx, gy = x.grad, y.grad
+    x2, y2 = (t.detach().requires_grad_() for t in (x, y))
+    _model(x2, y2).sum().backward()
+    torch.testing.assert_close(gx, x2.grad)
+    torch.testing.assert_close(gy, y2.grad)
+
+
+def test_dynamic_compiles_once_for_several_sizes() -> None:
+    graphs = []
+
+    def backend(gm: Any, example_inputs: Any) -> Any:
+        graphs.append(gm)
+        return gm.forward
+
+    f = torch.compile(
+        lambda a, b: sin_scale(a, b) * 2, backend=backend, dynamic=True, fullgraph=True
+    )
+    for n in (5, 9, 17):
+        x, y = _xy(n)
+        torch.testing.assert_close(f(x, y), torch.sin(x) * y * 2)
+    assert len(graphs) == 1
+
+
+def test_export_module() -> None:
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(
+                torch.linspace(0.5, 1.5, 8, dtype=torch.float64)
+            )
+
+        def forward(self, a: Any) -> Any:
+            return erf(sin_scale(a, self.w, scale=0.5)).sum()
+
+    model = Model()
+    x, _ = _xy()
+    program = torch.export.export(model, (x,))
+    names = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert any(name.startswith("lazyapply.") for name in names), names
+    torch.testing.assert_close(program.module()(x), model(x))
+
+
+def test_opcheck_generated_op() -> None:
+    x, y = _xy()
+    op = prepare_op(sin_scale.eager, sin_scale.spec)
+    site = site_of(("<lazyapply tensor argument>",) * 2, {"scale": 3.0})
+    torch.library.opcheck(op, ([x, y.requires_grad_()], site))
+    assert op._qualname.startswith("lazyapply::")
+
+
+def test_op_names_are_unique_per_kernel_and_spec() -> None:
+    a = prepare_op(positives.eager, positives.spec)
+    b = prepare_op(unknown_size.eager, unknown_size.spec)
+    assert a is prepare_op(positives.eager, positives.spec)
+    assert a._qualname != b._qualname
+    assert "positives" in a._qualname
+
+
+def test_data_dependent_size_needs_a_shape_under_compile() -> None:
+    x = torch.tensor([1.0, -2.0, 3.0])
+    torch.testing.assert_close(unknown_size(x), torch.tensor([1.0, 3.0]))  # eagerly
+    f = torch.compile(lambda a: unknown_size(a) + 1, fullgraph=True, backend="eager")
+    # Dynamo re-raises the fake implementation's SpecError as its own error type.
+    with pytest.raises(Exception, match=r"positives .*unknown size.*declare shape="):
+        f(x)
+
+
+def test_vmap_makes_one_batched_call() -> None:
+    calls = []
+
+    def kernel(a: Any, b: Any) -> Any:
+        calls.append(a.shape)
+        return np.sin(a) * b
+
+    from lazyapply import lazy
+
+    f = lazy(kernel, as_numpy=True, elementwise=True)
+    x = torch.rand(4, 3, dtype=torch.float64)
+    y = torch.rand(3, dtype=torch.float64)
+    got = torch.func.vmap(f, in_dims=(0, None))(x, y)
+    torch.testing.assert_close(got, torch.sin(x) * y)
+    assert calls == [(4, 3)]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_inductor_matches_eager() -> None:
+    x, y = _xy()
+    compiled = torch.compile(_model, fullgraph=True)
+    torch.testing.assert_close(compiled(x, y), _model(x, y))
