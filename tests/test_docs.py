@@ -119,7 +119,11 @@ def test_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
         "index.html": "Run the fast eager kernels",
         "getting_started.html": "Your first kernel",
         "user_guide/chunkwise.html": "Three chunks, depth=2",
-        "user_guide/jax.html": "jax.vmap",
+        "user_guide/jax.html": "The native path: Numba under jax.jit",
+        "user_guide/gradients.html": "Forward mode",
+        "user_guide/pytorch.html": "torch.compile, torch.export and torch.func",
+        "user_guide/checking.html": "From the command line",
+        "generated/lazyapply.explain_native.html": "callback: <reason>",
         "backends.html": "How each backend runs a kernel",
         "migrating.html": "Unknown sizes broadcast",
         "troubleshooting.html": "Reading an error under",
@@ -127,6 +131,7 @@ def test_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
         "generated/lazyapply.lazy_apply.html": "a dict {axis: depth}",
         "auto_examples/index.html": "How a stencil",
         "auto_examples/plot_stencil_halo.html": "equal to the eager result",
+        "auto_examples/plot_gradients.html": "vmap(grad) agrees with finite",
     }
     for page, text in pages.items():
         html = (out / page).read_text(encoding="utf-8")
