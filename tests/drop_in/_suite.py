@@ -31,6 +31,7 @@ class SuiteResult:
 
     outcomes: dict[str, str] = field(default_factory=dict)
     calls: int = 0
+    failed_ids: list[str] = field(default_factory=list)
     returncode: int = 0
     output: str = ""
 
@@ -105,6 +106,8 @@ def run_suite(
     )
     result = SuiteResult(returncode=done.returncode, output=done.stdout + done.stderr)
     result.calls = sum(int(p.read_text()) for p in counts.glob("*.count"))
+    for p in sorted(counts.glob("*.failed")):
+        result.failed_ids += [line for line in p.read_text().splitlines() if line]
     if report.exists():
         result.outcomes = _outcomes(report)
     return result

@@ -8,14 +8,14 @@ subprocess. At start-up, before any test module imports the reference, it replac
 - ``LAZYAPPLY_SWAP=array_api_extra``: ``array_api_extra.lazy_apply`` and
   ``array_api_extra._lazy.lazy_apply``;
 - ``LAZYAPPLY_SWAP=scipy``: SciPy's vendored copy, ``scipy._lib.array_api_extra``
-  (with its ``_lazy`` module) and the name re-exported by ``scipy._lib._array_api``,
-  plus the modules that imported it by name (``scipy.cluster.hierarchy``,
-  ``scipy.spatial.distance``);
+  and its ``_lib._lazy`` module (``scipy.cluster.hierarchy`` and
+  ``scipy.spatial.distance`` look it up there as ``xpx.lazy_apply`` at each call);
 - ``LAZYAPPLY_SWAP=none``: nothing is swapped (the baseline run), calls still counted.
 
 Every call routed through the replacement is counted; at the end each process writes
 its count to ``$LAZYAPPLY_SWAP_COUNT_DIR/<pid>.count`` (xdist workers included), so the
-driving test proves that the swap was live.
+driving test proves that the swap was live, and the node ids of its failed tests to
+``<pid>.failed``, so that they can be run again with the project's own copy.
 
 ``LAZYAPPLY_SWAP_XFAIL`` lists node-id suffixes (``;``-separated) of tests that
 differ on purpose; they are marked ``xfail(strict=True)``, so they must still fail.
@@ -37,13 +37,7 @@ _CALLS = [0]
 #: Modules that hold a ``lazy_apply`` name to replace, per project.
 _TARGETS: dict[str, tuple[str, ...]] = {
     "array_api_extra": ("array_api_extra", "array_api_extra._lazy"),
-    "scipy": (
-        "scipy._lib.array_api_extra",
-        "scipy._lib.array_api_extra._lazy",
-        "scipy._lib._array_api",
-        "scipy.cluster.hierarchy",
-        "scipy.spatial.distance",
-    ),
+    "scipy": ("scipy._lib.array_api_extra", "scipy._lib.array_api_extra._lib._lazy"),
     "none": (),
 }
 _ORIGINAL: dict[str, tuple[str, ...]] = {
@@ -89,6 +83,10 @@ def _count_baseline(project: str) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Marks that SciPy's conftest uses at import time and registers only in its own
+    # pytest.ini (not shipped in the wheel).
+    for mark in ("array_api_backends", "thread_unsafe"):
+        config.addinivalue_line("markers", f"{mark}: used by SciPy's conftest")
     project = os.environ.get("LAZYAPPLY_SWAP", "none")
     baseline = os.environ.get("LAZYAPPLY_SWAP_BASELINE")
     if project == "none" and baseline:
@@ -109,7 +107,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> No
                 )
 
 
+_FAILED: list[str] = []
+_ROOT: list[Path] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _ROOT.append(session.config.rootpath)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and not hasattr(report, "wasxfail"):
+        # Absolute, so that the ids can be passed back to pytest from anywhere.
+        path, _, rest = report.nodeid.partition("::")
+        _FAILED.append(f"{(_ROOT[0] / path).resolve()}::{rest}")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     out = os.environ.get("LAZYAPPLY_SWAP_COUNT_DIR")
     if out:
         Path(out, f"{os.getpid()}.count").write_text(str(_CALLS[0]))
+        Path(out, f"{os.getpid()}.failed").write_text("\n".join(_FAILED))
