@@ -170,7 +170,7 @@ class KernelCall:
     def _one(self, i: int, o: Any, lead: tuple[int, ...]) -> Any:
         dtype = self.dtypes[i] if self.dtypes is not None else None
         if not isinstance(o, self.out_types):
-            o = self._convert(o, dtype)
+            o = self._convert(o, dtype, i)
         if self.shapes is not None:
             expected = self.shapes[i]
             got = tuple(o.shape)
@@ -184,24 +184,34 @@ class KernelCall:
             ):
                 self._raise(i, "shape", lead + tuple(expected), got, 0)
         if dtype is not None and o.dtype != dtype:
-            if self.canon is not None and self.canon(o.dtype) == dtype:
+            from ._outputs import native_order  # drop-in (issue 9): ">f8" is float64
+
+            got = native_order(o.dtype)
+            if got == dtype:  # a host callback hands JAX the native order
+                return o if self.back is not None else o.astype(got)
+            if self.canon is not None and self.canon(got) == dtype:
                 # JAX without x64: float64 is stored as float32, as jnp.asarray does.
                 return o.astype(dtype)
             self._raise(i, "dtype", dtype, o.dtype, 1)
         return o
 
-    def _convert(self, o: Any, dtype: Any) -> Any:
+    def _convert(self, o: Any, dtype: Any, i: int = 0) -> Any:
+        # drop-in (issue 9): conversion retries and messages live in _outputs.
+        from ._outputs import convert_output
+
+        kw: dict[str, Any] = {}
+        if dtype is not None and not hasattr(o, "shape"):
+            kw["dtype"] = dtype
         if self.back is None:
             import numpy as np
 
-            if dtype is not None and not hasattr(o, "shape"):
-                return np.asarray(o, dtype=dtype)
-            return np.asarray(o)
-        if dtype is not None and not hasattr(o, "shape"):
-            return self.back.asarray(o, dtype=dtype, device=self.device)
-        if self.device is None:
-            return self.back.asarray(o)
-        return self.back.asarray(o, device=self.device)
+            return convert_output(np.asarray, o, kw, self._where(), i, dtype)
+        if self.device is not None:
+            kw["device"] = self.device
+        return convert_output(self.back.asarray, o, kw, self._where(), i, dtype)
+
+    def _where(self) -> str:
+        return f"{self.name} ({self.backend})"
 
     def _raise(self, i: int, what: str, expected: Any, got: Any, which: int) -> None:
         if self.declared[which]:

@@ -16,7 +16,7 @@ from ._errors import MixedNamespaceError, SpecError
 if TYPE_CHECKING:
     from .adapters._base import Adapter
 
-__all__ = ["adapter_for", "find_adapter"]
+__all__ = ["adapter_for", "dtype_args", "find_adapter"]
 
 # Python scalars and None pass through to the kernel; they pick no backend.
 _TYPES: dict[type, Adapter | None] = {
@@ -52,6 +52,9 @@ def _instance(module: str, cls: str) -> Adapter:
 
 def _learn(x: Any, name: str) -> Adapter | None:
     t = type(x)
+    if t is list or t is tuple:  # never cached: the next one may hold arrays
+        _plain_sequence(x, name)
+        return None
     for trigger, module, cls in _ROWS:
         if trigger in sys.modules:
             adapter_cls = getattr(__import__(module, fromlist=[cls]), cls)
@@ -77,6 +80,46 @@ def _learn(x: Any, name: str) -> Adapter | None:
         "argument"
     )
     raise MixedNamespaceError(msg)
+
+
+_NUMBERS = (bool, int, float, complex)
+
+
+def _plain_sequence(seq: list[Any] | tuple[Any, ...], name: str) -> None:
+    """Accept a (nested) list or tuple of Python numbers; it passes to the kernel.
+
+    Such a sequence is a constant of the call (baked into the Dask task or the JIT
+    callback, never traced). One that holds an array is refused: its arrays would be
+    neither converted nor traced.
+    """
+    stack: list[Any] = [seq]
+    while stack:
+        for item in stack.pop():
+            if type(item) is list or type(item) is tuple:
+                stack.append(item)
+            elif not isinstance(item, _NUMBERS) and item is not None:
+                t = type(item)
+                msg = (
+                    f"{name}: a {type(seq).__name__} among the positional arguments "
+                    f"holds a {t.__module__}.{t.__qualname__}; only lists and tuples "
+                    "of Python numbers pass to the kernel as they are. Pass arrays "
+                    "positionally, one argument each (e.g. f(*arrays)), or stack them "
+                    "into one array"
+                )
+                raise MixedNamespaceError(msg)
+
+
+def dtype_args(args: tuple[Any, ...]) -> list[Any]:
+    """The arguments that take part in ``result_type``: arrays and Python scalars.
+
+    ``None`` and sequences of numbers pass to the kernel but have no dtype of their
+    own (NumPy would even read a tuple as a structured dtype).
+    """
+    return [
+        a
+        for a in args
+        if a is not None and type(a) is not list and type(a) is not tuple
+    ]
 
 
 def adapter_for(x: Any, name: str = "kernel") -> Adapter:

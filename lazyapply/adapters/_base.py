@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -92,7 +93,9 @@ class Adapter:
                 and plan.convert is not None
                 and self.device(first) == plan.device
             ):
-                out = plan.convert(out)  # a NumPy result, as KernelCall converts it
+                # drop-in (issue 9): on failure KernelCall.finish copies as needed.
+                with contextlib.suppress(TypeError, ValueError):
+                    out = plan.convert(out)  # a NumPy result, as KernelCall does
             native: Any = self.native  # (typed Any: mypy would narrow out to object)
             if isinstance(out, native):
                 shape = plan.shape
@@ -160,7 +163,9 @@ class Adapter:
     # ---------------------------------------------------------- shared by lazy paths
     def result_type(self, xp: Any, args: tuple[Any, ...]) -> Any:
         """The inferred output dtype: ``result_type`` of every non-None argument."""
-        return xp.result_type(*(a for a in args if a is not None))
+        from lazyapply._detect import dtype_args  # drop-in (issue 9): no sequences
+
+        return xp.result_type(*dtype_args(args))
 
     def infer_output(
         self,

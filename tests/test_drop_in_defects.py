@@ -1,0 +1,153 @@
+"""The defects found by swapping lazyapply in for real users' ``lazy_apply`` (issue 9).
+
+Each test failed before its fix, and runs on every installed backend it applies to.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lazyapply import KernelOutputError, LazyApplyError, SpecError, lazy_apply
+
+from .conftest import Backend
+
+
+def weighted(x: Any, w: Any, offset: Any) -> Any:
+    """A kernel that takes a weight list, as ``scipy.spatial.distance.pdist`` does."""
+    assert type(w) is list, type(w)  # passed through, not converted or traced
+    assert type(offset) is tuple
+    return x * sum(w) + offset[0]
+
+
+# ----------------------------------------------------------- 1. sequences as args
+def test_sequence_of_numbers_passes_through(backend: Backend) -> None:
+    x = backend.asarray(np.arange(4.0))
+    as_numpy = backend.converts_to_numpy
+    out = backend.call(
+        lambda x: lazy_apply(weighted, x, [1.0, 2.0], (3,), as_numpy=as_numpy), x
+    )
+    if backend.has_values:
+        np.testing.assert_allclose(backend.to_numpy(out), np.arange(4.0) * 3 + 3)
+
+
+def test_sequence_holding_an_array_is_refused(backend: Backend) -> None:
+    x = backend.asarray(np.arange(4.0))
+    with pytest.raises(
+        LazyApplyError, match=r"weighted: a list .*Pass arrays positionally"
+    ):
+        lazy_apply(weighted, x, [x, 1.0], (3,))
+
+
+def test_only_sequences_is_refused() -> None:
+    with pytest.raises(SpecError, match="at least one array"):
+        lazy_apply(weighted, [1.0], [1.0, 2.0], (3,))
+
+
+# ----------------------------------------------------------- 2. dtypes
+def _numpy_dtypes() -> list[Any]:
+    dtypes: list[Any] = [
+        "<U3",
+        "S2",
+        object,
+        np.dtype("datetime64[ns]"),
+        np.dtype("timedelta64[s]"),
+        np.dtype([("a", "f8"), ("b", "i4")]),
+    ]
+    try:
+        import ml_dtypes
+
+        dtypes += [ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn]
+    except ImportError:
+        pass
+    return dtypes
+
+
+def _zeros_of(dtype: Any) -> Any:
+    def zeros(x: Any) -> Any:
+        return np.zeros(x.shape, dtype=dtype)
+
+    return zeros
+
+
+@pytest.mark.parametrize("dtype", _numpy_dtypes(), ids=str)
+@pytest.mark.parametrize("backend", [Backend.NUMPY, Backend.DASK], ids=str)
+def test_every_numpy_dtype_declared(backend: Backend, dtype: Any) -> None:
+    if backend.skip_reason():
+        pytest.skip(str(backend.skip_reason()))
+    x = backend.asarray(np.arange(3.0))
+    out = backend.call(lambda x: lazy_apply(_zeros_of(dtype), x, dtype=dtype), x)
+    assert out.dtype == np.dtype(dtype)
+    assert backend.to_numpy(out).dtype == np.dtype(dtype)
+
+
+def test_non_native_byte_order_counts_as_native(backend: Backend) -> None:
+    if not backend.converts_to_numpy:
+        pytest.skip(f"{backend}: as_numpy=True is refused")
+    x = backend.asarray(np.arange(3.0))
+
+    def swapped(x: Any) -> Any:
+        return (x * 2).astype(">f8")
+
+    out = backend.call(lambda x: lazy_apply(swapped, x, dtype=">f8", as_numpy=True), x)
+    np.testing.assert_array_equal(backend.to_numpy(out), np.arange(3.0) * 2)
+
+
+@pytest.mark.parametrize("name", ["e", "pi", "inf", "nan", "newaxis"])
+def test_names_that_are_not_dtypes(backend: Backend, name: str) -> None:
+    x = backend.asarray(np.arange(3.0))
+    with pytest.raises(SpecError, match=r"_zeros_of\.<locals>\.zeros|zeros.*float64"):
+        backend.call(lambda x: lazy_apply(_zeros_of("f8"), x, dtype=name), x)
+
+
+def test_dtype_of_another_library_on_dask() -> None:
+    torch = pytest.importorskip("torch")
+    if Backend.DASK.skip_reason():
+        pytest.skip(str(Backend.DASK.skip_reason()))
+    x = Backend.DASK.asarray(np.arange(3.0))
+    with pytest.raises(SpecError, match=r"zeros: dtype torch.float32 belongs to torch"):
+        lazy_apply(_zeros_of("f4"), x, dtype=torch.float32)
+
+
+# ----------------------------------------------------------- 6. torch as_numpy outputs
+@pytest.mark.parametrize(
+    "make",
+    [np.flip, lambda a: a[::-1], lambda a: a.astype(">f8")],
+    ids=["flip", "reversed", "big-endian"],
+)
+def test_as_numpy_outputs_that_torch_refuses(backend: Backend, make: Any) -> None:
+    if not backend.converts_to_numpy:
+        pytest.skip(f"{backend}: as_numpy=True is refused")
+    x = backend.asarray(np.arange(4.0))
+    out = backend.call(lambda x: lazy_apply(make, x, as_numpy=True), x)
+    np.testing.assert_array_equal(backend.to_numpy(out), make(np.arange(4.0)))
+
+
+# ----------------------------------------------------------- 8. clear errors
+def test_string_output_where_float_declared(backend: Backend) -> None:
+    x = backend.asarray(np.arange(3.0))
+
+    def words(x: Any) -> Any:
+        return "not a number"
+
+    def run(x: Any) -> Any:
+        return backend.to_numpy(lazy_apply(words, x, shape=(), dtype="float64"))
+
+    # Under jax.jit the error is raised in the host callback; JAX re-raises it as
+    # its own JaxRuntimeError, with the message.
+    expected = Exception if backend is Backend.JAX_JIT else KernelOutputError
+    with pytest.raises(expected, match=r"words \(.*\): output 0 is str"):
+        run(x) if backend is not Backend.JAX_JIT else _jit_run(words, x)
+
+
+def _jit_run(kernel: Any, x: Any) -> Any:
+    import jax
+
+    f = jax.jit(lambda x: lazy_apply(kernel, x, shape=(), dtype="float64"))
+    return np.asarray(f(x))
+
+
+del functools
