@@ -29,6 +29,7 @@ from ._detect import find_adapter
 from ._errors import MixedNamespaceError, SpecError
 from ._spec import (
     INFERRED,
+    STRICT_ENV,
     CallSpec,
     OutputSpec,
     Shape,
@@ -58,6 +59,9 @@ DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
         "signature": None,
         "depth": None,
         "boundary": None,
+        "strict": True,
+        "vjp": None,
+        "jvp": None,
     }
 )
 _MODE_OPTIONS = ("elementwise", "signature", "depth", "boundary")
@@ -96,8 +100,22 @@ def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSp
         # outputs is only known once the shape callable has run (evaluate_callables).
         dtypes = tuple(dtype) if isinstance(dtype, (tuple, list)) else (dtype,)
         output = OutputSpec(None, dtypes, len(dtypes) > 1)
+    for rule in ("vjp", "jvp"):
+        if options[rule] is not None and not callable(options[rule]):
+            msg = (
+                f"{name}: {rule}= must be a kernel (a callable), got "
+                f"{type(options[rule]).__name__}; pass the function that computes it"
+            )
+            raise TypeError(msg)
     spec = CallSpec(
-        name, output, bool(options["as_numpy"]), shape_fn=shape_fn, dtype_fn=dtype_fn
+        name,
+        output,
+        bool(options["as_numpy"]),
+        shape_fn=shape_fn,
+        dtype_fn=dtype_fn,
+        strict=bool(options["strict"]) or STRICT_ENV,
+        vjp=options["vjp"],
+        jvp=options["jvp"],
     )
     if any(options[k] is not None and options[k] is not False for k in _MODE_OPTIONS):
         from ._modes import with_mode
@@ -233,6 +251,45 @@ class LazyFunction(Generic[P, R]):
         """The call specification built when the decorator was applied."""
         return self._spec
 
+    def defvjp(self, vjp: Callable[..., Any], /) -> Callable[..., Any]:
+        """Declare the kernel's vector-Jacobian product; usable as a decorator.
+
+        ``vjp(grad_out, out, *args, **kwargs)`` is an eager kernel with the same
+        conversions as this one (NumPy arrays with ``as_numpy=True``); it returns one
+        cotangent per positional argument (``None`` where an argument is not
+        differentiable). With several outputs ``grad_out`` and ``out`` are tuples.
+        Returns ``vjp`` unchanged.
+        """
+        self._declare("vjp", vjp)
+        return vjp
+
+    def defjvp(self, jvp: Callable[..., Any], /) -> Callable[..., Any]:
+        """Declare the kernel's Jacobian-vector product (forward mode under JAX).
+
+        ``jvp(tangents, out, *args, **kwargs)`` returns the output tangent(s);
+        ``tangents`` holds one tangent per positional argument (``None`` for
+        arguments that are not differentiable). Returns ``jvp`` unchanged.
+        """
+        self._declare("jvp", jvp)
+        return jvp
+
+    def _declare(self, rule: str, fn: Callable[..., Any]) -> None:
+        options = {**self._options, rule: fn}
+        self._spec = build_spec(self._kernel, options)  # validates fn
+        self._options = types.MappingProxyType(options)
+
+    @property
+    def vjp(self) -> Callable[..., Any]:
+        """The declared vjp as a lazy function: ``f.vjp(grad_out, out, *args)``.
+
+        Runs through the engine like the kernel (so on Dask it is a task, chunk by
+        chunk where the kernel's mode allows) and returns one cotangent per
+        positional argument (``None`` for arguments that are not differentiable).
+        """
+        from ._grad import VjpFunction
+
+        return VjpFunction(self._spec)
+
     def __repr__(self) -> str:
         given = ", ".join(
             f"{k}={_short(v)}" for k, v in self._options.items() if v is not DEFAULTS[k]
@@ -341,6 +398,9 @@ def lazy(
     signature: str | None = None,
     depth: Any = None,
     boundary: Any = None,
+    strict: bool = True,
+    vjp: Callable[..., Any] | None = None,
+    jvp: Callable[..., Any] | None = None,
 ) -> LazyFunction[P, R]: ...
 @overload
 def lazy(
@@ -353,6 +413,9 @@ def lazy(
     signature: str | None = None,
     depth: Any = None,
     boundary: Any = None,
+    strict: bool = True,
+    vjp: Callable[..., Any] | None = None,
+    jvp: Callable[..., Any] | None = None,
 ) -> Callable[[Callable[P, R]], LazyFunction[P, R]]: ...
 def lazy(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Make an eager kernel callable on every array library, lazily where it can be.
@@ -375,6 +438,12 @@ def lazy(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         call), or a callable of the call's arguments: ``dtype=lambda x: x.dtype``.
     as_numpy, xp, elementwise, signature, depth, boundary : optional
         As in :func:`~lazyapply.lazy_apply`.
+    strict : bool, optional
+        The output policy (default ``True``): check on every backend what Dask and
+        ``jax.jit`` must check, so a kernel that passes its NumPy tests works lazily.
+    vjp, jvp : callable, optional
+        Declared derivatives (see :meth:`LazyFunction.defvjp`,
+        :meth:`LazyFunction.defjvp`).
 
     Returns
     -------

@@ -6,13 +6,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, overload
 
 from ._detect import find_adapter
-from ._spec import CallSpec, kernel_name, parse_output
+from ._spec import STRICT_ENV, CallSpec, kernel_name, parse_output
 
 __all__ = ["apply", "lazy_apply"]
 
 P = ParamSpec("P")
 
-_PLAIN = (CallSpec(""), CallSpec("", as_numpy=True))
+_PLAIN = (
+    CallSpec("", strict=STRICT_ENV),
+    CallSpec("", as_numpy=True, strict=STRICT_ENV),
+)
 _SPECS: dict[tuple[Any, Any, Any, bool], CallSpec] = {}
 # (shape, dtype, as_numpy, spec) of the last cached lookup, matched by identity.
 _LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]
@@ -47,12 +50,20 @@ def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> C
         pass
     except TypeError:  # unhashable (a list of shapes): parse every time
         return CallSpec(
-            "", parse_output(shape, dtype, kernel_name(func)), bool(as_numpy)
+            "",
+            parse_output(shape, dtype, kernel_name(func)),
+            bool(as_numpy),
+            strict=STRICT_ENV,
         )
     else:
         _LAST[0] = (shape, dtype, as_numpy, spec)  # hashable, so immutable
         return spec
-    spec = CallSpec("", parse_output(shape, dtype, kernel_name(func)), bool(as_numpy))
+    spec = CallSpec(
+        "",
+        parse_output(shape, dtype, kernel_name(func)),
+        bool(as_numpy),
+        strict=STRICT_ENV,
+    )
     if len(_SPECS) > 512:
         _SPECS.clear()
     _SPECS[key] = spec
@@ -67,6 +78,13 @@ def lazy_apply(
     dtype: Any = None,
     as_numpy: bool = False,
     xp: Any = None,
+    elementwise: bool = False,
+    signature: str | None = None,
+    depth: Any = None,
+    boundary: Any = None,
+    strict: bool | None = None,
+    vjp: Callable[..., Any] | None = None,
+    jvp: Callable[..., Any] | None = None,
     **kwargs: Any,
 ) -> Any: ...
 @overload
@@ -77,6 +95,13 @@ def lazy_apply(
     dtype: Sequence[Any] | None = None,
     as_numpy: bool = False,
     xp: Any = None,
+    elementwise: bool = False,
+    signature: str | None = None,
+    depth: Any = None,
+    boundary: Any = None,
+    strict: bool | None = None,
+    vjp: Callable[..., Any] | None = None,
+    jvp: Callable[..., Any] | None = None,
     **kwargs: Any,
 ) -> tuple[Any, ...]: ...
 def lazy_apply(
@@ -90,6 +115,9 @@ def lazy_apply(
     signature: str | None = None,
     depth: Any = None,
     boundary: Any = None,
+    strict: bool | None = None,
+    vjp: Callable[..., Any] | None = None,
+    jvp: Callable[..., Any] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Apply an eager function lazily.
@@ -120,6 +148,13 @@ def lazy_apply(
         back to the caller's namespace and device afterwards.
     xp : array namespace, optional
         The arguments' namespace. Default: inferred.
+    strict : bool, optional
+        The output policy. ``False`` (the default here, as in the reference): eager
+        backends return what the kernel returned. ``True``: every backend checks what
+        Dask and ``jax.jit`` must check (declared or inferred shape and dtype). The
+        environment variable ``LAZYAPPLY_STRICT=1`` turns it on everywhere.
+    vjp, jvp : callable, optional
+        Declared derivatives, as for :func:`~lazyapply.lazy`.
     elementwise, signature, depth, boundary : optional
         How the kernel may be split into chunks (see :mod:`lazyapply._modes`): each
         output element depends only on the matching input elements; a NumPy gufunc
@@ -184,4 +219,10 @@ def lazy_apply(
         from ._modes import with_mode
 
         spec = with_mode(spec, func, elementwise, signature, depth, boundary)
+    if strict or vjp is not None or jvp is not None:
+        import dataclasses
+
+        spec = dataclasses.replace(
+            spec, strict=bool(strict) or STRICT_ENV, vjp=vjp, jvp=jvp
+        )
     return adapter.apply(func, args, kwargs, spec, xp, first)

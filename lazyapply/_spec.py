@@ -12,14 +12,16 @@ import contextlib
 import functools
 import math
 import operator
+import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, SupportsIndex, TypeGuard, cast
 
 from ._errors import SpecError
 
 __all__ = [
+    "STRICT_ENV",
     "CallSpec",
     "Mode",
     "OutputSpec",
@@ -32,6 +34,15 @@ __all__ = [
 ]
 
 Shape = tuple["int | None", ...]
+
+#: ``LAZYAPPLY_STRICT=1`` turns the strict output policy on for every call, so that a
+#: library's test suite finds declarations that would break on Dask or under jit.
+STRICT_ENV = os.environ.get("LAZYAPPLY_STRICT", "").strip().lower() in {
+    "1",
+    "true",
+    "yes",
+    "on",
+}
 
 _SEQUENCES = (tuple, list)
 
@@ -188,7 +199,12 @@ class CallSpec:
     # Callables of the call's arguments, for decorators written before the inputs exist.
     shape_fn: Callable[..., Any] | None = None
     dtype_fn: Callable[..., Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Output policy: check declared (or inferred) metadata on every backend.
+    strict: bool = False
+    #: Declared derivatives: ``vjp(grad_out, out, *args, **kwargs)`` returns one
+    #: cotangent per positional argument; ``jvp(tangents, out, *args, **kwargs)``.
+    vjp: Callable[..., Any] | None = None
+    jvp: Callable[..., Any] | None = None
 
 
 def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:
