@@ -143,11 +143,76 @@ def test_string_output_where_float_declared(backend: Backend) -> None:
         run(x) if backend is not Backend.JAX_JIT else _jit_run(words, x)
 
 
+# ----------------------------------------------------------- 3. Dask keys follow state
+def _dask() -> Any:
+    reason = Backend.DASK.skip_reason()
+    if reason:
+        pytest.skip(f"dask: {reason}")
+    import dask.array as da
+
+    return da
+
+
+def add_weights(x: Any, w: Any) -> Any:
+    return x + w
+
+
+class Shift:
+    """A callable object whose attribute is its state."""
+
+    def __init__(self, by: float) -> None:
+        self.by = by
+
+    def __call__(self, x: Any) -> Any:
+        return x + self.by
+
+
+@pytest.mark.parametrize("mode", [{}, {"elementwise": True}, {"depth": 1}], ids=str)
+def test_dask_key_follows_a_partial_changed_in_place(mode: dict[str, Any]) -> None:
+    da = _dask()
+    w = np.ones(1)  # broadcasts against any block
+    kernel = functools.partial(add_weights, w=w)
+    x = da.zeros(4, chunks=2)
+    y1 = lazy_apply(kernel, x, **mode).persist()
+    w += 1  # the same partial object, new state
+    y2 = lazy_apply(kernel, x, **mode)
+    assert y1.name != y2.name
+    np.testing.assert_array_equal((y1 + y2).compute(), np.full(4, 3.0))
+
+
+def test_dask_key_follows_a_callable_objects_attributes() -> None:
+    da = _dask()
+    shift = Shift(1.0)
+    x = da.zeros(4, chunks=2)
+    y1 = lazy_apply(shift, x).persist()
+    shift.by = 5.0
+    y2 = lazy_apply(shift, x)
+    np.testing.assert_array_equal((y1 + y2).compute(), np.full(4, 6.0))
+
+
+def test_dask_key_of_a_plain_function_is_stable() -> None:
+    da = _dask()
+    x = da.zeros(4, chunks=2)
+    assert lazy_apply(np.sin, x).name == lazy_apply(np.sin, x).name
+    assert lazy_apply(add_weights, x, 1.0).name == lazy_apply(add_weights, x, 1.0).name
+
+
+# ----------------------------------------------------------- 9. stencil task names
+def test_stencil_output_carries_the_kernel_name() -> None:
+    da = _dask()
+
+    def smooth(x: Any) -> Any:
+        return x * 2
+
+    x = da.ones(10, chunks=5)
+    for boundary in (None, "reflect"):
+        y = lazy_apply(smooth, x, depth=1, boundary=boundary)
+        assert y.name.startswith("smooth-"), y.name
+        np.testing.assert_array_equal(y.compute(), np.full(10, 2.0))
+
+
 def _jit_run(kernel: Any, x: Any) -> Any:
     import jax
 
     f = jax.jit(lambda x: lazy_apply(kernel, x, shape=(), dtype="float64"))
     return np.asarray(f(x))
-
-
-del functools

@@ -210,8 +210,25 @@ class DaskAdapter(Adapter):
 _FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
+def _immutable(func: Any) -> bool:
+    """Kernels whose token cannot change: plain functions, ufuncs, Numba dispatchers.
+
+    A ``functools.partial`` (its arguments may be arrays changed in place), a callable
+    object (its attributes) or a bound method (its ``self``) is tokenized at every
+    call, as ``dask.array.map_blocks`` does, so a new state gets a new key.
+    """
+    import types
+
+    if isinstance(func, (types.FunctionType, types.BuiltinFunctionType)):
+        return True
+    cls = type(func)
+    if cls.__name__ == "ufunc" and cls.__module__ == "numpy":
+        return True
+    return cls.__module__.startswith("numba.") and hasattr(func, "py_func")
+
+
 def kernel_token(func: Any) -> Any:
-    """Dask's token of a kernel, computed once per kernel object.
+    """Dask's token of a kernel; computed once per kernel object if it is immutable.
 
     Tokenizing a function pickles it; for a Numba dispatcher or a function whose module
     attribute is a ``@lazy`` wrapper that costs hundreds of microseconds per call.
@@ -219,6 +236,8 @@ def kernel_token(func: Any) -> Any:
     """
     from dask.base import tokenize
 
+    if not _immutable(func):  # drop-in (issue 9): keys follow the kernel's state
+        return tokenize(func)
     try:
         return _FUNC_TOKENS[func]
     except KeyError:
