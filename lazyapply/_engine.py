@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, overload
 
 from ._detect import find_adapter
+from ._hints import explain
 from ._spec import STRICT_ENV, CallSpec, kernel_name, parse_output
 
 __all__ = ["apply", "lazy_apply"]
@@ -30,7 +31,11 @@ def apply(
 ) -> Any:
     """Run ``func`` on ``args`` as ``spec`` says, through the arguments' adapter."""
     adapter, first = find_adapter(args, spec.name or func)
-    return adapter.apply(func, args, kwargs, spec, xp, first)
+    try:
+        return adapter.apply(func, args, kwargs, spec, xp, first)
+    except Exception as exc:  # drop-in (issue 9): clearer errors for known mistakes
+        explain(exc, func, args, spec)
+        raise
 
 
 def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> CallSpec:
@@ -225,4 +230,8 @@ def lazy_apply(
         spec = dataclasses.replace(
             spec, strict=bool(strict) or STRICT_ENV, vjp=vjp, jvp=jvp
         )
-    return adapter.apply(func, args, kwargs, spec, xp, first)
+    try:
+        return adapter.apply(func, args, kwargs, spec, xp, first)
+    except Exception as exc:  # drop-in (issue 9): clearer errors for known mistakes
+        explain(exc, func, args, spec)
+        raise

@@ -36,7 +36,7 @@ def convert_output(
 
     try:
         return asarray(o, **kwargs)
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
         if isinstance(o, np.ndarray):
             fixed = o
             if o.dtype.byteorder not in "=|":
@@ -44,6 +44,13 @@ def convert_output(
             fixed = np.ascontiguousarray(fixed)
             if fixed is not o:
                 return asarray(fixed, **kwargs)
+        if isinstance(o, (tuple, list)) and any(hasattr(e, "shape") for e in o):
+            msg = (
+                f"{where}: the kernel returned a {type(o).__name__} of {len(o)} "
+                f"arrays, but one output was expected ({exc}); declare one shape per "
+                "output, e.g. shape=[(n,), (m,)], to get a tuple back"
+            )
+            raise KernelOutputError(msg) from exc
         want = f" of dtype {dtype}" if dtype is not None else ""
         msg = (
             f"{where}: output {i} is {type(o).__name__} {o!r:.60}, which does not "

@@ -211,6 +211,52 @@ def test_stencil_output_carries_the_kernel_name() -> None:
         np.testing.assert_array_equal(y.compute(), np.full(10, 2.0))
 
 
+def two_outputs(x: Any) -> Any:
+    return x[:2], x
+
+
+def test_tuple_returned_without_shapes(backend: Backend) -> None:
+    x = backend.asarray(np.arange(3.0))
+    expected = Exception if backend is Backend.JAX_JIT else KernelOutputError
+    with pytest.raises(expected, match=r"two_outputs .*returned a tuple .*shape=\["):
+        backend.to_numpy(backend.call(lambda x: lazy_apply(two_outputs, x), x))
+
+
+_KERNEL_SEES_NUMPY = (
+    Backend.NUMPY,
+    Backend.NUMPY_READONLY,
+    Backend.DASK,  # chunks are NumPy arrays
+    Backend.JAX_JIT,  # the host callback receives NumPy arrays
+)
+
+
+@functools.cache
+def _njit_double() -> Any:
+    numba = pytest.importorskip("numba")
+
+    @numba.njit(cache=False)
+    def double(x: Any) -> Any:
+        return x * 2
+
+    return double
+
+
+def test_numba_kernel_without_as_numpy(backend: Backend) -> None:
+    if backend in _KERNEL_SEES_NUMPY:
+        pytest.skip(f"{backend}: the kernel receives NumPy arrays")
+    double = _njit_double()
+    x = backend.asarray(np.arange(3.0))
+    with pytest.raises(SpecError, match=r"double \(.*\): a Numba kernel .*as_numpy"):
+        lazy_apply(double, x)
+
+
+def test_bfloat16_with_as_numpy() -> None:
+    torch = pytest.importorskip("torch")
+    x = torch.ones(3, dtype=torch.bfloat16)
+    with pytest.raises(SpecError, match=r"sin \(torch\): .*NumPy has no bfloat16"):
+        lazy_apply(np.sin, x, as_numpy=True)
+
+
 def _jit_run(kernel: Any, x: Any) -> Any:
     import jax
 
