@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 from ._decorator import LazyFunction, lazy
-from ._engine import lazy_apply
 from ._errors import (
     KernelOutputError,
     LazyApplyError,
@@ -14,6 +13,7 @@ from ._errors import (
     NotDifferentiableError,
     SpecError,
 )
+from ._lazy_apply import lazy_apply
 
 __all__ = [
     "KernelOutputError",

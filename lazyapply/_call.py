@@ -1,25 +1,27 @@
-"""The kernel call: the one object that runs a user kernel, wherever it runs.
+"""The kernel call: the one place where lazyapply calls a user's kernel.
 
-A :class:`KernelCall` converts the inputs to NumPy when asked, calls the kernel, turns
-array-likes into arrays of the expected dtype, checks every output against the
-declared (or, on lazy backends, inferred) shape and dtype, and converts the outputs
-back to the caller's namespace and device. The same object runs eagerly, inside a Dask
-task (so it pickles, namespaces by module name) and inside a JAX host callback.
+:meth:`KernelCall.run` converts the inputs to NumPy when asked, calls the kernel,
+checks every output with the call's :class:`~lazyapply._check.OutputCheck` and
+converts the outputs to the caller's namespace and device. The same object runs
+eagerly, inside a Dask task (it pickles) and inside a JAX host callback: whatever the
+path, the kernel is called from :meth:`KernelCall.run` and nowhere else.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._check import OutputCheck
 from ._errors import KernelOutputError
+from ._hints import explain  # drop-in (issue 9)
+from ._outputs import convert_output  # drop-in (issue 9)
 
 __all__ = ["KernelCall", "numpy_inputs"]
 
 
 def numpy_inputs(args: Sequence[Any], native: tuple[type, ...]) -> tuple[Any, ...]:
-    """Convert the array arguments to NumPy with ``np.asarray``.
+    """Convert the array arguments (instances of ``native``) with ``np.asarray``.
 
     Backends that refuse an implicit conversion (sparse densification, a CUDA or
     ``meta`` tensor, CuPy, a non-CPU array-api-strict device) raise their own error
@@ -43,52 +45,44 @@ def _numpy_asarray() -> Callable[..., Any]:
     return asarray
 
 
-def _import_namespace(name: str) -> Any:
-    return importlib.import_module(name)
-
-
 class KernelCall:
-    """A picklable, checked call of ``func(*args, **kwargs)``.
+    """A checked call of a kernel, built once by :func:`lazyapply._engine.make_call`.
 
     Parameters
     ----------
     func, kwargs
-        The kernel and its keyword arguments (never traced, never scanned for keys).
+        The kernel and the keyword arguments that ``__call__`` passes (Dask tasks);
+        :meth:`run` takes the keyword arguments of each call instead.
     name, backend
         For error messages.
-    as_numpy
-        Convert array arguments (instances of ``native``) to NumPy first.
-    multi
-        The kernel returns a sequence of outputs.
-    shapes, dtypes
-        Expected shape and dtype per output; ``None`` (whole or per size) is unchecked.
-    declared
-        ``(shape_declared, dtype_declared)``: chooses the hint in error messages.
-    back, device
-        Namespace and device to convert the outputs to; ``back=None`` keeps them as the
-        kernel returned them (a JAX host callback accepts NumPy arrays as they are).
-    out_types
-        Types that need no conversion.
+    host
+        Converts the positional arguments for the kernel (``as_numpy``), or ``None``.
+    check
+        What the outputs must be. ``strict=False`` checks only their number.
+    convert
+        Turns an output that is not an instance of ``out_types`` (a NumPy array of a
+        non-NumPy backend, a list, a scalar) into the caller's namespace and device.
+    device, move
+        The caller's device; ``move(o, device)`` brings back an output the kernel made
+        on another one (``None`` for single-device backends).
     canon
         Maps an output dtype to the dtype the namespace stores it as (JAX without
         x64 stores float64 as float32); such an output is cast, as ``asarray`` would.
     """
 
     __slots__ = (
-        "as_numpy",
-        "back",
         "backend",
         "canon",
-        "declared",
+        "check",
+        "convert",
         "device",
-        "dtypes",
         "func",
+        "host",
         "kwargs",
-        "multi",
+        "move",
         "name",
-        "native",
         "out_types",
-        "shapes",
+        "strict",
     )
 
     def __init__(
@@ -98,37 +92,30 @@ class KernelCall:
         *,
         name: str,
         backend: str,
-        as_numpy: bool,
-        multi: bool,
-        shapes: tuple[Any, ...] | None,
-        dtypes: tuple[Any, ...] | None,
-        declared: tuple[bool, bool],
-        back: Any,
-        device: Any,
-        native: tuple[type, ...],
+        host: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None,
+        check: OutputCheck,
+        strict: bool,
+        convert: Callable[[Any], Any],
         out_types: tuple[type, ...],
+        device: Any = None,
+        move: Callable[[Any, Any], Any] | None = None,
         canon: Callable[[Any], Any] | None = None,
     ) -> None:
         self.func = func
         self.kwargs = kwargs
         self.name = name
         self.backend = backend
-        self.as_numpy = as_numpy
-        self.multi = multi
-        self.shapes = shapes
-        self.dtypes = dtypes
-        self.declared = declared
-        self.back = back
-        self.device = device
-        self.native = native
+        self.host = host
+        self.check = check
+        self.strict = strict
+        self.convert = convert
         self.out_types = out_types
+        self.device = device
+        self.move = move
         self.canon = canon
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Namespaces are modules, which do not pickle: send their import name.
-        back = None if self.back is None else self.back.__name__
-        state = {s: getattr(self, s) for s in self.__slots__ if s != "back"}
-        return (_rebuild, (back, state))
+        return (_rebuild, ({s: getattr(self, s) for s in self.__slots__},))
 
     def __repr__(self) -> str:
         return f"<lazyapply kernel call {self.name} on {self.backend}>"
@@ -138,110 +125,132 @@ class KernelCall:
         return self.name
 
     def __call__(self, *args: Any) -> Any:
-        if self.as_numpy:
-            args = numpy_inputs(args, self.native)
-        out = self.func(*args, **self.kwargs)
-        return self.finish(out)
+        return self.run(args, self.kwargs)
 
-    def finish(self, out: Any, lead: tuple[int, ...] = ()) -> Any:
-        """Normalise and check the kernel's return value ``out``.
+    def run(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        lead: tuple[int, ...] = (),
+        check: OutputCheck | None = None,
+    ) -> Any:
+        """Call the kernel on ``args`` and return its checked, converted outputs.
 
-        ``lead`` are extra leading (batch) dimensions expected before each declared
-        shape, when a JAX callback is batched by ``vmap``.
+        ``lead`` are leading batch dimensions expected before each output's shape
+        (a ``vmap`` batch, a Dask block's loop dimensions); ``check`` replaces the
+        call's own check for metadata inferred from this call's arguments.
         """
-        if not self.multi:
-            return self._one(0, out, lead)
-        if isinstance(out, (str, bytes)) or not isinstance(out, Sequence):
-            n = len(self.shapes) if self.shapes is not None else "several"
-            msg = (
-                f"{self.name} ({self.backend}): the kernel was declared with {n} "
-                f"outputs but returned {type(out).__name__}; return a tuple of arrays"
-            )
-            raise KernelOutputError(msg)
-        if self.shapes is not None and len(out) != len(self.shapes):
-            msg = (
-                f"{self.name} ({self.backend}): the kernel was declared with "
-                f"{len(self.shapes)} outputs but returned {len(out)}; return one array "
-                "per declared shape, or fix shape="
-            )
-            raise KernelOutputError(msg)
-        return tuple(self._one(i, o, lead) for i, o in enumerate(out))
-
-    def _one(self, i: int, o: Any, lead: tuple[int, ...]) -> Any:
-        dtype = self.dtypes[i] if self.dtypes is not None else None
-        if not isinstance(o, self.out_types):
-            o = self._convert(o, dtype, i)
-        if self.shapes is not None:
-            expected = self.shapes[i]
-            got = tuple(o.shape)
-            # got == expected is the common case: no loop over the sizes.
-            if (lead or got != tuple(expected)) and (
-                len(got) != len(lead) + len(expected)
-                or any(
-                    e is not None and e != g
-                    for e, g in zip(lead + tuple(expected), got, strict=True)
-                )
+        try:
+            if self.host is not None:
+                args = self.host(args)
+            out = self.func(*args, **kwargs)  # the one call site of a user's kernel
+        except Exception as exc:  # drop-in (issue 9): clearer errors, on failure only
+            explain(exc, self.func, args, self.name, self.host is not None)
+            raise
+        check = self.check if check is None else check
+        if check.multi:
+            return self._several(out, lead, check)
+        if type(out) in self.out_types and not lead:  # the hot path: one array
+            if self.move is not None and out.device != self.device:
+                out = self.move(out, self.device)
+            if not self.strict:
+                return out
+            shape = check.shapes[0] if check.shapes is not None else None
+            dtype = check.dtypes[0] if check.dtypes is not None else None
+            if (shape is None or out.shape == shape) and (
+                dtype is None or out.dtype == dtype
             ):
-                self._raise(i, "shape", lead + tuple(expected), got, 0)
-        if dtype is not None and o.dtype != dtype:
-            from ._outputs import native_order  # drop-in (issue 9): ">f8" is float64
+                return out
+        elif isinstance(out, (tuple, list)) and any(hasattr(o, "shape") for o in out):
+            raise check.count_error(out, self.where())
+        return self._one(0, out, lead, check)
 
-            got = native_order(o.dtype)
-            if got == dtype:  # a host callback hands JAX the native order
-                return o if self.back is not None else o.astype(got)
+    def where(self) -> str:
+        """Kernel and backend, the start of every message."""
+        kind = self.check.kind
+        return f"{self.name} ({self.backend}{', ' + kind if kind else ''})"
+
+    def _several(self, out: Any, lead: tuple[int, ...], check: OutputCheck) -> Any:
+        n = len(check.shapes or check.dtypes or ()) or None
+        if (
+            isinstance(out, (str, bytes))
+            or not isinstance(out, Sequence)
+            or (n is not None and len(out) != n)
+        ):
+            raise check.count_error(out, self.where())
+        return tuple(self._one(i, o, lead, check) for i, o in enumerate(out))
+
+    def _one(self, i: int, o: Any, lead: tuple[int, ...], check: OutputCheck) -> Any:
+        if o is None:
+            msg = (
+                f"{self.where()}: output {i} is None; the kernel must return an array "
+                "(did it forget a return statement?)"
+            )
+            raise KernelOutputError(msg)
+        # drop-in (issue 9): a non-array output always meets a declared dtype (a
+        # string where a float is declared is an error, even when not strict).
+        strict = self.strict or not hasattr(o, "shape")
+        dtype = check.dtypes[i] if strict and check.dtypes is not None else None
+        if not isinstance(o, self.out_types):
+            o = self._array(i, o, dtype, check)
+        elif self.move is not None and o.device != self.device:  # type: ignore[attr-defined]
+            o = self.move(o, self.device)
+        if not self.strict:
+            return o
+        error = check.shape_error(i, tuple(o.shape), lead, self.where())
+        if error is not None:
+            raise error
+        if dtype is not None and o.dtype != dtype:
+            if _same_but_byte_order(o.dtype, dtype):
+                return o
+            got = o.dtype.newbyteorder("=") if o.dtype.byteorder == ">" else o.dtype
             if self.canon is not None and self.canon(got) == dtype:
-                # JAX without x64: float64 is stored as float32, as jnp.asarray does.
-                return o.astype(dtype)
-            self._raise(i, "dtype", dtype, o.dtype, 1)
+                return o.astype(dtype)  # JAX without x64: as jnp.asarray stores it
+            raise check.error(i, "dtype", dtype, o.dtype, self.where())
         return o
 
-    def _convert(self, o: Any, dtype: Any, i: int = 0) -> Any:
-        # drop-in (issue 9): conversion retries and messages live in _outputs.
-        from ._outputs import convert_output
-
-        kw: dict[str, Any] = {}
-        if dtype is not None and not hasattr(o, "shape"):
-            kw["dtype"] = dtype
-        if self.back is None:
-            import numpy as np
-
-            return convert_output(np.asarray, o, kw, self._where(), i, dtype)
-        if self.device is not None:
-            kw["device"] = self.device
-        return convert_output(self.back.asarray, o, kw, self._where(), i, dtype)
-
-    def _where(self) -> str:
-        return f"{self.name} ({self.backend})"
-
-    def _raise(self, i: int, what: str, expected: Any, got: Any, which: int) -> None:
-        if self.declared[which]:
-            hint = f"fix the kernel or the declared {what}="
-        else:
-            hint = (
-                f"the {what} was inferred from the inputs "
-                f"({'their broadcast shape' if which == 0 else 'their result_type'}); "
-                f"declare {what}= with what the kernel returns"
-            )
-        msg = (
-            f"{self.name} ({self.backend}): output {i} has {what} {_show(got)}, "
-            f"expected {_show(expected)}; {hint}"
-        )
-        raise KernelOutputError(msg)
-
-
-def _show(value: Any) -> str:
-    # NumPy's namespaces hold scalar types (np.float32), which print as classes.
-    if isinstance(value, type) and hasattr(value, "dtype"):
+    def _array(self, i: int, o: Any, dtype: Any, check: OutputCheck) -> Any:
+        """An output that is not a caller's array: a NumPy array, a list, a scalar."""
+        if dtype is None or hasattr(o, "shape"):
+            return convert_output(self.convert, o, self.where(), i)
+        # An array-like becomes the expected dtype only where NumPy's same_kind casting
+        # allows: 1.5 never becomes 1, a string never becomes a float.
         import numpy as np
 
-        if issubclass(value, np.generic):
-            return np.dtype(value).name
-    return str(value)
+        a = np.asarray(o)
+        target = _numpy_dtype(dtype)
+        if target is not None and a.dtype != target:
+            if not np.can_cast(a.dtype, target, "same_kind"):
+                got = f"{a.dtype} (from a {type(o).__name__})"
+                raise check.error(i, "dtype", dtype, got, self.where())
+            a = a.astype(target)
+        return convert_output(self.convert, a, self.where(), i)
 
 
-def _rebuild(back: str | None, state: dict[str, Any]) -> KernelCall:
+def _numpy_dtype(dtype: Any) -> Any:
+    """NumPy's counterpart of a namespace's dtype (``torch.float32`` → float32)."""
+    import numpy as np
+
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        name = str(dtype).rsplit(".", 1)[-1]
+        try:
+            return np.dtype(name)
+        except TypeError:
+            return None
+
+
+def _same_but_byte_order(got: Any, expected: Any) -> bool:
+    import numpy as np
+
+    if isinstance(got, np.dtype) and isinstance(expected, np.dtype):
+        return bool(got.newbyteorder("=") == expected.newbyteorder("="))
+    return False
+
+
+def _rebuild(state: dict[str, Any]) -> KernelCall:
     call = KernelCall.__new__(KernelCall)
     for key, value in state.items():
         setattr(call, key, value)
-    call.back = None if back is None else _import_namespace(back)
     return call

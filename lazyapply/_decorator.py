@@ -26,8 +26,8 @@ from typing import (
 )
 
 from ._detect import find_adapter
+from ._engine import run
 from ._errors import MixedNamespaceError, SpecError
-from ._hints import explain
 from ._spec import (
     INFERRED,
     STRICT_ENV,
@@ -234,13 +234,7 @@ class LazyFunction(Generic[P, R]):
                 raise
             bound: Any = BoundLazyFunction(self, args[0])
             return bound(*args[1:], **kwargs)  # type: ignore[no-any-return]
-        try:
-            return adapter.apply(  # type: ignore[no-any-return]
-                self._kernel, args, kwargs, self._spec, self._xp, first
-            )
-        except Exception as exc:  # drop-in (issue 9): clearer errors
-            explain(exc, self._kernel, args, self._spec)
-            raise
+        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ introspection
     @property
@@ -355,13 +349,7 @@ class BoundLazyFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         adapter, first = find_adapter(args, self._name)
-        try:
-            return adapter.apply(  # type: ignore[no-any-return]
-                self._kernel, args, kwargs, self._spec, self._xp, first
-            )
-        except Exception as exc:  # drop-in (issue 9): clearer errors
-            explain(exc, self._kernel, args, self._spec)
-            raise
+        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)  # type: ignore[no-any-return]
 
     @property
     def __signature__(self) -> inspect.Signature:

@@ -46,6 +46,7 @@ def _instance(module: str, cls: str) -> Adapter:
         import importlib
 
         adapter = getattr(importlib.import_module(module), cls)()
+        adapter.lookup = adapter_for
         _ADAPTERS[cls] = adapter
     return adapter
 
@@ -70,6 +71,7 @@ def _learn(x: Any, name: str) -> Adapter | None:
             from .adapters.numpy import GenericAdapter
 
             generic = GenericAdapter(xp, t)
+            generic.lookup = adapter_for
             _ADAPTERS[key] = generic
         _TYPES[t] = generic
         return generic

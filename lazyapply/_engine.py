@@ -1,237 +1,264 @@
-"""``lazy_apply``: find one adapter for the arguments and hand the call over."""
+"""The engine: it owns the sequence of every call, whatever the backend.
+
+1. The arguments' adapter (found by :func:`lazyapply._detect.find_adapter`) says
+   whether the call can run now or must be deferred (a Dask graph, a JAX trace).
+2. Once per kernel, backend and spec, the adapter may prepare what it needs
+   (:func:`prepared`): a ``jax.custom_jvp`` wrapper, a custom op, an FFI target.
+3. One :class:`~lazyapply._call.KernelCall`, built by :func:`make_call` and nowhere
+   else, runs the kernel: now (eager backends, cached per spec), inside a Dask task,
+   or inside a JAX host callback.
+
+The engine never names a backend: everything backend-specific is an adapter's answer.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, overload
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ._detect import find_adapter
-from ._hints import explain
-from ._spec import STRICT_ENV, CallSpec, kernel_name, parse_output
+from ._call import KernelCall
+from ._check import OutputCheck
+from ._spec import CallSpec, OutputSpec, Shape, arg_shape, kernel_name, resolve_dtype
 
-__all__ = ["apply", "lazy_apply"]
+if TYPE_CHECKING:
+    from .adapters._base import Adapter
 
-P = ParamSpec("P")
+__all__ = ["Layout", "make_call", "prepared", "run"]
 
-_PLAIN = (
-    CallSpec("", strict=STRICT_ENV),
-    CallSpec("", as_numpy=True, strict=STRICT_ENV),
-)
-_SPECS: dict[tuple[Any, Any, Any, bool], CallSpec] = {}
-# (shape, dtype, as_numpy, spec) of the last cached lookup, matched by identity.
-_LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]
+_LOCK = threading.Lock()
 
 
-def apply(
+def run(
+    adapter: Adapter,
+    first: Any,
     func: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     spec: CallSpec,
-    xp: Any = None,
+    xp: Any,
 ) -> Any:
-    """Run ``func`` on ``args`` as ``spec`` says, through the arguments' adapter."""
-    adapter, first = find_adapter(args, spec.name or func)
-    try:
-        return adapter.apply(func, args, kwargs, spec, xp, first)
-    except Exception as exc:  # drop-in (issue 9): clearer errors for known mistakes
-        explain(exc, func, args, spec)
-        raise
+    """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter."""
+    if adapter.deferred(args):
+        return _defer(adapter, first, func, args, kwargs, spec, xp)
+    if spec.mode.signature is not None:
+        # A plain call here, but core dimensions that do not match the arguments are
+        # an error on every backend, and shape= may give only core sizes.
+        from ._modes import eager_signature_spec
 
-
-def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> CallSpec:
-    if shape is None and dtype is None:
-        return _PLAIN[bool(as_numpy)]
-    last = _LAST[0]  # one read: another thread may replace it, never half-written
-    if shape is last[0] and dtype is last[1] and as_numpy is last[2]:
-        return last[3]  # the same call site again: no hashing
-    # type(dtype) first: tuples compare item by item, so dtypes of different
-    # libraries are never compared (array-api-strict warns when they are).
-    # drop-in (issue 9): a tuple of dtypes is keyed by its items' types too.
-    kinds = tuple(map(type, dtype)) if isinstance(dtype, tuple) else type(dtype)
-    key = (shape, kinds, dtype, bool(as_numpy))
+        spec = eager_signature_spec(spec, func, args, adapter.label(first))
+    device = adapter.device(first)
+    key = (func, spec, xp, device)
+    calls = adapter.calls
     try:
-        spec = _SPECS[key]
+        call = calls[key]
     except KeyError:
-        pass
-    except TypeError:  # unhashable (a list of shapes): parse every time
-        return CallSpec(
-            "",
-            parse_output(shape, dtype, kernel_name(func)),
-            bool(as_numpy),
-            strict=STRICT_ENV,
-        )
-    else:
-        _LAST[0] = (shape, dtype, as_numpy, spec)  # hashable, so immutable
-        return spec
-    spec = CallSpec(
-        "",
-        parse_output(shape, dtype, kernel_name(func)),
-        bool(as_numpy),
-        strict=STRICT_ENV,
+        call = _eager_call(adapter, first, func, spec, xp, device)
+        if len(calls) > 256:  # kernels made per call (lambdas): stay bounded
+            calls.clear()
+        calls[key] = call
+    except TypeError:  # an unhashable kernel or namespace: no cache
+        call = _eager_call(adapter, first, func, spec, xp, device)
+    if spec.shape_fn is not None or spec.dtype_fn is not None:
+        output = output_for_call(spec, call.name, args, kwargs)
+        check = _check(adapter, first, output, args, xp, call.name, spec.strict)
+        return call.run(args, kwargs, check=check)
+    if spec.strict and not spec.output.declared:
+        return call.run(args, kwargs, check=_inferred(adapter, call, args, xp, first))
+    return call.run(args, kwargs)
+
+
+def _eager_call(
+    adapter: Adapter,
+    first: Any,
+    func: Callable[..., Any],
+    spec: CallSpec,
+    xp: Any,
+    device: Any,
+) -> KernelCall:
+    name = spec.name or kernel_name(func)
+    check = _check(adapter, first, spec.output, (), xp, name, strict=False)
+    return make_call(adapter, first, func, {}, spec, check, xp, deferred=False)
+
+
+def _check(
+    adapter: Adapter,
+    first: Any,
+    output: OutputSpec,
+    args: tuple[Any, ...],
+    xp: Any,
+    name: str,
+    strict: bool,
+) -> OutputCheck:
+    """Declared metadata, completed from ``args`` where ``strict`` needs it."""
+    ns = xp if xp is not None else adapter.namespace(first)
+    shapes, dtypes = output.shapes, output.dtypes
+    declared = (shapes is not None, dtypes is not None)
+    if strict and not output.declared:
+        shapes, dtypes = adapter.infer_output(output, args, ns, name)
+    elif dtypes is not None:
+        dtypes = tuple(resolve_dtype(d, ns, name) for d in dtypes)
+    if dtypes is not None:
+        dtypes = tuple(adapter.canonical(d) for d in dtypes)
+    return OutputCheck(shapes, dtypes, output.multi, declared)
+
+
+def _inferred(
+    adapter: Adapter, call: KernelCall, args: tuple[Any, ...], xp: Any, first: Any
+) -> OutputCheck:
+    """Strict eager calls without declarations: what Dask and jit would infer."""
+    declared = call.check
+    if len(args) == 1 and declared.shapes is None and declared.dtypes is None:
+        a = args[0]  # the common case: one array, as it is
+        return OutputCheck((tuple(a.shape),), (a.dtype,), False, (False, False))
+    output = OutputSpec(declared.shapes, declared.dtypes, declared.multi)
+    return _check(adapter, first, output, args, xp, call.name, strict=True)
+
+
+def output_for_call(
+    spec: CallSpec, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> OutputSpec:
+    """The call's :class:`OutputSpec`, evaluating shape/dtype callables if any."""
+    if spec.shape_fn is None and spec.dtype_fn is None:
+        return spec.output
+    from ._callables import evaluate_callables
+
+    return evaluate_callables(spec, name, args, kwargs)
+
+
+def make_call(
+    adapter: Adapter,
+    first: Any,
+    func: Callable[..., Any],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+    check: OutputCheck,
+    xp: Any,
+    *,
+    deferred: bool,
+    name: str | None = None,
+) -> KernelCall:
+    """The one constructor of a :class:`KernelCall`, from the adapter's answers."""
+    name = name or spec.name or kernel_name(func)
+    target = adapter.target(first, xp, deferred=deferred)
+    if spec.as_numpy:
+        target.check_host(name)
+    return KernelCall(
+        func,
+        kwargs,
+        name=name,
+        backend=adapter.label(first),
+        host=target.host if spec.as_numpy else None,
+        check=check,
+        strict=deferred or spec.strict,
+        convert=target.convert,
+        out_types=target.out_types,
+        device=target.device,
+        move=target.move,
+        canon=target.canon,
     )
-    if len(_SPECS) > 512:
-        _SPECS.clear()
-    _SPECS[key] = spec
-    return spec
 
 
-@overload
-def lazy_apply(
-    func: Callable[..., Any],
-    *args: Any,
-    shape: tuple[int | None, ...] | None = None,
-    dtype: Any = None,
-    as_numpy: bool = False,
-    xp: Any = None,
-    elementwise: bool = False,
-    signature: str | None = None,
-    depth: Any = None,
-    boundary: Any = None,
-    strict: bool | None = None,
-    vjp: Callable[..., Any] | None = None,
-    jvp: Callable[..., Any] | None = None,
-    **kwargs: Any,
-) -> Any: ...
-@overload
-def lazy_apply(
-    func: Callable[..., Any],
-    *args: Any,
-    shape: Sequence[tuple[int | None, ...]],
-    dtype: Sequence[Any] | None = None,
-    as_numpy: bool = False,
-    xp: Any = None,
-    elementwise: bool = False,
-    signature: str | None = None,
-    depth: Any = None,
-    boundary: Any = None,
-    strict: bool | None = None,
-    vjp: Callable[..., Any] | None = None,
-    jvp: Callable[..., Any] | None = None,
-    **kwargs: Any,
-) -> tuple[Any, ...]: ...
-def lazy_apply(
-    func: Callable[..., Any],
-    *args: Any,
-    shape: Any = None,
-    dtype: Any = None,
-    as_numpy: bool = False,
-    xp: Any = None,
-    elementwise: bool = False,
-    signature: str | None = None,
-    depth: Any = None,
-    boundary: Any = None,
-    strict: bool | None = None,
-    vjp: Callable[..., Any] | None = None,
-    jvp: Callable[..., Any] | None = None,
-    **kwargs: Any,
-) -> Any:
-    """Apply an eager function lazily.
+@dataclass(frozen=True)
+class Layout:
+    """A deferred call's outputs: full shapes, dtypes, and its chunk-wise geometry.
 
-    If the arguments' backend is lazy (Dask, or JAX inside ``jax.jit``/``jax.vmap``),
-    the call is deferred until the graph is materialised; if it is eager, ``func``
-    runs now. A drop-in for ``array_api_extra.lazy_apply``.
-
-    Parameters
-    ----------
-    func : callable
-        The kernel. It takes the positional arguments (arrays of the caller's
-        namespace, or NumPy arrays with ``as_numpy=True``) and the keyword arguments,
-        and returns one array-like, or a sequence of them when several shapes are
-        declared. It must be pure: a backend may run it more than once, or never.
-    *args : array, Python scalar or None
-        At least one array; all arrays from one library.
-    shape : tuple of int or None, or a sequence of such tuples, optional
-        The output shape, or one shape per output (the result is then a tuple).
-        ``None`` in a shape is an unknown size (Dask: NaN chunks); sizes may be any
-        integer-like. Default: the broadcast of the array arguments' shapes.
-    dtype : dtype, dtype name, Python type, or a sequence of them, optional
-        The output dtype(s). Names (``"float32"``), NumPy dtypes and Python types are
-        mapped to the caller's namespace. Default: ``result_type`` of every non-None
-        argument (Python scalars are weak).
-    as_numpy : bool, optional
-        Convert the array arguments to NumPy before calling ``func`` and the outputs
-        back to the caller's namespace and device afterwards.
-    xp : array namespace, optional
-        The arguments' namespace. Default: inferred.
-    strict : bool, optional
-        The output policy. ``False`` (the default here, as in the reference): eager
-        backends return what the kernel returned. ``True``: every backend checks what
-        Dask and ``jax.jit`` must check (declared or inferred shape and dtype). The
-        environment variable ``LAZYAPPLY_STRICT=1`` turns it on everywhere.
-    vjp, jvp : callable, optional
-        Declared derivatives, as for :func:`~lazyapply.lazy`.
-    elementwise, signature, depth, boundary : optional
-        How the kernel may be split into chunks (see :mod:`lazyapply._modes`): each
-        output element depends only on the matching input elements; a NumPy gufunc
-        signature such as ``"(n),(n)->()"``; a stencil's overlap depth and Dask's
-        boundary padding. These four names are reserved and not passed to ``func``.
-    **kwargs
-        Passed to ``func`` verbatim; never traced, never converted.
-
-    Returns
-    -------
-    array or tuple of arrays
-        In the arguments' namespace, on the first array argument's device.
-
-    Raises
-    ------
-    ValueError
-        No array argument; a malformed ``shape``/``dtype``; an unknown size inside
-        ``jax.jit``; an output that does not match its declared (or, on lazy backends,
-        inferred) shape or dtype (:class:`~lazyapply.KernelOutputError`).
-    TypeError
-        Arguments from several array libraries.
-    RuntimeError, TypeError (backend's own)
-        ``as_numpy=True`` on data that its library will not convert implicitly:
-        sparse arrays, CUDA or ``meta`` tensors, CuPy arrays.
-
-    Notes
-    -----
-    NumPy, array-api-strict, PyTorch, CuPy, sparse, JAX outside transformations
-        ``func`` runs now. Without declared ``shape``/``dtype`` the output is returned
-        as the kernel made it (converted to the caller's namespace if it is not
-        already there); declared metadata is checked.
-    JAX inside ``jax.jit``, ``jax.vmap``
-        ``func`` becomes a ``jax.pure_callback``; every output size must be known.
-        Under ``vmap`` the kernel is called once per batch element, unless it was
-        declared ``elementwise`` or with a ``signature``. ``jax.grad`` raises
-        :class:`~lazyapply.NotDifferentiableError`.
-    Dask
-        Nothing is computed. By default one task runs ``func`` on the whole array
-        (every input merged into one chunk); its key starts with the kernel's name.
-        Chunks of another library (sparse, CuPy) reach ``func`` as they are unless
-        ``as_numpy=True``. Outputs are checked against shape and dtype when the task
-        runs.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lazyapply import lazy_apply
-    >>> lazy_apply(np.cumsum, np.asarray([1, 2, 3]), dtype="int64")
-    array([1, 3, 6])
+    ``loop_ndims`` (each argument's number of loop dimensions) and ``cores`` (each
+    output's core shape) are set for chunk-wise modes only.
     """
-    adapter, first = find_adapter(args, func)
-    if shape is None and dtype is None:  # inline: the hot path skips a call
-        spec = _PLAIN[1 if as_numpy else 0]
-    else:
-        spec = _spec(func, shape, dtype, as_numpy)
-    if (
-        elementwise
-        or signature is not None
-        or depth is not None
-        or boundary is not None
-    ):
-        from ._modes import with_mode
 
-        spec = with_mode(spec, func, elementwise, signature, depth, boundary)
-    if strict or vjp is not None or jvp is not None:
-        import dataclasses
+    shapes: tuple[Shape, ...]
+    dtypes: tuple[Any, ...]
+    multi: bool
+    declared: tuple[bool, bool]
+    loop_ndims: tuple[int, ...] | None = None
+    cores: tuple[Shape, ...] | None = None
 
-        spec = dataclasses.replace(
-            spec, strict=bool(strict) or STRICT_ENV, vjp=vjp, jvp=jvp
+
+def _layout(
+    adapter: Adapter,
+    first: Any,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+    xp: Any,
+    name: str,
+) -> Layout:
+    ns = xp if xp is not None else adapter.namespace(first)
+    output = output_for_call(spec, name, args, kwargs)
+    declared = (output.shapes is not None, output.dtypes is not None)
+    loop_ndims = cores = None
+    if not spec.mode.is_default:
+        from ._modes import mode_output, mode_output_shapes
+
+        output = mode_output(spec.mode.signature, output, name)
+        shapes, loop_ndims, cores = mode_output_shapes(
+            spec.mode,
+            output,
+            [arg_shape(a) for a in args],
+            name,
+            adapter.label(first),
         )
+        output = OutputSpec(shapes, output.dtypes, output.multi)
+    shapes, dtypes = adapter.infer_output(output, args, ns, name)
+    dtypes = tuple(adapter.canonical(d) for d in dtypes)
+    return Layout(shapes, dtypes, output.multi, declared, loop_ndims, cores)
+
+
+def _defer(
+    adapter: Adapter,
+    first: Any,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+    xp: Any,
+) -> Any:
+    name = spec.name or kernel_name(func)
+    layout = _layout(adapter, first, func, args, kwargs, spec, xp, name)
+    mode = spec.mode
+    kind = (
+        ""
+        if mode.is_default or not adapter.splits
+        else "elementwise"
+        if mode.elementwise
+        else "stencil"
+        if mode.depth is not None
+        else f"signature {mode.signature}"
+    )
+    # Calls on blocks (Dask) check each block's core shape after its loop dimensions.
+    shapes = layout.cores if kind else layout.shapes
+    check = OutputCheck(shapes, layout.dtypes, layout.multi, layout.declared, kind)
+    call = make_call(
+        adapter, first, func, kwargs, spec, check, xp, deferred=True, name=name
+    )
+    return adapter.defer(call, args, spec, layout, first, prepared(adapter, func, spec))
+
+
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def prepared(adapter: Adapter, func: Callable[..., Any], spec: CallSpec) -> Any:
+    """What ``adapter`` built once for ``func`` and ``spec`` (``None``: nothing).
+
+    Cached on the kernel (weakly: a kernel that goes away takes its preparations
+    along), per adapter and spec; built under a lock, so threads that make their
+    first call at once share one preparation.
+    """
+    key = (adapter.name, spec)
     try:
-        return adapter.apply(func, args, kwargs, spec, xp, first)
-    except Exception as exc:  # drop-in (issue 9): clearer errors for known mistakes
-        explain(exc, func, args, spec)
-        raise
+        per_kernel = _PREPARED[func]
+    except KeyError:
+        per_kernel = None
+    except TypeError:  # not weak-referenceable: prepare every time
+        return adapter.prepare(func, spec)
+    if per_kernel is not None and key in per_kernel:
+        return per_kernel[key]
+    with _LOCK:
+        per_kernel = _PREPARED.setdefault(func, {})
+        if key not in per_kernel:
+            per_kernel[key] = adapter.prepare(func, spec)
+        return per_kernel[key]

@@ -115,7 +115,7 @@ def run_vjp(
     Each cotangent is declared with its argument's shape and dtype, so it is checked
     on every backend. An elementwise kernel's vjp is elementwise too.
     """
-    from ._engine import lazy_apply
+    from ._lazy_apply import lazy_apply
 
     if spec.vjp is None or not positions:
         return ()

@@ -40,43 +40,42 @@ def _foreign(args: tuple[Any, ...]) -> str | None:
     return None
 
 
-def explain(exc: BaseException, func: Any, args: tuple[Any, ...], spec: Any) -> None:
+def explain(
+    exc: BaseException, func: Any, args: tuple[Any, ...], name: str, as_numpy: bool
+) -> None:
     """Raise a clearer error for ``exc`` if it is a known mistake; else return."""
     if isinstance(exc, LazyApplyError):
         return
-    if spec.as_numpy:
-        _bfloat16(exc, func, args, spec)
+    if as_numpy:
+        _bfloat16(exc, args, name)
         return
     kind = _compiled(func)
     lib = _foreign(args) if kind is not None else None
     if kind is None or lib is None:
         return
-    typing_error = type(exc).__name__ == "TypingError"
-    if kind == "Numba" and not typing_error:
+    if kind == "Numba" and type(exc).__name__ != "TypingError":
         return
     if kind == "Cython" and not isinstance(exc, (TypeError, ValueError)):
         return
-    from ._spec import kernel_name
-
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     msg = (
-        f"{spec.name or kernel_name(func)} ({lib}): a {kind} kernel cannot take {lib} "
-        f"arrays ({type(exc).__name__}: {first}); pass as_numpy=True so that it "
-        "receives NumPy arrays and its outputs go back to the caller's library"
+        f"{name} ({lib}): a {kind} kernel cannot take {lib} arrays "
+        f"({type(exc).__name__}: {first}); pass as_numpy=True so that it receives "
+        "NumPy arrays and its outputs go back to the caller's library"
     )
     raise SpecError(msg) from exc
 
 
-def _bfloat16(exc: BaseException, func: Any, args: tuple[Any, ...], spec: Any) -> None:
+def _bfloat16(exc: BaseException, args: tuple[Any, ...], name: str) -> None:
     # torch refuses to hand a bfloat16 tensor to NumPy, which has no such dtype.
     if not isinstance(exc, TypeError) or "bfloat16" not in str(exc).lower():
         return
-    from ._spec import kernel_name
-
+    lib = next(
+        (type(a).__module__.split(".")[0] for a in args if hasattr(a, "dtype")), "?"
+    )
     msg = (
-        f"{spec.name or kernel_name(func)} ({_foreign(args)}): as_numpy=True needs "
-        "NumPy arrays, and NumPy has no bfloat16; cast the input first "
-        "(x.to(torch.float32)) and the result back, or drop as_numpy=True if the "
-        "kernel can take the tensors themselves"
+        f"{name} ({lib}): as_numpy=True needs NumPy arrays, and NumPy has no "
+        "bfloat16; cast the input first (x.to(torch.float32)) and the result back, "
+        "or drop as_numpy=True if the kernel can take the tensors themselves"
     )
     raise SpecError(msg) from exc

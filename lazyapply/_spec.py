@@ -15,7 +15,7 @@ import operator
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, SupportsIndex, TypeGuard, cast
 
 from ._errors import SpecError
@@ -205,6 +205,25 @@ class CallSpec:
     #: cotangent per positional argument; ``jvp(tangents, out, *args, **kwargs)``.
     vjp: Callable[..., Any] | None = None
     jvp: Callable[..., Any] | None = None
+    # Specs key the engine's caches on every call: hash once.
+    _hash: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        fields = (
+            self.name,
+            self.output,
+            self.as_numpy,
+            self.mode,
+            self.shape_fn,
+            self.dtype_fn,
+            self.strict,
+            self.vjp,
+            self.jvp,
+        )
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:

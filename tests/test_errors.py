@@ -218,7 +218,11 @@ def test_array_api_strict_other_device_refuses_conversion() -> None:
 def test_kernel_output_error_names_everything() -> None:
     with pytest.raises(KernelOutputError) as info:
         lazy_apply(
-            lambda a: (a, a[:1]), np.ones(2), shape=[(2,), (2,)], dtype=[float] * 2
+            lambda a: (a, a[:1]),
+            np.ones(2),
+            shape=[(2,), (2,)],
+            dtype=[float] * 2,
+            strict=True,
         )
     assert str(info.value) == (
         "lambda (numpy): output 1 has shape (1,), expected (2,); fix the kernel or the "

@@ -254,6 +254,7 @@ def test_as_numpy_scalar_and_array_like_outputs(backend: Backend) -> None:
             shape=[(), (6,)],
             dtype=["int32", "float32"],
             as_numpy=True,
+            strict=True,
         ),
         x,
     )
@@ -267,10 +268,13 @@ def test_as_numpy_scalar_and_array_like_outputs(backend: Backend) -> None:
 def test_array_like_outputs_get_declared_dtype(backend: Backend) -> None:
     x = _arange(backend, 3)
     out_int = backend.call(
-        lambda a: lazy_apply(lambda u: 7, a, shape=(), dtype="int32"), x
+        lambda a: lazy_apply(lambda u: 7, a, shape=(), dtype="int32", strict=True), x
     )
     out_list = backend.call(
-        lambda a: lazy_apply(lambda u: [1, 2, 3], a, shape=(3,), dtype="float32"), x
+        lambda a: lazy_apply(
+            lambda u: [1, 2, 3], a, shape=(3,), dtype="float32", strict=True
+        ),
+        x,
     )
     for out, dtype, expected in (
         (out_int, backend.xp.int32, 7),
@@ -428,7 +432,7 @@ def test_wrong_declared_shape(backend: Backend) -> None:
     x = _arange(backend)
     _expect_output_error(
         backend,
-        lambda a: lazy_apply(_identity, a, shape=(5,), dtype="float32"),
+        lambda a: lazy_apply(_identity, a, shape=(5,), dtype="float32", strict=True),
         x,
         "_identity",
         "output 0",
@@ -442,7 +446,7 @@ def test_wrong_declared_ndim(backend: Backend) -> None:
     x = _arange(backend)
     _expect_output_error(
         backend,
-        lambda a: lazy_apply(_identity, a, shape=(6, 1), dtype="float32"),
+        lambda a: lazy_apply(_identity, a, shape=(6, 1), dtype="float32", strict=True),
         x,
         "output 0",
         "expected (6, 1)",
@@ -453,7 +457,7 @@ def test_wrong_declared_dtype(backend: Backend) -> None:
     x = _arange(backend)
     _expect_output_error(
         backend,
-        lambda a: lazy_apply(_identity, a, shape=(6,), dtype="int32"),
+        lambda a: lazy_apply(_identity, a, shape=(6,), dtype="int32", strict=True),
         x,
         "_identity",
         "output 0",
@@ -468,7 +472,11 @@ def test_wrong_second_output(backend: Backend) -> None:
     _expect_output_error(
         backend,
         lambda a: lazy_apply(
-            lambda u: (u, u[:2]), a, shape=[(6,), (3,)], dtype=["float32"] * 2
+            lambda u: (u, u[:2]),
+            a,
+            shape=[(6,), (3,)],
+            dtype=["float32"] * 2,
+            strict=True,
         ),
         x,
         "output 1",
@@ -500,7 +508,9 @@ def test_none_sizes_match_anything(backend: Backend) -> None:
         assert backend.to_numpy(out).shape == (2, 3)
     _expect_output_error(
         backend,
-        lambda a: lazy_apply(_identity, a, shape=(None, 4), dtype="float32"),
+        lambda a: lazy_apply(
+            _identity, a, shape=(None, 4), dtype="float32", strict=True
+        ),
         x,
         "expected (None, 4)",
     )

@@ -347,7 +347,9 @@ def test_wrong_number_of_outputs_and_wrong_dtype() -> None:
     ):
         lo.compute(scheduler="sync")
     out = lazy_apply(mk.scale_add, _dask(A, 2), 1.0, elementwise=True, dtype="float32")
-    with pytest.raises(KernelOutputError, match=r"scale_add \(dask\).*dtype float64"):
+    with pytest.raises(
+        KernelOutputError, match=r"scale_add \(dask, elementwise\).*dtype float64"
+    ):
         out.compute(scheduler="sync")
 
 

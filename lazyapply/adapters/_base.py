@@ -1,166 +1,134 @@
-"""The adapter base class: everything an eager backend needs, with safe defaults."""
+"""The adapter base class: the questions the engine asks a backend, with defaults.
+
+An adapter does not run a call; the engine (:mod:`lazyapply._engine`) does. An
+adapter answers: its namespace, whether arguments are traced or lazy (``deferred``),
+an array's device, how arrays go to the host and back (:class:`Target`), canonical
+dtypes, and one deferral strategy (``defer``: a graph task, a callback). The defaults
+describe an eager backend.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from lazyapply._call import KernelCall, numpy_inputs
-from lazyapply._errors import KernelOutputError, SpecError
-from lazyapply._spec import INFERRED, CallSpec, OutputSpec, resolve_dtype
+from lazyapply._call import numpy_inputs
+from lazyapply._spec import CallSpec, OutputSpec, Shape, resolve_dtype
 
-__all__ = ["Adapter", "output_for_call"]
+if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
+    from lazyapply._engine import Layout
+
+__all__ = ["Adapter", "Target"]
 
 
-def output_for_call(
-    spec: CallSpec, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> OutputSpec:
-    """The call's :class:`OutputSpec`, evaluating shape/dtype callables if any."""
-    if spec.shape_fn is None and spec.dtype_fn is None:
-        return spec.output
-    from lazyapply._callables import evaluate_callables
+class Target:
+    """Where a kernel's inputs come from and its outputs go, for one call site.
 
-    return evaluate_callables(spec, name, args, kwargs)
+    ``host`` converts the arguments with ``as_numpy=True``; ``convert`` turns an
+    output that is not one of ``out_types`` into the caller's namespace and device;
+    ``move(o, device)`` brings back an output made on another device (``None`` for
+    single-device libraries); ``canon`` maps a dtype to the one the namespace stores.
+    """
+
+    __slots__ = ("canon", "convert", "device", "host", "move", "out_types", "refuse")
+
+    def __init__(
+        self,
+        *,
+        host: Callable[[tuple[Any, ...]], tuple[Any, ...]],
+        convert: Callable[[Any], Any],
+        out_types: tuple[type, ...],
+        device: Any = None,
+        move: Callable[[Any, Any], Any] | None = None,
+        canon: Callable[[Any], Any] | None = None,
+        refuse: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.convert = convert
+        self.out_types = out_types
+        self.device = device
+        self.move = move
+        self.canon = canon
+        self.refuse = refuse
+
+    def check_host(self, name: str) -> None:
+        """Raise now if ``as_numpy=True`` cannot convert this call's arrays."""
+        if self.refuse is not None:
+            self.refuse(name)
 
 
 class Adapter:
-    """One backend. Subclasses override what differs; the engine never names one.
-
-    The default implementation is an eager backend: the kernel runs now, on the
-    caller's arrays (or NumPy copies of them with ``as_numpy=True``).
-    """
+    """One backend. Subclasses override what differs; the engine never names one."""
 
     name: ClassVar[str] = "array"
     #: Array types of this backend (``isinstance`` checks, output fast path).
     native: tuple[type, ...] = ()
-    lazy: ClassVar[bool] = False
-    #: Eager checks resolved once per call spec (by ``id``); made on first use.
-    _plans: dict[int, _Plan]
+    #: Whether chunk-wise modes run the kernel on blocks (checked block by block).
+    splits: ClassVar[bool] = False
+    #: Eager kernel calls, cached by the engine per (kernel, spec, xp, device).
+    calls: dict[Any, KernelCall]
+    #: The adapter of any array (given by detection, for libraries that hold another
+    #: library's arrays, such as Dask's chunks); adapters never import detection.
+    lookup: Callable[[Any, str], Adapter]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        self = super().__new__(cls)
+        self.calls = {}
+        return self
 
     def namespace(self, x: Any) -> Any:
         """The array-API namespace of ``x``."""
         raise NotImplementedError
 
     def device(self, x: Any) -> Any:
-        """The device of ``x`` (passed to ``asarray`` when converting back)."""
+        """The device of ``x``, where outputs go (``None``: the namespace default)."""
         return x.device
 
     def label(self, first: Any) -> str:
         """Backend name for messages, with the device where it matters."""
         return self.name
 
-    # ----------------------------------------------------------------- eager path
-    def apply(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        xp: Any,
-        first: Any,
-    ) -> Any:
-        """Run ``func`` now and return its outputs in the caller's namespace."""
-        if spec.mode.signature is not None:
-            # A plain call here, but core dimensions that do not match the arguments
-            # are an error on every backend, and shape= may give only core sizes.
-            from lazyapply._modes import eager_signature_spec
+    def deferred(self, args: tuple[Any, ...]) -> bool:
+        """Whether the call must be deferred (lazy or traced arguments)."""
+        return False
 
-            spec = eager_signature_spec(spec, func, args, self.label(first))
-        output = spec.output
-        if spec.shape_fn is not None or spec.dtype_fn is not None:
-            name = spec.name or _name(func)
-            output = output_for_call(spec, name, args, kwargs)
-            return self.kernel_call(func, kwargs, spec, output, xp, first)(*args)
-        if output is INFERRED and not spec.as_numpy:
-            out = func(*args, **kwargs)
-            if isinstance(out, self.native):
-                return out
-            return self.kernel_call(func, kwargs, spec, output, xp, first).finish(out)
-        # Constant metadata: check it against what was resolved for this spec once.
-        try:
-            plan = self._plans[id(spec)]
-        except (AttributeError, KeyError):
-            plan = self._plan(spec, xp, first, func)
-        if plan.spec is not spec or plan.xp is not xp:
-            plan = self._plan(spec, xp, first, func)
-        if spec.as_numpy:
-            args = numpy_inputs(args, self.native)
-        out = func(*args, **kwargs)
-        if plan.inline:
-            if (
-                type(out) is plan.ndarray
-                and plan.convert is not None
-                and self.device(first) == plan.device
-            ):
-                # drop-in (issue 9): on failure KernelCall.finish copies as needed.
-                with contextlib.suppress(TypeError, ValueError):
-                    out = plan.convert(out)  # a NumPy result, as KernelCall does
-            native: Any = self.native  # (typed Any: mypy would narrow out to object)
-            if isinstance(out, native):
-                shape = plan.shape
-                if shape is None or out.shape == shape:
-                    dtype = out.dtype
-                    if plan.dtype is None or dtype is plan.seen:
-                        return out
-                    if dtype == plan.dtype:
-                        plan.seen = dtype  # identity is cheaper than equality next
-                        return out
-        if self.device(first) == plan.device:  # conversions go to the right device
-            try:
-                return plan.call.finish(out)
-            except KernelOutputError:
-                pass  # raise again below, with the kernel's name in the message
-        return self.kernel_call(func, kwargs, spec, output, xp, first).finish(out)
+    def canonical(self, dtype: Any) -> Any:
+        """The dtype this backend stores ``dtype`` as."""
+        return dtype
 
-    def _plan(
-        self, spec: CallSpec, xp: Any, first: Any, func: Callable[..., Any]
-    ) -> _Plan:
-        plans: dict[int, _Plan] = self.__dict__.setdefault("_plans", {})
-        if len(plans) > 256:  # specs made per call (unhashable shapes): stay bounded
-            plans.clear()
-        try:
-            call = self.kernel_call(_no_kernel, {}, spec, spec.output, xp, first)
-        except SpecError:
-            # A dtype this namespace lacks: raise it again naming the user's kernel.
-            self.kernel_call(func, {}, spec, spec.output, xp, first)
-            raise
-        plan = _Plan(spec, xp, call, self.device(first))
-        plans[id(spec)] = plan
-        return plan
-
-    def kernel_call(
-        self,
-        func: Callable[..., Any],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        output: OutputSpec,
-        xp: Any,
-        first: Any,
-    ) -> KernelCall:
-        """A checked call for an eager backend: only declared metadata is checked."""
-        name = spec.name or _name(func)
+    def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
+        """Conversions for a kernel called on this backend's arrays, now."""
         back = xp if xp is not None else self.namespace(first)
-        dtypes = None
-        if output.dtypes is not None:
-            dtypes = tuple(resolve_dtype(d, back, name) for d in output.dtypes)
-        return KernelCall(
-            func,
-            kwargs,
-            name=name,
-            backend=self.label(first),
-            as_numpy=spec.as_numpy,
-            multi=output.multi,
-            shapes=output.shapes,
-            dtypes=dtypes,
-            declared=(output.shapes is not None, output.dtypes is not None),
-            back=back,
-            device=self.device(first),
-            native=self.native,
+        device = self.device(first)
+        asarray = back.asarray
+        convert = asarray if device is None else functools.partial(_to, asarray, device)
+        return Target(
+            host=functools.partial(_host, self.native),
+            convert=convert,
             out_types=self.native,
+            device=device,
+            move=None if device is None else functools.partial(_move, asarray),
         )
 
-    # ---------------------------------------------------------- shared by lazy paths
+    def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
+        """Build once per kernel and spec what deferred calls need (``None``)."""
+        return None
+
+    def defer(
+        self,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        spec: CallSpec,
+        layout: Layout,
+        first: Any,
+        prepared: Any,
+    ) -> Any:
+        """Defer ``call`` (a graph task, a callback); only for ``deferred`` calls."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------- metadata inference
     def result_type(self, xp: Any, args: tuple[Any, ...]) -> Any:
         """The inferred output dtype: ``result_type`` of every non-None argument."""
         from lazyapply._detect import dtype_args  # drop-in (issue 9): no sequences
@@ -173,8 +141,8 @@ class Adapter:
         args: tuple[Any, ...],
         xp: Any,
         name: str,
-    ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """Shapes and dtypes (resolved in ``xp``) for a lazy backend, inferring gaps."""
+    ) -> tuple[tuple[Shape, ...], tuple[Any, ...]]:
+        """Shapes and dtypes (resolved in ``xp``), inferring what was not declared."""
         from lazyapply._spec import arg_shape, broadcast_shapes
 
         arrays = [a for a in args if isinstance(a, self.native)]
@@ -189,56 +157,15 @@ class Adapter:
         return shapes, dtypes
 
 
-class _Plan:
-    """What the eager calls of one spec check, resolved once (the hot path's cache).
-
-    Holds the spec itself, so that its ``id`` (the cache key) is not reused while
-    the plan lives. ``call`` is a kernel call without a kernel, used to convert and
-    check outputs (its messages name no kernel: a failing check is redone with one).
-    """
-
-    __slots__ = (
-        "call",
-        "convert",
-        "device",
-        "dtype",
-        "inline",
-        "ndarray",
-        "seen",
-        "shape",
-        "spec",
-        "xp",
-    )
-
-    def __init__(self, spec: CallSpec, xp: Any, call: KernelCall, device: Any) -> None:
-        self.spec = spec
-        self.xp = xp
-        self.call = call
-        self.device = device
-        shapes, dtypes = call.shapes, call.dtypes
-        # A single output whose shape has no unknown size is checked inline.
-        self.inline = not call.multi and (shapes is None or None not in shapes[0])
-        self.shape = None if shapes is None else tuple(shapes[0])
-        self.dtype = None if dtypes is None else dtypes[0]
-        self.seen: Any = None
-        import numpy as np
-
-        self.ndarray = np.ndarray
-        # NumPy outputs of a non-NumPy backend are converted here as KernelCall does.
-        back, dev = call.back, call.device
-        self.convert: Callable[[Any], Any] | None = None
-        if back is not None and not isinstance(np.empty(0), call.out_types):
-            asarray = back.asarray
-            self.convert = (
-                asarray if dev is None else (lambda o: asarray(o, device=dev))
-            )
+def _host(native: tuple[type, ...], args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return numpy_inputs(args, native)
 
 
-def _no_kernel(*args: Any, **kwargs: Any) -> Any:  # pragma: no cover - never called
-    raise NotImplementedError
+def _to(asarray: Callable[..., Any], device: Any, o: Any) -> Any:
+    return asarray(o, device=device)
 
 
-def _name(func: Callable[..., Any]) -> str:
-    from lazyapply._spec import kernel_name
-
-    return kernel_name(func)
+def _move(asarray: Callable[..., Any], o: Any, device: Any) -> Any:
+    # The kernel made its output elsewhere (it forgot device=): bring it back, as the
+    # reference's asarray(..., device=) does. Inputs are never moved.
+    return asarray(o, device=device)

@@ -16,67 +16,62 @@
     overlap away again: ``map_overlap``, with several outputs allowed.
 
 The kernel tasks' keys start with the kernel's name. Every block's outputs are checked
-against the block's expected shape inside the task (:class:`BlockCall`).
+against the block's expected shape inside the task (:class:`BlockCall`), by the
+call's one output check.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
-from lazyapply._call import KernelCall, numpy_inputs
-from lazyapply._errors import KernelOutputError, SpecError
-from lazyapply._modes import boundary_for_ndim, mode_output, mode_output_shapes
-from lazyapply._spec import CallSpec, Mode, OutputSpec, arg_shape, kernel_name
-from lazyapply.adapters._base import output_for_call
-from lazyapply.adapters.dask import DaskAdapter, kernel_token
+from lazyapply._errors import SpecError
+from lazyapply._modes import boundary_for_ndim
+from lazyapply._spec import CallSpec, Mode
 
-__all__ = ["BlockCall", "defer_chunked"]
+if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
+    from lazyapply._engine import Layout
+
+__all__ = ["BlockCall", "defer_chunked", "kernel_token"]
 
 
 class BlockCall:
-    """Runs a kernel on one block and checks each output against the block's shape.
+    """Runs a kernel call on one block: each output is checked against the block's
+    loop dimensions followed by its core shape (the call's check holds the cores).
 
-    The expected shape of an output block is the broadcast of the input blocks' loop
-    dimensions followed by the output's core shape (``()`` for elementwise and stencil
-    kernels). Picklable: tasks run on ``dask.distributed`` worker processes.
+    Picklable: tasks run on ``dask.distributed`` worker processes.
     """
 
-    __slots__ = ("call", "core_ndims", "cores", "kind", "loop_ndims")
+    __slots__ = ("call", "core_ndims", "loop_ndims")
 
     def __init__(
         self,
         call: KernelCall,
         loop_ndims: tuple[int, ...],
-        cores: tuple[tuple[int, ...], ...],
-        kind: str,
         core_ndims: tuple[int, ...] | None = None,
     ) -> None:
         self.call = call
         self.loop_ndims = loop_ndims
-        self.cores = cores
-        self.kind = kind
         # Per argument, its number of core dimensions: blockwise hands them over as
         # nested lists of blocks, merged here (a single block is not copied).
         self.core_ndims = core_ndims
 
     def __reduce__(self) -> tuple[Any, ...]:
-        state = (self.call, self.loop_ndims, self.cores, self.kind, self.core_ndims)
-        return (BlockCall, state)
+        return (BlockCall, (self.call, self.loop_ndims, self.core_ndims))
 
     @property
     def __name__(self) -> str:  # dask's funcname, for task names
         return self.call.name
 
     def __repr__(self) -> str:
-        return f"<lazyapply block call {self.call.name} ({self.kind})>"
+        return f"<lazyapply block call {self.call.name} ({self.call.check.kind})>"
 
     def __call__(self, *blocks: Any) -> Any:
         import numpy as np
 
-        call = self.call
         if self.core_ndims is not None:
             blocks = tuple(
                 _merge(b, n) if n else b
@@ -88,42 +83,8 @@ class BlockCall:
                 for b, n in zip(blocks, self.loop_ndims, strict=True)
             )
         )
-        args = numpy_inputs(blocks, call.native) if call.as_numpy else blocks
-        out = call.finish(call.func(*args, **call.kwargs))
-        outs = out if call.multi else (out,)
-        if len(outs) != len(self.cores):
-            msg = (
-                f"{call.name} (dask, {self.kind}): the kernel was declared with "
-                f"{len(self.cores)} outputs but returned {len(outs)} on a block; "
-                "return one array per output"
-            )
-            raise KernelOutputError(msg)
-        for i, (o, core) in enumerate(zip(outs, self.cores, strict=True)):
-            expected = (*lead, *core)
-            if tuple(o.shape) != expected:
-                raise KernelOutputError(self._message(i, expected, tuple(o.shape)))
-        return out
-
-    def _message(self, i: int, expected: Any, got: Any) -> str:
-        hint = {
-            "elementwise": (
-                "an elementwise kernel returns one value per element of its "
-                "(broadcast) input block; if it needs the whole array, drop "
-                "elementwise=True"
-            ),
-            "stencil": (
-                "a stencil kernel (depth=) returns an array shaped like its overlapped "
-                "input block; if it changes the shape, drop depth="
-            ),
-        }.get(
-            self.kind,
-            f"a kernel with {self.kind} keeps its inputs' loop dimensions and returns "
-            "the declared core dimensions; fix the kernel, the signature or shape=",
-        )
-        return (
-            f"{self.call.name} (dask, {self.kind}): output {i} of a block has shape "
-            f"{got}, expected {expected}; {hint}"
-        )
+        call = self.call
+        return call.run(blocks, call.kwargs, lead)
 
 
 def _merge(blocks: Any, n: int) -> Any:
@@ -144,57 +105,31 @@ def _merge(blocks: Any, n: int) -> Any:
 
 
 def defer_chunked(
-    adapter: DaskAdapter,
-    func: Callable[..., Any],
+    call: KernelCall,
     args: tuple[Any, ...],
-    kwargs: dict[str, Any],
     spec: CallSpec,
-    xp: Any,
-    first: Any,
+    layout: Layout,
+    meta: Any,
 ) -> Any:
     """Build the chunk-wise graph for ``spec.mode``; nothing is computed."""
     import dask.array as da
-    import numpy as np
     from dask.base import tokenize
 
-    name = spec.name or kernel_name(func)
     mode = spec.mode
-    output = mode_output(
-        mode.signature, output_for_call(spec, name, args, kwargs), name
-    )
-    shapes, loop_ndims, cores = mode_output_shapes(
-        mode, output, [arg_shape(a) for a in args], name, "dask"
-    )
-    _, dtypes = adapter.infer_output(
-        OutputSpec(shapes, output.dtypes, output.multi),
-        args,
-        xp or adapter.namespace(first),
-        name,
-    )
-    np_dtypes = tuple(np.dtype(d) for d in dtypes)
-    _check_unknown_chunks(mode, args, loop_ndims, name)
-    meta = first._meta
-    # BlockCall checks each block against its own shape: no whole-array shapes here.
-    call = adapter.chunk_call(func, kwargs, spec, output, name, None, np_dtypes, first)
-    known_cores = tuple(tuple(int(s) for s in c) for c in cores)  # type: ignore[arg-type]
-    kind = (
-        "elementwise"
-        if mode.elementwise
-        else "stencil"
-        if mode.depth is not None
-        else f"signature {mode.signature}"
-    )
+    loop_ndims = layout.loop_ndims or ()
+    _check_unknown_chunks(mode, args, loop_ndims, call.name)
+    cores = tuple(tuple(int(s) for s in c) for c in layout.cores or ())  # type: ignore[arg-type]
     token = tokenize(
-        kernel_token(func),
-        kwargs,
+        kernel_token(call.func),
+        call.kwargs,
         spec.as_numpy,
         repr(mode),  # complete and deterministic; dask would pickle the dataclass
-        shapes,
-        np_dtypes,
+        layout.shapes,
+        layout.dtypes,
         [a.name if isinstance(a, da.Array) else a for a in args],
     )
     if mode.depth is not None:
-        return _overlapping(call, args, mode, shapes, np_dtypes, meta, token)
+        return _overlapping(call, args, mode, layout, meta, token)
     sig_inputs = mode.signature.inputs if mode.signature is not None else None
     core_ndims = None
     if sig_inputs is not None:
@@ -202,8 +137,8 @@ def defer_chunked(
             len(d) if isinstance(a, da.Array) else 0
             for a, d in zip(args, sig_inputs, strict=True)
         )
-    block = BlockCall(call, loop_ndims, known_cores, kind, core_ndims)
-    return _blockwise(block, args, sig_inputs, known_cores, np_dtypes, meta, token)
+    block = BlockCall(call, loop_ndims, core_ndims)
+    return _blockwise(block, args, sig_inputs, cores, layout.dtypes, meta, token)
 
 
 def _check_unknown_chunks(
@@ -257,7 +192,7 @@ def _blockwise(
         else:
             argpairs += [a, None]
     name = f"{block.call.name}-{token}"
-    multi = block.call.multi
+    multi = block.call.check.multi
     out_ind = loop
     new_axes: dict[str, int] = {}
     if not multi:
@@ -275,7 +210,10 @@ def _blockwise(
             meta=meta_from_array(meta, ndim=len(out_ind), dtype=dtypes[0]),
         )
     except ValueError as exc:  # chunks that cannot be aligned (unknown sizes)
-        msg = f"{block.call.name} (dask, {block.kind}): cannot align the chunks: {exc}"
+        msg = (
+            f"{block.call.name} (dask, {block.call.check.kind}): cannot align the "
+            f"chunks: {exc}"
+        )
         raise SpecError(msg) from exc
     if not multi:
         return tmp
@@ -307,20 +245,18 @@ def _overlapping(
     call: KernelCall,
     args: tuple[Any, ...],
     mode: Mode,
-    shapes: tuple[tuple[int | None, ...], ...],
-    dtypes: tuple[Any, ...],
+    layout: Layout,
     meta: Any,
     token: str,
 ) -> Any:
     """``map_overlap``: share neighbours, run the kernel per block, trim."""
     import dask.array as da
+    from dask.array.core import unify_chunks
     from dask.array.overlap import overlap, trim_internal
 
-    shape = shapes[0]
+    shape = layout.shapes[0]
     ndim = len(shape)
     depth = mode.depth.for_ndim(ndim, call.name)  # type: ignore[union-attr]
-    from dask.array.core import unify_chunks
-
     boundary = boundary_for_ndim(mode.boundary, ndim, call.name)
     index = tuple(range(ndim))
     arrays = [
@@ -337,14 +273,15 @@ def _overlapping(
         raise SpecError(msg) from exc
     new_args = tuple(next(padded) if isinstance(a, da.Array) else a for a in args)
     loop_ndims = tuple(ndim if isinstance(a, da.Array) else 0 for a in args)
-    block = BlockCall(call, loop_ndims, ((),) * len(dtypes), "stencil")
-    out = _blockwise(block, new_args, None, block.cores, dtypes, meta, token)
+    block = BlockCall(call, loop_ndims)
+    cores = ((),) * len(layout.dtypes)
+    out = _blockwise(block, new_args, None, cores, layout.dtypes, meta, token)
     # drop-in (issue 9): the visible output is named after the kernel, not "_trim".
     outs = [
         _renamed(trim_internal(o, depth, boundary), f"{call.name}-trim-{token}-{i}")
-        for i, o in enumerate(out if call.multi else (out,))
+        for i, o in enumerate(out if layout.multi else (out,))
     ]
-    return tuple(outs) if call.multi else outs[0]
+    return tuple(outs) if layout.multi else outs[0]
 
 
 def _same(block: Any) -> Any:
@@ -356,3 +293,28 @@ def _renamed(x: Any, name: str) -> Any:
     import dask.array as da
 
     return da.map_blocks(_same, x, name=name, dtype=x.dtype, meta=x._meta)
+
+
+_FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def kernel_token(func: Any) -> Any:
+    """Dask's token of a kernel, computed once per kernel object if it is immutable.
+
+    Tokenizing a function pickles it; for a Numba dispatcher or a function whose module
+    attribute is a ``@lazy`` wrapper that costs hundreds of microseconds per call.
+    Dask caches function tokens by identity in the same way.
+    """
+    from dask.base import tokenize
+
+    from lazyapply._kernels import is_immutable  # drop-in (issue 9)
+
+    if not is_immutable(func):  # a partial, a callable object: keys follow state
+        return tokenize(func)
+    try:
+        return _FUNC_TOKENS[func]
+    except KeyError:
+        token = _FUNC_TOKENS[func] = tokenize(func)
+        return token
+    except TypeError:  # not weak-referenceable (e.g. a builtin): no cache
+        return func

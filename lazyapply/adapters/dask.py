@@ -10,24 +10,27 @@ Chunk-wise modes (``elementwise``, ``signature``, ``depth``) live in
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
-import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lazyapply._call import KernelCall, numpy_inputs
-from lazyapply._detect import adapter_for
-from lazyapply._spec import CallSpec, OutputSpec, kernel_name
+from lazyapply._spec import CallSpec
 
-from ._base import Adapter, output_for_call
+from ._base import Adapter, Target
+from ._dask_chunked import defer_chunked, kernel_token
+
+if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
+    from lazyapply._engine import Layout
 
 __all__ = ["DaskAdapter"]
 
 
 class DaskAdapter(Adapter):
     name = "dask"
-    lazy = True
+    splits = True
 
     def __init__(self) -> None:
         import dask.array as da
@@ -66,79 +69,47 @@ class DaskAdapter(Adapter):
             *(a.dtype if isinstance(a, native) else a for a in dtype_args(args))
         )
 
-    def apply(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        xp: Any,
-        first: Any,
-    ) -> Any:
+    def deferred(self, args: tuple[Any, ...]) -> bool:
+        return True
+
+    def canonical(self, dtype: Any) -> Any:
         import numpy as np
 
-        if not spec.mode.is_default:
-            from ._dask_chunked import defer_chunked
+        return np.dtype(dtype)  # Dask's dtypes are NumPy's
 
-            return defer_chunked(self, func, args, kwargs, spec, xp, first)
-        name = spec.name or kernel_name(func)
-        output = output_for_call(spec, name, args, kwargs)
-        shapes, dtypes = self.infer_output(
-            output, args, xp or self.namespace(first), name
-        )
-        np_dtypes = tuple(np.dtype(d) for d in dtypes)
-        call = self.chunk_call(
-            func, kwargs, spec, output, name, shapes, np_dtypes, first
-        )
-        meta = first._meta
-        return self.defer_whole(call, args, shapes, np_dtypes, meta)
+    def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
+        """The chunks' own library: kernels see (and return) its arrays.
 
-    def chunk_call(
-        self,
-        func: Callable[..., Any],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        output: OutputSpec,
-        name: str,
-        shapes: tuple[tuple[int | None, ...], ...] | None,
-        np_dtypes: tuple[Any, ...],
-        first: Any,
-    ) -> KernelCall:
-        """The checked call that runs on chunks of ``first``'s chunk library.
-
-        Chunks reach the kernel in their own library (sparse, CuPy, ...) and outputs
-        go back to it. With ``as_numpy=True`` that library is asked to convert its
-        zero-size meta now, so a refusal (sparse densification, a CuPy device copy)
-        comes at the call rather than at compute time.
+        With ``as_numpy=True`` that library is asked to convert the zero-size meta
+        when the call is made, so a refusal (sparse densification, a CuPy device
+        copy) comes at the call rather than at compute time.
         """
-        import numpy as np
-
         meta = first._meta
-        chunk = adapter_for(meta, name)
-        if spec.as_numpy and not isinstance(meta, np.ndarray):
-            numpy_inputs((meta,), chunk.native)
-        return KernelCall(
-            func,
-            kwargs,
-            name=name,
-            backend="dask",
-            as_numpy=spec.as_numpy,
-            multi=output.multi,
-            shapes=shapes,
-            dtypes=np_dtypes,
-            declared=(output.shapes is not None, output.dtypes is not None),
-            back=chunk.namespace(meta),
-            device=None,
-            native=chunk.native,
-            out_types=chunk.native,
-        )
+        chunk = self.lookup(meta, "kernel")
+        target = chunk.target(meta, None, deferred=False)
+        target.device = target.move = None  # blocks stay where Dask put them
+        target.refuse = functools.partial(_convert_meta, meta, target.host)
+        return target
+
+    def defer(
+        self,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        spec: CallSpec,
+        layout: Layout,
+        first: Any,
+        prepared: Any,
+    ) -> Any:
+        if not spec.mode.is_default:
+            return defer_chunked(call, args, spec, layout, first._meta)
+        return self.defer_whole(call, args, spec, layout, first._meta)
 
     def defer_whole(
         self,
         call: KernelCall,
         args: tuple[Any, ...],
-        shapes: tuple[tuple[int | None, ...], ...],
-        dtypes: tuple[Any, ...],
+        spec: CallSpec,
+        layout: Layout,
         meta: Any,
     ) -> Any:
         """One kernel task on each input merged into one chunk."""
@@ -151,10 +122,11 @@ class DaskAdapter(Adapter):
         # dask.array.Array is not a DaskCollection to the type checkers, and its
         # constructor and graph keys are untyped: the graph is built with Any.
         deps: list[Any] = []
+        shapes, dtypes = layout.shapes, layout.dtypes
         token = tokenize(
             kernel_token(call.func),
             call.kwargs,
-            call.as_numpy,
+            spec.as_numpy,
             shapes,
             dtypes,
             [a.name if isinstance(a, da.Array) else a for a in args],
@@ -177,7 +149,7 @@ class DaskAdapter(Adapter):
                 exprs.append(a)
         task = (call, *exprs)
         outs = []
-        if not call.multi:
+        if not layout.multi:
             out_name = f"{call.name}-{token}"
             key = (out_name, *(0,) * len(shapes[0]))
             graphs: list[tuple[str, dict[Any, Any]]] = [
@@ -204,44 +176,11 @@ class DaskAdapter(Adapter):
             chunks = tuple((math.nan if s is None else s,) for s in shape)
             out_meta = meta_from_array(meta, ndim=len(shape), dtype=dtype)  # type: ignore[no-untyped-call]
             outs.append(da.Array(graph, out_name, chunks, meta=out_meta))  # type: ignore[no-untyped-call]
-        return tuple(outs) if call.multi else outs[0]
+        return tuple(outs) if layout.multi else outs[0]
 
 
-_FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+def _convert_meta(meta: Any, host: Callable[..., Any], name: str) -> None:
+    import numpy as np
 
-
-def _immutable(func: Any) -> bool:
-    """Kernels whose token cannot change: plain functions, ufuncs, Numba dispatchers.
-
-    A ``functools.partial`` (its arguments may be arrays changed in place), a callable
-    object (its attributes) or a bound method (its ``self``) is tokenized at every
-    call, as ``dask.array.map_blocks`` does, so a new state gets a new key.
-    """
-    import types
-
-    if isinstance(func, (types.FunctionType, types.BuiltinFunctionType)):
-        return True
-    cls = type(func)
-    if cls.__name__ == "ufunc" and cls.__module__ == "numpy":
-        return True
-    return cls.__module__.startswith("numba.") and hasattr(func, "py_func")
-
-
-def kernel_token(func: Any) -> Any:
-    """Dask's token of a kernel; computed once per kernel object if it is immutable.
-
-    Tokenizing a function pickles it; for a Numba dispatcher or a function whose module
-    attribute is a ``@lazy`` wrapper that costs hundreds of microseconds per call.
-    Dask caches function tokens by identity in the same way.
-    """
-    from dask.base import tokenize
-
-    if not _immutable(func):  # drop-in (issue 9): keys follow the kernel's state
-        return tokenize(func)
-    try:
-        return _FUNC_TOKENS[func]
-    except KeyError:
-        token = _FUNC_TOKENS[func] = tokenize(func)
-        return token
-    except TypeError:  # not weak-referenceable (e.g. a builtin): no cache
-        return func
+    if not isinstance(meta, np.ndarray):
+        host((meta,))  # the chunk library's own refusal, now

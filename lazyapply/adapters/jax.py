@@ -9,14 +9,19 @@ and scalars keep their weak type (``float32_array * 2.0`` stays ``float32``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lazyapply._call import KernelCall, numpy_inputs
+from lazyapply._call import numpy_inputs
 from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
-from lazyapply._spec import CallSpec, OutputSpec, kernel_name
+from lazyapply._spec import CallSpec, kernel_name
 
-from ._base import Adapter, output_for_call
+from ._base import Adapter, Target
+
+if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
+    from lazyapply._engine import Layout
 
 __all__ = ["JaxAdapter"]
 
@@ -32,6 +37,7 @@ class JaxAdapter(Adapter):
         self.native = (jax.Array,)  # tracers are instances of jax.Array too
         self._tracer = Tracer
         self._xp = jnp
+        self._canon = jax.dtypes.canonicalize_dtype
 
     @staticmethod
     def claims(x: Any) -> bool:
@@ -54,106 +60,45 @@ class JaxAdapter(Adapter):
             return "jax (traced)"
         return f"jax on {first.device}"
 
-    def apply(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        xp: Any,
-        first: Any,
-    ) -> Any:
+    def deferred(self, args: tuple[Any, ...]) -> bool:
         tracer = self._tracer
-        for a in args:
-            if isinstance(a, tracer):
-                return self.defer(func, args, kwargs, spec, xp)
-        if spec.as_numpy and first.device.platform != "cpu":
-            name = spec.name or kernel_name(func)
-            msg = (
-                f"{name} (jax on {first.device}): as_numpy=True would copy the inputs "
-                "from the device to the host; move them yourself with "
-                "jax.device_put(x, jax.devices('cpu')[0]) or use as_numpy=False"
-            )
-            raise LazyApplyError(msg)
-        return super().apply(func, args, kwargs, spec, xp, first)
+        return any(isinstance(a, tracer) for a in args)
 
-    def kernel_call(self, *args: Any, **kwargs: Any) -> KernelCall:
-        import jax
+    def canonical(self, dtype: Any) -> Any:
+        return self._canon(dtype)
 
-        call = super().kernel_call(*args, **kwargs)
-        canon = jax.dtypes.canonicalize_dtype
-        if call.dtypes is not None:
-            call.dtypes = tuple(canon(d) for d in call.dtypes)
-        call.canon = canon
-        return call
-
-    def defer(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        xp: Any,
-    ) -> Any:
-        """Stage the kernel as a host callback of the current JAX trace."""
-        import jax
+    def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
         import numpy as np
 
-        name = spec.name or kernel_name(func)
-        output = output_for_call(spec, name, args, kwargs)
-        declared = (output.shapes is not None, output.dtypes is not None)
-        loop_ndims: tuple[int, ...] | None = None
-        if not spec.mode.is_default:
-            output, loop_ndims = _mode_output(spec, output, args, name)
-        shapes, dtypes = self.infer_output(output, args, xp or self._xp, name)
-        if any(None in s for s in shapes):
-            msg = (
-                f"Output shape must be fully known when running inside jax.jit; "
-                f"{name} got shape={shapes if output.multi else shapes[0]}. Declare "
-                "every size in shape= (JAX traces need static shapes)"
+        if deferred:  # inside a host callback: NumPy in, NumPy (or JAX) out
+            types = (self.native[0], np.ndarray)
+            return Target(
+                host=functools.partial(numpy_inputs, native=types),
+                convert=np.asarray,
+                out_types=types[::-1],
+                canon=self._canon,
             )
-            raise SpecError(msg)
-        canon = jax.dtypes.canonicalize_dtype
-        np_dtypes = tuple(canon(np.dtype(d)) for d in dtypes)
-        positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
-        arrays = [args[i] for i in positions]
-        call = KernelCall(
-            func,
-            kwargs,
-            name=name,
-            backend="jax (traced)",
-            as_numpy=spec.as_numpy,
-            multi=output.multi,
-            shapes=shapes,
-            dtypes=np_dtypes,
-            declared=declared,
-            back=None,
-            device=None,
-            native=(jax.Array, np.ndarray),
-            out_types=(np.ndarray, jax.Array),
-            canon=canon,
-        )
-        ndims = tuple(np.ndim(a) for a in arrays)
-        batched = spec.mode.elementwise or spec.mode.signature is not None
-        align = None
-        if batched and loop_ndims is not None:
-            align = tuple(loop_ndims[i] for i in positions)
-        callback = _Callback(call, args, positions, ndims, align)
-        structs = tuple(
-            jax.ShapeDtypeStruct(s, d)  # type: ignore[no-untyped-call]
-            for s, d in zip(shapes, np_dtypes, strict=True)
-        )
-        result_spec = structs if output.multi else structs[0]
-        vmap_method = "broadcast_all" if batched else "sequential"
+        target = super().target(first, xp, deferred=False)
+        target.canon = self._canon
+        target.move = None  # JAX places results itself; outputs are never moved back
+        if first.device.platform != "cpu":
+            target.refuse = functools.partial(_refuse_device, first.device)
+        return target
 
-        @jax.custom_jvp
-        def staged(*operands: Any) -> Any:
+    def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
+        """The staged form of ``func``: a host callback without a derivative."""
+        import jax
+
+        name = spec.name or kernel_name(func)
+
+        @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+        def staged(callback: Any, result: Any, vmap_method: str, *operands: Any) -> Any:
             return jax.pure_callback(
-                callback, result_spec, *operands, vmap_method=vmap_method
+                callback, result, *operands, vmap_method=vmap_method
             )
 
         @staged.defjvp
-        def _no_derivative(primals: Any, tangents: Any) -> Any:
+        def _no_derivative(*_: Any) -> Any:
             msg = (
                 f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
                 "callback (jax.pure_callback has no derivative). Wrap the call in "
@@ -162,7 +107,53 @@ class JaxAdapter(Adapter):
             )
             raise NotDifferentiableError(msg)
 
-        return staged(*arrays)
+        return staged
+
+    def defer(
+        self,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        spec: CallSpec,
+        layout: Layout,
+        first: Any,
+        prepared: Any,
+    ) -> Any:
+        """Stage the kernel as a host callback of the current JAX trace."""
+        import jax
+        import numpy as np
+
+        shapes = layout.shapes
+        if any(None in s for s in shapes):
+            msg = (
+                f"Output shape must be fully known when running inside jax.jit; "
+                f"{call.name} got shape={shapes if layout.multi else shapes[0]}. "
+                "Declare every size in shape= (JAX traces need static shapes)"
+            )
+            raise SpecError(msg)
+        positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
+        arrays = [args[i] for i in positions]
+        ndims = tuple(np.ndim(a) for a in arrays)
+        batched = spec.mode.elementwise or spec.mode.signature is not None
+        align = None
+        if batched and layout.loop_ndims is not None:
+            align = tuple(layout.loop_ndims[i] for i in positions)
+        callback = _Callback(call, args, positions, ndims, align)
+        structs = tuple(
+            jax.ShapeDtypeStruct(s, d)  # type: ignore[no-untyped-call]
+            for s, d in zip(shapes, layout.dtypes, strict=True)
+        )
+        result = structs if layout.multi else structs[0]
+        vmap_method = "broadcast_all" if batched else "sequential"
+        return prepared(callback, result, vmap_method, *arrays)
+
+
+def _refuse_device(device: Any, name: str) -> None:
+    msg = (
+        f"{name} (jax on {device}): as_numpy=True would copy the inputs from the "
+        "device to the host; move them yourself with "
+        "jax.device_put(x, jax.devices('cpu')[0]) or use as_numpy=False"
+    )
+    raise LazyApplyError(msg)
 
 
 class _Callback:
@@ -193,14 +184,11 @@ class _Callback:
             lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
             if self.align is not None:
                 arrays = _align(arrays, lead, self.align)
-        call = self.call
-        if call.as_numpy:
-            arrays = numpy_inputs(arrays, call.native)
         args = self.args.copy()
         for i, a in zip(self.positions, arrays, strict=True):
             args[i] = a
-        out = call.func(*args, **call.kwargs)
-        return call.finish(out, lead)
+        call = self.call
+        return call.run(tuple(args), call.kwargs, lead)
 
 
 def _align(
@@ -220,17 +208,3 @@ def _align(
         else:
             out.append(a)
     return tuple(out)
-
-
-def _mode_output(
-    spec: CallSpec, output: OutputSpec, args: tuple[Any, ...], name: str
-) -> tuple[OutputSpec, tuple[int, ...]]:
-    """Output shapes of a chunk-wise mode (a signature's core dimensions)."""
-    from lazyapply._modes import mode_output, mode_output_shapes
-    from lazyapply._spec import arg_shape
-
-    output = mode_output(spec.mode.signature, output, name)
-    shapes, loop_ndims, _ = mode_output_shapes(
-        spec.mode, output, [arg_shape(a) for a in args], name, "jax (traced)"
-    )
-    return OutputSpec(shapes, output.dtypes, output.multi), loop_ndims
