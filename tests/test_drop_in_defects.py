@@ -139,9 +139,8 @@ def test_string_output_where_float_declared(backend: Backend) -> None:
     # Under jax.jit the error is raised in the host callback; JAX re-raises it as
     # its own JaxRuntimeError, with the message.
     expected = Exception if backend is Backend.JAX_JIT else KernelOutputError
-    with pytest.raises(expected, match=r"words \(.*\): output 0 has dtype <U\d+ \(from"):
-        expected, match=r"words \(.*\): output 0 has dtype <U\d+ \(from a str\)"
-    ):
+    message = r"words \(.*\): output 0 has dtype <U\d+ \(from a str\)"
+    with pytest.raises(expected, match=message):
         run(x) if backend is not Backend.JAX_JIT else _jit_run(words, x)
 
 
