@@ -263,3 +263,72 @@ def _jit_run(kernel: Any, x: Any) -> Any:
 
     f = jax.jit(lambda x: lazy_apply(kernel, x, shape=(), dtype="float64"))
     return np.asarray(f(x))
+
+
+# ----------------------------------------------------------- 7. pickling
+_SCRIPT = """
+import sys
+
+import numpy as np
+from distributed import Client
+
+from lazyapply import lazy
+
+
+@lazy
+def double(x):
+    return x * 2
+
+
+def plus_one(x):  # a plain function of __main__ that calls the @lazy one
+    return double(x) + 1
+
+
+if __name__ == "__main__":
+    with Client(sys.argv[1]) as client:
+        a = client.submit(double, np.ones(3)).result()
+        b = client.submit(plus_one, np.ones(3)).result()
+    print(a.tolist(), b.tolist())
+"""
+
+
+@pytest.mark.slow
+def test_lazy_function_of_main_runs_on_workers(
+    dask_cluster: Any, tmp_path: Any
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lazyapply
+
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT)
+    root = str(Path(lazyapply.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, str(script), dask_cluster.scheduler_address],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "[2.0, 2.0, 2.0] [3.0, 3.0, 3.0]"
+
+
+def test_module_level_lazy_function_pickles_by_reference() -> None:
+    import pickle
+
+    cloudpickle = pytest.importorskip("cloudpickle")
+    from . import kernels
+
+    name = next(k for k, v in vars(kernels).items() if hasattr(v, "eager"))
+    f = getattr(kernels, name)
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        data = dumps(f)
+        assert name.encode() in data
+        assert len(data) < 200  # a reference: no code
+        assert pickle.loads(data) is f
