@@ -8,6 +8,7 @@ in a plain dict: the hot path is one lookup per argument.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +41,22 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# drop-in (issue 9): adapters are made under a lock, so threads that make their first
+# call at once (GIL or free-threaded) share one instance per backend.
+_LOCK = threading.Lock()
+
+
 def _instance(module: str, cls: str) -> Adapter:
     adapter = _ADAPTERS.get(cls)
     if adapter is None:
         import importlib
 
-        adapter = getattr(importlib.import_module(module), cls)()
-        adapter.lookup = adapter_for
-        _ADAPTERS[cls] = adapter
+        with _LOCK:
+            adapter = _ADAPTERS.get(cls)
+            if adapter is None:
+                adapter = getattr(importlib.import_module(module), cls)()
+                adapter.lookup = adapter_for
+                _ADAPTERS[cls] = adapter
     return adapter
 
 
@@ -70,9 +79,12 @@ def _learn(x: Any, name: str) -> Adapter | None:
         if generic is None:
             from .adapters.numpy import GenericAdapter
 
-            generic = GenericAdapter(xp, t)
-            generic.lookup = adapter_for
-            _ADAPTERS[key] = generic
+            with _LOCK:
+                generic = _ADAPTERS.get(key)
+                if generic is None:
+                    generic = GenericAdapter(xp, t)
+                    generic.lookup = adapter_for
+                    _ADAPTERS[key] = generic
         _TYPES[t] = generic
         return generic
     msg = (

@@ -332,3 +332,86 @@ def test_module_level_lazy_function_pickles_by_reference() -> None:
         assert name.encode() in data
         assert len(data) < 200  # a reference: no code
         assert pickle.loads(data) is f
+
+
+# ----------------------------------------------------------- 4. thread safety
+_THREADS_SCRIPT = """
+import sys
+import threading
+
+sys.setswitchinterval(1e-6)  # switch threads as often as possible (GIL builds)
+
+import numpy as np
+
+from lazyapply import _detect, lazy_apply
+from tests.conftest import Backend
+
+errors = []
+
+
+def add(a, b):  # operators only: every namespace and device has them
+    return a + b
+
+
+def first_calls(backend, x, barrier):
+    barrier.wait()
+    try:
+        for _ in range(3):
+            # backend.call for jit only: its Dask compute counter is process-wide.
+            if backend is Backend.JAX_JIT:
+                out = backend.call(lambda a: lazy_apply(add, a, a), x)
+            else:
+                out = lazy_apply(add, x, x)
+            if backend.has_values:
+                backend.to_numpy(out)
+    except Exception as exc:
+        errors.append(f"{backend}: {exc!r}")
+
+
+for backend in map(Backend, sys.argv[1:]):  # each backend's first calls, at once
+    arrays = [backend.asarray(np.arange(3.0)) for _ in range(16)]
+    barrier = threading.Barrier(len(arrays))
+    threads = [
+        threading.Thread(target=first_calls, args=(backend, x, barrier))
+        for x in arrays
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+adapters = [a for a in _detect._TYPES.values() if a is not None]
+print(len(errors), len({id(a) for a in adapters}), len({type(a) for a in adapters}))
+print(errors[:3])
+"""
+
+
+@pytest.mark.slow
+def test_first_calls_from_many_threads() -> None:
+    """16 threads make each backend's first call at once, in a fresh process.
+
+    One adapter instance per backend must come out (two made the process report
+    "arguments mix array libraries (numpy and numpy)" for its whole life).
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lazyapply
+
+    names = [b.value for b in Backend if b.skip_reason() is None]
+    root = str(Path(lazyapply.__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_SCRIPT, *names],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts, errors = done.stdout.splitlines()[-2:]
+    n_errors, n_instances, n_classes = counts.split()
+    assert n_errors == "0", errors
+    assert n_instances == n_classes, done.stdout  # one instance per adapter class
