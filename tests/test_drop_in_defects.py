@@ -415,3 +415,53 @@ def test_first_calls_from_many_threads() -> None:
     n_errors, n_instances, n_classes = counts.split()
     assert n_errors == "0", errors
     assert n_instances == n_classes, done.stdout  # one instance per adapter class
+
+
+# ----------------------------------------------------------- 5. JAX
+_SHARDED_SCRIPT = """
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lazyapply import lazy_apply
+
+assert len(jax.devices("cpu")) == 4, jax.devices()
+mesh = Mesh(np.array(jax.devices("cpu")), ("i",))
+x = np.arange(8.0)
+for spec in (PartitionSpec("i"), PartitionSpec()):  # sharded, replicated
+    a = jax.device_put(x, NamedSharding(mesh, spec))
+    out = lazy_apply(np.cumsum, a, as_numpy=True)
+    np.testing.assert_array_equal(np.asarray(out), np.cumsum(x))
+    out = lazy_apply(np.cumsum, a, as_numpy=True, shape=(8,), dtype=a.dtype)
+    np.testing.assert_array_equal(np.asarray(out), np.cumsum(x))
+print("ok")
+"""
+
+
+def test_jax_as_numpy_on_a_multi_device_array() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("jax")
+    import lazyapply
+
+    root = str(Path(lazyapply.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": root,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _SHARDED_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().endswith("ok")

@@ -53,7 +53,11 @@ class JaxAdapter(Adapter):
         # An uncommitted array lives on the default device, where ``jnp.asarray``
         # puts a result without ``device=`` (10x faster than with it), and the result
         # stays uncommitted like the input. A committed one keeps its device.
-        return x.device if x.committed else None
+        # drop-in (issue 9): an array on several devices (sharded or replicated) has a
+        # sharding, not a device; its results go to the default device.
+        if not x.committed or len(x.devices()) > 1:
+            return None
+        return x.device
 
     def label(self, first: Any) -> str:
         if isinstance(first, self._tracer):
@@ -81,8 +85,10 @@ class JaxAdapter(Adapter):
         target = super().target(first, xp, deferred=False)
         target.canon = self._canon
         target.move = None  # JAX places results itself; outputs are never moved back
-        if first.device.platform != "cpu":
-            target.refuse = functools.partial(_refuse_device, first.device)
+        # drop-in (issue 9): a sharded array has devices(), and no single .device
+        off_cpu = [d for d in first.devices() if d.platform != "cpu"]
+        if off_cpu:
+            target.refuse = functools.partial(_refuse_device, off_cpu[0])
         return target
 
     def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
