@@ -465,3 +465,18 @@ def test_jax_as_numpy_on_a_multi_device_array() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith("ok")
+
+
+def scale_by(x: Any, *, factor: Any) -> Any:
+    return x * factor
+
+
+def test_jax_traced_array_as_keyword() -> None:
+    jax = pytest.importorskip("jax")
+    x = jax.numpy.arange(3.0)
+    f = jax.jit(lambda x: lazy_apply(scale_by, x, factor=x[0], as_numpy=True))
+    with pytest.raises(SpecError, match=r"scale_by .*keyword argument 'factor'"):
+        f(x)
+    g = jax.jit(lambda x: lazy_apply(scale_by, x, factor=[x[0]], as_numpy=True))
+    with pytest.raises(SpecError, match=r"keyword argument 'factor'"):
+        g(x)

@@ -128,6 +128,8 @@ class JaxAdapter(Adapter):
         import jax
         import numpy as np
 
+        _no_traced_keywords(call, self._tracer)  # drop-in (issue 9)
+
         shapes = layout.shapes
         if any(None in s for s in shapes):
             msg = (
@@ -214,3 +216,18 @@ def _align(
         else:
             out.append(a)
     return tuple(out)
+
+
+def _no_traced_keywords(call: KernelCall, tracer: type) -> None:
+    """Refuse a traced array among the keywords: they reach the kernel untraced."""
+    for key, value in call.kwargs.items():
+        # One level into containers (a keyword may be a self-referencing list).
+        items = value.values() if isinstance(value, dict) else value
+        inner = items if isinstance(items, (list, tuple)) or items is not value else ()
+        if isinstance(value, tracer) or any(isinstance(v, tracer) for v in inner):
+            msg = (
+                f"{call.name} (jax (traced)): keyword argument {key!r} holds a traced "
+                "JAX array; keywords reach the kernel as they are and cannot be "
+                f"traced. Pass {key} positionally, or give it a concrete value"
+            )
+            raise SpecError(msg)
