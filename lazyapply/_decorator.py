@@ -224,7 +224,10 @@ class LazyFunction(Generic[P, R]):
         parts = self.__qualname__.split(".")
         self._in_class = len(parts) > 1 and parts[-2] != "<locals>"
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    # Arguments and result are typed Any on purpose: the kernel's annotations describe
+    # NumPy arrays, while the point of a lazy function is to take (and return) torch
+    # tensors, JAX tracers, Dask arrays... ``.eager`` keeps the kernel's own types.
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             adapter, first = find_adapter(args, self._name)
         except MixedNamespaceError:
@@ -232,9 +235,8 @@ class LazyFunction(Generic[P, R]):
             # Only on this error path, so the hot path pays nothing for it.
             if not self._in_class or not args or _is_array(args[0]):
                 raise
-            bound: Any = BoundLazyFunction(self, args[0])
-            return bound(*args[1:], **kwargs)  # type: ignore[no-any-return]
-        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)  # type: ignore[no-any-return]
+            return BoundLazyFunction(self, args[0])(*args[1:], **kwargs)
+        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)
 
     # ------------------------------------------------------------ introspection
     @property
@@ -350,9 +352,9 @@ class BoundLazyFunction(Generic[P, R]):
         self._name = spec.name
         self._xp = func.options["xp"]
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         adapter, first = find_adapter(args, self._name)
-        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)  # type: ignore[no-any-return]
+        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)
 
     @property
     def __signature__(self) -> inspect.Signature:

@@ -1,4 +1,9 @@
-"""Static checks: ``@lazy`` keeps the kernel's parameter and return types.
+"""Static checks: ``@lazy`` keeps the kernel's types where they are honest.
+
+A lazy function takes and returns the arrays of every library (a call on a torch
+tensor returns a tensor), so its call is typed ``(*Any) -> Any``: a kernel annotated
+with NumPy arrays is not rejected on torch, JAX or Dask arrays. The kernel itself
+keeps its types as ``.eager`` (and the class's parameters in ``LazyFunction[P, R]``).
 
 Checked by mypy (strict) and pyright through ``tests/typing/check.sh`` (run by
 ``tests/test_typing.py``); never executed for values. Each line marked with both
@@ -62,24 +67,26 @@ def check(x: Array) -> None:
     assert_type(matmul, LazyFunction[[Array, Array], Array])
     assert_type(two, LazyFunction[[Array], tuple[Array, Ints]])
     assert_type(functional, LazyFunction[[Array], Array])
-    assert_type(bare(x, 2), Array)
-    assert_type(matmul(x, x), Array)
-    assert_type(two(x), tuple[Array, Ints])
-    assert_type(keywords(x, 2, scale=0.5), Array)
+    assert_type(bare(x, 2), Any)
+    assert_type(matmul(x, x), Any)
+    assert_type(two(x), Any)
+    assert_type(keywords(x, 2, scale=0.5), Any)
+    assert_type(bare.eager(x, 2), Array)
+    # The library's purpose: other libraries' arrays are accepted.
+    other: list[float] = [1.0]
+    assert_type(bare(other, 2), Any)
     assert_type(bare.eager, Callable[[Array, int], Array])
     assert_type(bare.options, Mapping[str, Any])
     # As a method: the class attribute keeps self, the bound one drops it.
     assert_type(Model.predict, LazyFunction[[Model, Array], Array])
     assert_type(Model().predict, BoundLazyFunction[[Array], Array])
-    assert_type(Model().predict(x), Array)
-    # The signature survives where a plain callable is expected.
+    assert_type(Model().predict(x), Any)
+    # Usable where a plain callable of the kernel's types is expected.
     as_callable: Callable[[Array, int], Array] = bare
-    assert_type(as_callable(x, 1), Array)
+    assert callable(as_callable)
 
     # Misuse that both checkers must reject.
-    bare(x)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
-    bare(x, "2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
-    keywords(x, 2, scal=1.0)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
-    Model().predict(x, x)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+    bare.eager(x)  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
+    bare.eager(x, "2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     lazy(as_numpy="yes")  # type: ignore[call-overload]  # pyright: ignore[reportArgumentType]
     lazy(shap=(3,))  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue]
