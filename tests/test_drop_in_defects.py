@@ -480,3 +480,24 @@ def test_jax_traced_array_as_keyword() -> None:
     g = jax.jit(lambda x: lazy_apply(scale_by, x, factor=[x[0]], as_numpy=True))
     with pytest.raises(SpecError, match=r"keyword argument 'factor'"):
         g(x)
+
+
+def as_float64(x: Any) -> Any:
+    return np.asarray(x, dtype=np.float64) * 2
+
+
+def test_jax_declared_dtype_follows_x64_between_calls() -> None:
+    jax = pytest.importorskip("jax")
+    toggle = getattr(jax, "enable_x64", None)
+    if toggle is None or jax.config.jax_enable_x64:
+        pytest.skip("needs jax.enable_x64 and x64 off by default")
+
+    def f(a: Any) -> Any:
+        return lazy_apply(as_float64, a, as_numpy=True, dtype="float64")
+
+    x = jax.numpy.arange(3.0)
+    assert f(x).dtype == jax.jit(f)(x).dtype == np.float32
+    with toggle(True):
+        y = jax.numpy.arange(3.0, dtype="float64")
+        assert f(y).dtype == jax.jit(f)(y).dtype == np.float64
+    assert f(x).dtype == jax.jit(f)(x).dtype == np.float32
