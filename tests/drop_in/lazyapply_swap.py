@@ -40,10 +40,6 @@ _TARGETS: dict[str, tuple[str, ...]] = {
     "scipy": ("scipy._lib.array_api_extra", "scipy._lib.array_api_extra._lib._lazy"),
     "none": (),
 }
-_ORIGINAL: dict[str, tuple[str, ...]] = {
-    "array_api_extra": ("array_api_extra", "lazy_apply"),
-    "scipy": ("scipy._lib.array_api_extra", "lazy_apply"),
-}
 
 
 def _counting(target: Callable[..., Any]) -> Callable[..., Any]:
@@ -74,12 +70,10 @@ def _swap(project: str) -> None:
 
 def _count_baseline(project: str) -> None:
     # The baseline run counts calls of the project's own copy the same way.
-    modname, attr = _ORIGINAL[project]
-    for target in _TARGETS[project]:
-        module = importlib.import_module(target)
-        if hasattr(module, attr):
-            module.lazy_apply = _counting(getattr(module, attr))  # type: ignore[attr-defined]
-    del modname
+    original = importlib.import_module(_TARGETS[project][0]).lazy_apply
+    counting = _counting(original)
+    for modname in _TARGETS[project]:
+        importlib.import_module(modname).lazy_apply = counting
 
 
 def pytest_configure(config: pytest.Config) -> None:
