@@ -203,7 +203,9 @@ class KernelCall:
         if dtype is not None and o.dtype != dtype:
             if _same_but_byte_order(o.dtype, dtype):
                 return o
-            got = o.dtype.newbyteorder("=") if o.dtype.byteorder == ">" else o.dtype
+            got = o.dtype  # drop-in (issue 9): a big-endian NumPy output, natively
+            if getattr(got, "byteorder", "=") == ">":
+                got = got.newbyteorder("=")
             if self.canon is not None and self.canon(got) == dtype:
                 return o.astype(dtype)  # JAX without x64: as jnp.asarray stores it
             raise check.error(i, "dtype", dtype, o.dtype, self.where())
