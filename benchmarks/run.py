@@ -1,8 +1,10 @@
 """Run the benchmark suite: ``python -m benchmarks [--backend ...] [--quick]``.
 
 Sections: ``eager`` (overhead per call on NumPy, torch, array-api-strict, sparse and
-JAX outside jit), ``jit`` (inside ``jax.jit``), ``dask`` (graph construction) and
-``memory`` (peak memory on a large array, one subprocess per variant). Writes
+JAX outside jit), ``jit`` (inside ``jax.jit``), ``dask`` (graph construction),
+``grad`` (``jax.grad`` under jit and torch ``backward`` with a declared vjp),
+``memory`` (peak memory on a large array, one subprocess per variant) and ``native``
+(a Numba kernel as an XLA FFI target under ``jax.jit``, issue 12). Writes
 ``overhead.md``, ``overhead.json`` and ``overhead.png`` into ``--out``.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 ALL_BACKENDS = ("numpy", "torch", "array-api-strict", "sparse", "jax", "dask")
-SECTIONS = ("eager", "jit", "dask", "memory")
+SECTIONS = ("eager", "jit", "dask", "grad", "memory", "native")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, run the sections, print and write the report."""
     from tqdm import tqdm
 
-    from . import bench_dask, bench_eager, bench_jit, bench_memory, report
+    from . import (
+        bench_dask,
+        bench_eager,
+        bench_grad,
+        bench_jit,
+        bench_memory,
+        bench_native,
+        report,
+    )
     from ._timing import Settings
 
     args = _parser().parse_args(argv)
@@ -81,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "eager": bench_eager.count(backends),
         "jit": bench_jit.count(backends),
         "dask": bench_dask.count(backends),
+        "grad": bench_grad.count(backends),
         "memory": bench_memory.count(backends),
+        "native": bench_native.count(backends),
     }
     rows = []
     with tqdm(total=sum(steps[s] for s in sections), unit="case") as bar:
@@ -91,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_jit.run(backends, settings, bar)
         if "dask" in sections:
             rows += bench_dask.run(backends, settings, bar)
+        if "grad" in sections:
+            rows += bench_grad.run(backends, settings, bar)
         if "memory" in sections:
             rows += bench_memory.run(backends, megabytes, bar)
+        if "native" in sections:
+            rows += bench_native.run(backends, settings, bar)
     command = "python -m benchmarks " + shlex.join(
         argv if argv is not None else sys.argv[1:]
     )

@@ -4,7 +4,9 @@ Each example prints one line per check, ``OK   <label>`` or ``FAIL <label>`` fol
 by the result's type and the median time per call, and ``SKIP <label> <reason>`` where
 a library is missing; ``tests/test_examples.py`` reads these lines. The examples run
 as scripts, with their own folder on ``sys.path``, and import this module as
-``_report``.
+``_report``. Backend knowledge (is a library usable here, how to read a result back as
+NumPy, counting Dask computes) comes from :mod:`lazyapply.testing`, the vocabulary the
+project's tests use too.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from lazyapply.testing import Backend, count_dask_computes, to_numpy
+
 __all__ = [
     "Layout",
     "check",
+    "count_dask_computes",
     "failures",
     "finish",
     "installed",
@@ -49,19 +54,27 @@ class Layout(NamedTuple):
     time: int = 9
 
 
+_BACKENDS = {b.value: b for b in Backend}
+
+
 def installed(module: str) -> bool:
-    """Whether ``module`` can be imported.
+    """Whether ``module`` can be used here.
 
     Parameters
     ----------
     module : str
-        The top-level module name, e.g. ``"jax"``.
+        A backend's name (``"jax"``, ``"dask"``...: asked of
+        :meth:`lazyapply.testing.Backend.skip_reason`, so ``"cupy"`` also needs a
+        GPU) or any other top-level module name, e.g. ``"Cython"``.
 
     Returns
     -------
     bool
-        True if the module is found on the import path.
+        True if the backend can run, or the module is found on the import path.
     """
+    backend = _BACKENDS.get(module)
+    if backend is not None:
+        return backend.skip_reason() is None
     return importlib.util.find_spec(module) is not None
 
 
@@ -131,12 +144,6 @@ def _type_name(value: Any) -> str:
     return f"{kind.__module__.split('.')[0]}.{kind.__name__}"
 
 
-def _host(value: Any) -> Any:
-    if hasattr(value, "detach"):  # torch: compare on the host
-        return value.detach().cpu().numpy()
-    return value
-
-
 def check(
     label: str,
     got: Any,
@@ -174,7 +181,7 @@ def check(
         kind = _type_name(got)
         pairs = [(got, expected)]
     ok = all(
-        np.allclose(np.asarray(_host(g)), e, rtol=rtol, atol=rtol, equal_nan=equal_nan)
+        np.allclose(to_numpy(g), e, rtol=rtol, atol=rtol, equal_nan=equal_nan)
         for g, e in pairs
     )
     report(ok, label, kind, us, layout=layout)

@@ -14,6 +14,7 @@ from ._errors import (
     SpecError,
 )
 from ._lazy_apply import lazy_apply
+from .adapters._jax_native import explain_native  # issue 12; imports no backend
 
 __all__ = [
     "KernelOutputError",
@@ -22,6 +23,7 @@ __all__ = [
     "MixedNamespaceError",
     "NotDifferentiableError",
     "SpecError",
+    "explain_native",
     "lazy",
     "lazy_apply",
 ]

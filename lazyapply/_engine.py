@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._call import KernelCall
 from ._check import OutputCheck
-from ._spec import CallSpec, OutputSpec, Shape, arg_shape, kernel_name, resolve_dtype
+from ._spec import (
+    INFERRED,
+    CallSpec,
+    OutputSpec,
+    Shape,
+    arg_shape,
+    kernel_name,
+    resolve_dtype,
+)
 
 if TYPE_CHECKING:
     from .adapters._base import Adapter
@@ -41,7 +49,7 @@ def run(
     xp: Any,
 ) -> Any:
     """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter."""
-    if adapter.deferred(args):
+    if adapter.defers and adapter.deferred(args):
         return _defer(adapter, first, func, args, kwargs, spec, xp)
     if spec.mode.signature is not None:
         # A plain call here, but core dimensions that do not match the arguments are
@@ -50,22 +58,33 @@ def run(
 
         spec = eager_signature_spec(spec, func, args, adapter.label(first))
     device = adapter.device(first)
-    key = (func, spec, xp, device)
+    # Keyed by the spec's value through its precomputed hash (a Python-level
+    # __hash__ call costs more than the rest of the lookup); a hit is confirmed below.
+    key = (func, spec._hash, xp, device)
     calls = adapter.calls
     try:
         call = calls[key]
+        if call.spec is not spec and call.spec != spec:
+            raise KeyError(key)  # two specs with one hash: rebuild, never mix them
     except KeyError:
-        call = _eager_call(adapter, first, func, spec, xp, device)
+        call = _eager_call(adapter, first, func, spec, xp)
         if len(calls) > 256:  # kernels made per call (lambdas): stay bounded
             calls.clear()
         calls[key] = call
     except TypeError:  # an unhashable kernel or namespace: no cache
-        call = _eager_call(adapter, first, func, spec, xp, device)
+        call = _eager_call(adapter, first, func, spec, xp)
+    if spec.infer and spec.mode.signature is not None:
+        # Strict gufunc calls check what Dask and jit infer from the signature.
+        layout = _layout(adapter, first, func, args, kwargs, spec, xp, call.name)
+        check = OutputCheck(layout.shapes, layout.dtypes, layout.multi, layout.declared)
+        return call.run(args, kwargs, check=check)
     if spec.shape_fn is not None or spec.dtype_fn is not None:
         output = output_for_call(spec, call.name, args, kwargs)
         check = _check(adapter, first, output, args, xp, call.name, spec.strict)
         return call.run(args, kwargs, check=check)
-    if spec.strict and not spec.output.declared:
+    if spec.infer:
+        if len(args) == 1 and spec.output is INFERRED:
+            return call.run(args, kwargs, like=first)  # the output keeps its metadata
         return call.run(args, kwargs, check=_inferred(adapter, call, args, xp, first))
     return call.run(args, kwargs)
 
@@ -76,7 +95,6 @@ def _eager_call(
     func: Callable[..., Any],
     spec: CallSpec,
     xp: Any,
-    device: Any,
 ) -> KernelCall:
     name = spec.name or kernel_name(func)
     check = _check(adapter, first, spec.output, (), xp, name, strict=False)
@@ -110,9 +128,6 @@ def _inferred(
 ) -> OutputCheck:
     """Strict eager calls without declarations: what Dask and jit would infer."""
     declared = call.check
-    if len(args) == 1 and declared.shapes is None and declared.dtypes is None:
-        a = args[0]  # the common case: one array, as it is
-        return OutputCheck((tuple(a.shape),), (a.dtype,), False, (False, False))
     output = OutputSpec(declared.shapes, declared.dtypes, declared.multi)
     return _check(adapter, first, output, args, xp, call.name, strict=True)
 
@@ -148,6 +163,7 @@ def make_call(
     return KernelCall(
         func,
         kwargs,
+        spec=spec,
         name=name,
         backend=adapter.label(first),
         host=target.host if spec.as_numpy else None,

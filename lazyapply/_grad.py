@@ -12,10 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import KernelOutputError
-from ._spec import CallSpec
+from ._errors import KernelOutputError, NotDifferentiableError
+from ._spec import CallSpec, parse_output
 
-__all__ = ["VjpFunction", "VjpKernel", "differentiable_positions", "run_vjp"]
+__all__ = [
+    "JvpKernel",
+    "VjpFunction",
+    "VjpKernel",
+    "differentiable_positions",
+    "run_jvp",
+    "run_spec",
+    "run_vjp",
+    "vjp_mode",
+]
 
 
 class VjpKernel:
@@ -101,6 +110,57 @@ def differentiable_positions(args: Sequence[Any]) -> tuple[int, ...]:
     return tuple(out)
 
 
+def run_spec(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+) -> Any:
+    """Run ``func`` with a ready ``spec`` through the arguments' adapter."""
+    from ._detect import find_adapter
+    from ._engine import run
+
+    adapter, first = find_adapter(args, spec.name)
+    return run(adapter, first, func, args, kwargs, spec, None)
+
+
+def vjp_mode(
+    spec: CallSpec,
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+) -> dict[str, Any]:
+    """The vjp's chunk mode: the kernel's, when each cotangent is one chunk's own.
+
+    An elementwise kernel's vjp is elementwise, and a gufunc ``(n),(n)->()`` has the
+    vjp ``(),(),(n),(n)->(n),(n)`` (grads, outputs, arguments -> cotangents). That
+    holds only when every differentiable argument spans the whole loop (broadcast)
+    shape: a broadcast argument's cotangent sums over the chunks it was broadcast to,
+    which no single chunk can compute, so such a call runs on the whole array.
+    """
+    mode = spec.mode
+    sig = mode.signature
+    shape = getattr(outs[0], "shape", None) if outs else None
+    if not (mode.elementwise or sig is not None) or shape is None:
+        return {}  # no output passed (out=None): nothing to chunk it by
+    out0 = tuple(shape)
+    if sig is None:
+        if all(tuple(args[i].shape) == out0 for i in positions):
+            return {"elementwise": True}
+        return {}
+    loop = out0[: len(out0) - len(sig.outputs[0])]
+    for i in positions:
+        arg = tuple(args[i].shape)
+        if arg[: len(arg) - len(sig.inputs[i])] != loop:
+            return {}
+
+    def side(groups: Sequence[tuple[str, ...]]) -> str:
+        return ",".join(f"({','.join(dims)})" for dims in groups)
+
+    ins = side([*sig.outputs, *sig.outputs, *sig.inputs])
+    return {"signature": f"{ins}->{side([sig.inputs[i] for i in positions])}"}
+
+
 def run_vjp(
     spec: CallSpec,
     grads: tuple[Any, ...],
@@ -113,23 +173,133 @@ def run_vjp(
     """Run ``spec.vjp`` through the engine; the cotangents of ``positions``.
 
     Each cotangent is declared with its argument's shape and dtype, so it is checked
-    on every backend. An elementwise kernel's vjp is elementwise too.
+    on every backend. The vjp runs chunk by chunk where the kernel's mode allows
+    (:func:`vjp_mode`); under ``jax.vmap`` that mode picks the callback's batching.
+    Extend with keyword-only parameters only: the torch adapter calls it too.
     """
-    from ._lazy_apply import lazy_apply
 
     if spec.vjp is None or not positions:
         return ()
-    kernel = VjpKernel(spec.vjp, spec.name, len(grads), multi, positions, len(args))
-    return lazy_apply(  # type: ignore[no-any-return]
+    n = len(grads)
+    shapes = [tuple(args[i].shape) for i in positions]
+    dtypes = [args[i].dtype for i in positions]
+    # The vjp kernel and its spec, made once per kernel spec and argument metadata:
+    # a backward pass then costs about what a plain call does.
+    out_shapes = tuple(tuple(getattr(o, "shape", ())) for o in outs)
+    # type(d) before d: dtypes of two libraries are never compared (array-api-strict
+    # warns when they are), tuples stop at the first unequal item.
+    typed = tuple((type(d), d) for d in dtypes)
+    key: Any = (spec, n, multi, positions, len(args), tuple(shapes), typed)
+    try:
+        key += (out_shapes,)
+        hit = _VJP_CALLS.get(key)
+    except TypeError:  # symbolic sizes (torch.compile) or an unhashable spec field
+        hit, key = None, None
+    if hit is None:
+        kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))
+        name = kernel.__name__
+        vspec = CallSpec(
+            name, parse_output(shapes, dtypes, name), spec.as_numpy, strict=True
+        )
+        mode = vjp_mode(spec, outs, args, positions)
+        if mode:
+            from ._modes import with_mode
+
+            vspec = with_mode(vspec, kernel, **mode)
+        hit = (kernel, vspec)
+        if key is not None:
+            if len(_VJP_CALLS) > 256:
+                _VJP_CALLS.clear()
+            _VJP_CALLS[key] = hit
+    return run_spec(hit[0], (*grads, *outs, *args), kwargs, hit[1])  # type: ignore[no-any-return]
+
+
+_VJP_CALLS: dict[Any, tuple[VjpKernel, CallSpec]] = {}
+
+
+class JvpKernel:
+    """``jvp`` called on flattened operands ``(*tangents, *args)``; returns outputs.
+
+    ``tangents`` holds the tangents of ``positions`` only; the kernel gets one per
+    positional argument, ``None`` elsewhere. Picklable, like :class:`VjpKernel`.
+    """
+
+    __slots__ = ("jvp", "multi", "n_args", "name", "positions")
+
+    def __init__(
+        self,
+        jvp: Callable[..., Any],
+        name: str,
+        multi: bool,
+        positions: tuple[int, ...],
+        n_args: int,
+    ) -> None:
+        self.jvp = jvp
+        self.name = name
+        self.multi = multi
+        self.positions = positions
+        self.n_args = n_args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = (self.jvp, self.name, self.multi, self.positions, self.n_args)
+        return (JvpKernel, state)
+
+    @property
+    def __name__(self) -> str:  # task names and messages
+        return f"{self.name}_jvp"
+
+    def __call__(self, *flat: Any, **kwargs: Any) -> Any:
+        n = len(self.positions)
+        tangents: list[Any] = [None] * self.n_args
+        for i, t in zip(self.positions, flat[:n], strict=True):
+            tangents[i] = t
+        rest = flat[n:]
+        n_out = len(rest) - self.n_args
+        out = tuple(rest[:n_out]) if self.multi else rest[0]
+        return self.jvp(tuple(tangents), out, *rest[n_out:], **kwargs)
+
+
+def run_jvp(
+    spec: CallSpec,
+    tangents: tuple[Any, ...],
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    positions: tuple[int, ...],
+    multi: bool,
+) -> Any:
+    """Run ``spec.jvp`` through the engine: the output tangent(s), shaped like ``outs``.
+
+    ``tangents`` are those of ``positions``. A tangent has its output's shape, so the
+    kernel's own mode (elementwise or gufunc) applies unchanged.
+    """
+    from ._lazy_apply import lazy_apply
+
+    if spec.jvp is None:
+        msg = f"{spec.name}: no jvp was declared; declare one with @{spec.name}.defjvp"
+        raise NotDifferentiableError(msg)
+    kernel = JvpKernel(spec.jvp, spec.name, multi, positions, len(args))
+    shapes = [tuple(o.shape) for o in outs]
+    dtypes = [o.dtype for o in outs]
+    mode: dict[str, Any] = {}
+    if spec.mode.elementwise:
+        mode = {"elementwise": True}
+    elif spec.mode.signature is not None:
+        sig = spec.mode.signature
+        ins = [sig.inputs[i] for i in positions] + [*sig.outputs, *sig.inputs]
+        outs_text = ",".join(f"({','.join(d)})" for d in sig.outputs)
+        text = ",".join(f"({','.join(d)})" for d in ins)
+        mode = {"signature": f"{text}->{outs_text}"}
+    return lazy_apply(
         kernel,
-        *grads,
+        *tangents,
         *outs,
         *args,
-        shape=[tuple(args[i].shape) for i in positions],
-        dtype=[args[i].dtype for i in positions],
+        shape=shapes if multi else shapes[0],
+        dtype=dtypes if multi else dtypes[0],
         as_numpy=spec.as_numpy,
         strict=True,
-        elementwise=spec.mode.elementwise,
+        **mode,
         **kwargs,
     )
 
@@ -145,8 +315,6 @@ class VjpFunction:
     def __call__(
         self, grad_out: Any, out: Any, *args: Any, **kwargs: Any
     ) -> tuple[Any, ...]:
-        from ._errors import NotDifferentiableError
-
         if self.spec.vjp is None:
             msg = (
                 f"{self.spec.name}: no vjp was declared; declare one with "

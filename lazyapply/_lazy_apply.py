@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, overload
 
 from ._detect import find_adapter
 from ._engine import run
+from ._infer_mode import with_inferred_mode
 from ._spec import STRICT_ENV, CallSpec, kernel_name, parse_output
 
 __all__ = ["lazy_apply"]
@@ -148,11 +149,33 @@ def lazy_apply(
         environment variable ``LAZYAPPLY_STRICT=1`` turns it on everywhere.
     vjp, jvp : callable, optional
         Declared derivatives, as for :func:`~lazyapply.lazy`.
-    elementwise, signature, depth, boundary : optional
-        How the kernel may be split into chunks (see :mod:`lazyapply._modes`): each
-        output element depends only on the matching input elements; a NumPy gufunc
-        signature such as ``"(n),(n)->()"``; a stencil's overlap depth and Dask's
-        boundary padding. These four names are reserved and not passed to ``func``.
+    elementwise : bool, optional
+        Each output element depends only on the matching (broadcast) input elements.
+        Dask runs the kernel once per block, never merging chunks; under
+        ``jax.vmap`` one batched call is made.
+    signature : str, optional
+        A NumPy gufunc signature: comma-separated parenthesised core dimensions on
+        each side of ``->``, named or fixed sizes, e.g. ``"(n),(n)->()"``,
+        ``"(m,n),(n,p)->(m,p)"``, ``"(3)->()"`` or ``"(n)->(),()"`` (two outputs).
+        Dask merges only the core dimensions; the loop dimensions keep their chunks.
+        The kernel must accept extra leading (loop) dimensions, as a gufunc does:
+        Dask blocks and ``jax.vmap`` batches reach it with them.
+    depth : int, tuple of int or dict, optional
+        A stencil's overlap: Dask runs the kernel on blocks that overlap by
+        ``depth`` elements and trims the overlap afterwards. One of: an int >= 0 (the
+        same depth on every axis, ``depth=1``); a tuple with one depth per axis
+        (``depth=(1, 0)``); a dict ``{axis: depth}`` (``depth={-1: 2}``; other axes
+        get 0).
+    boundary : None, str, number or dict, optional
+        What Dask pads the array's outer edges with before the overlap (needs
+        ``depth``): ``None`` (no padding: the kernel's own edge handling, so the
+        result equals the eager one), ``"reflect"``, ``"periodic"``, ``"nearest"``,
+        a constant number (``boundary=0.0``), or a dict ``{axis: boundary}``.
+        Eager backends ignore it: with a padding other than ``None`` the Dask result
+        differs from the eager one at the edges.
+
+        These four names are reserved: they are not passed to ``func``. Eager
+        backends call the kernel once on the whole arrays whatever they say.
     **kwargs
         Passed to ``func`` verbatim; never traced, never converted.
 
@@ -182,8 +205,11 @@ def lazy_apply(
     JAX inside ``jax.jit``, ``jax.vmap``
         ``func`` becomes a ``jax.pure_callback``; every output size must be known.
         Under ``vmap`` the kernel is called once per batch element, unless it was
-        declared ``elementwise`` or with a ``signature``. ``jax.grad`` raises
-        :class:`~lazyapply.NotDifferentiableError`.
+        declared ``elementwise`` or with a ``signature``: then it is called once
+        with the batch as extra leading dimensions, so a ``signature`` kernel must
+        accept them (write it with ``...`` indexing, as a gufunc).
+        With ``vjp=`` (``jvp=``) ``jax.grad`` (``jax.jvp``) works; without it, it
+        raises :class:`~lazyapply.NotDifferentiableError`.
     Dask
         Nothing is computed. By default one task runs ``func`` on the whole array
         (every input merged into one chunk); its key starts with the kernel's name.
@@ -212,6 +238,8 @@ def lazy_apply(
         from ._modes import with_mode
 
         spec = with_mode(spec, func, elementwise, signature, depth, boundary)
+    else:  # issue 12: a ufunc/gufunc kernel brings its own mode
+        spec = with_inferred_mode(spec, func)
     if strict or vjp is not None or jvp is not None:
         import dataclasses
 

@@ -207,6 +207,8 @@ class CallSpec:
     jvp: Callable[..., Any] | None = None
     # Specs key the engine's caches on every call: hash once.
     _hash: int = field(init=False, repr=False, compare=False, default=0)
+    #: Derived once for the engine's hot path: strict calls check inferred metadata.
+    infer: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         fields = (
@@ -221,6 +223,8 @@ class CallSpec:
             self.jvp,
         )
         object.__setattr__(self, "_hash", hash(fields))
+        declared = self.output.shapes is not None and self.output.dtypes is not None
+        object.__setattr__(self, "infer", self.strict and not declared)
 
     def __hash__(self) -> int:
         return self._hash

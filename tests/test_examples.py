@@ -33,6 +33,18 @@ CASES = {
             ("jax.jit(sum(ema(tanh(x) * 2) ** 2))", "jax"),
         ],
     ),
+    "fit_with_gradients.py": (
+        "numba",
+        [
+            ("numpy: damped.vjp vs finite diffs", "numpy"),
+            ("jax.jit(jax.grad(loss)) vs finite diffs", "jax"),
+            ("jax: Adam, 400 steps, recovers (a, k, w)", "jax"),
+            # The torch half prints "SKIP torch <reason>" until lazy kernels get
+            # torch autograd (branch torchop); then add its two labels here:
+            # "torch: loss.backward() vs finite diffs" and
+            # "torch.optim.Adam, 400 steps, recovers (a, k, w)".
+        ],
+    ),
     "cython_kernel/run.py": (
         "Cython",
         [

@@ -48,3 +48,36 @@ def test_numpy_kernel_imports_no_backend() -> None:
     assert "numpy" in modules
     imported = sorted(modules.intersection(_BACKENDS))
     assert imported == [], f"lazyapply imported {imported}"
+
+
+_TESTING_SCRIPT = textwrap.dedent(
+    """
+    import sys
+
+    import numpy as np
+
+    import lazyapply.testing
+    from lazyapply import lazy
+    from lazyapply.testing import Backend, check_kernel
+
+    report = check_kernel(lazy(lambda a: a + 1), np.arange(3.0), backends=["numpy"])
+    assert [r.outcome for r in report] == ["ok", "ok"], report
+    assert Backend.TORCH.module == "torch"
+    print(sorted({m.split(".")[0] for m in sys.modules}))
+    """
+)
+
+
+def test_testing_module_imports_no_backend() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _TESTING_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    modules = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
+    assert "lazyapply" in modules
+    imported = sorted(modules.intersection((*_BACKENDS, "pytest")))
+    assert imported == [], f"lazyapply.testing imported {imported}"

@@ -43,6 +43,12 @@ def compile_kernel() -> Callable[..., Any]:
 
     pyximport.install(build_dir=str(HERE / "build"), language_level=3, inplace=False)
     sys.path.insert(0, str(HERE))
+    # The first run spends ~10-15 s in Cython and the C compiler: say so before it.
+    print(
+        "compiling ffill.pyx with Cython (first run only, about 10-15 s; "
+        "later runs load the build)...",
+        flush=True,
+    )
     t0 = time.perf_counter()
     from ffill import ffill as compiled  # compiled now if the build is missing or stale
 

@@ -65,6 +65,9 @@ class Adapter:
     name: ClassVar[str] = "array"
     #: Array types of this backend (``isinstance`` checks, output fast path).
     native: tuple[type, ...] = ()
+    #: Whether ``deferred`` can ever say yes (a class attribute: no call on the hot
+    #: path of libraries that always run now).
+    defers: ClassVar[bool] = False
     #: Whether chunk-wise modes run the kernel on blocks (checked block by block).
     splits: ClassVar[bool] = False
     #: Eager kernel calls, cached by the engine per (kernel, spec, xp, device).

@@ -30,6 +30,7 @@ __all__ = ["DaskAdapter"]
 
 class DaskAdapter(Adapter):
     name = "dask"
+    defers = True
     splits = True
 
     def __init__(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._call import numpy_inputs
@@ -18,6 +19,8 @@ from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
 from lazyapply._spec import CallSpec, kernel_name
 
 from ._base import Adapter, Target
+from ._jax_native import native_stage  # issue 12 (imports no backend)
+from ._jax_shard import per_shard, stage_on_shard
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -28,6 +31,7 @@ __all__ = ["JaxAdapter"]
 
 class JaxAdapter(Adapter):
     name = "jax"
+    defers = True
 
     def __init__(self) -> None:
         import jax
@@ -95,21 +99,29 @@ class JaxAdapter(Adapter):
         """The staged form of ``func``: a host callback without a derivative."""
         import jax
 
+        # lazyapply issue 10: declared derivatives get custom_vjp/custom_jvp rules.
+        if spec.vjp is not None or spec.jvp is not None:
+            from ._jax_grad import Differentiable
+
+            return Differentiable(self, func, spec)
         name = spec.name or kernel_name(func)
 
         @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
         def staged(callback: Any, result: Any, vmap_method: str, *operands: Any) -> Any:
+            if not isinstance(callback, _Callback):  # issue 12: native or per shard
+                return callback(*operands)
             return jax.pure_callback(
                 callback, result, *operands, vmap_method=vmap_method
             )
 
         @staged.defjvp
         def _no_derivative(*_: Any) -> Any:
-            msg = (
+            msg = (  # issue 10: names the declarations that make it differentiable
                 f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
-                "callback (jax.pure_callback has no derivative). Wrap the call in "
-                "jax.custom_jvp/custom_vjp with a derivative you provide, or apply "
-                "jax.lax.stop_gradient to its inputs"
+                "callback (jax.pure_callback has no derivative). Declare its "
+                f"derivative: @{name}.defvjp (jax.grad, jax.vjp) and/or "
+                f"@{name}.defjvp (jax.jvp, jax.jacfwd), or lazy(..., vjp=..., "
+                "jvp=...); or apply jax.lax.stop_gradient to its inputs"
             )
             raise NotDifferentiableError(msg)
 
@@ -129,6 +141,8 @@ class JaxAdapter(Adapter):
         import numpy as np
 
         _no_traced_keywords(call, self._tracer)  # drop-in (issue 9)
+        if spec.vjp is not None or spec.jvp is not None:  # lazyapply issue 10
+            return prepared.stage(args, call.kwargs)
 
         shapes = layout.shapes
         if any(None in s for s in shapes):
@@ -152,7 +166,15 @@ class JaxAdapter(Adapter):
         )
         result = structs if layout.multi else structs[0]
         vmap_method = "broadcast_all" if batched else "sequential"
-        return prepared(callback, result, vmap_method, *arrays)
+        # Issue 12: native path (Numba as an XLA FFI target); per-shard calls
+        loop = (align or ndims) if batched else None
+        native = native_stage(call, args, positions, structs, loop, spec.as_numpy)
+        local = partial(stage_on_shard, self, call.func, args, positions, call.kwargs)
+        sharded = None if layout.declared[0] or loop is None else per_shard(
+            partial(local, spec), arrays, loop, shapes, layout.multi, native,
+        )  # fmt: skip
+        direct = sharded or (None if isinstance(native, str) else native)
+        return prepared(direct or callback, result, vmap_method, *arrays)
 
 
 def _refuse_device(device: Any, name: str) -> None:

@@ -17,6 +17,7 @@ __all__ = ["TorchAdapter"]
 
 class TorchAdapter(Adapter):
     name = "torch"
+    defers = True
 
     def __init__(self) -> None:
         import torch

@@ -1,0 +1,36 @@
+"""Test helpers for kernels that run on every array library.
+
+Two things live here, both public:
+
+- The backends vocabulary that lazyapply's own test suite, its examples and
+  ``python -m lazyapply`` use: :class:`Backend` (one member per library and mode, with
+  ``asarray``/``to_numpy``/``call``/``skip_reason``), :func:`installed_backends`,
+  :func:`to_numpy`, and the laziness assertions :func:`count_dask_computes` and
+  :func:`assert_lazy`.
+- :func:`check_kernel`, the conformance check of a ``@lazy`` kernel: it runs the kernel
+  on every installed backend and mode and compares each result with NumPy, returning a
+  :class:`KernelReport` or raising ``AssertionError`` with the table of runs.
+
+``import lazyapply.testing`` imports no array library other than NumPy, and not pytest:
+each backend is imported when a check needs it.
+"""
+
+from __future__ import annotations
+
+from ._backends import Backend, cuda_available, installed_backends, to_numpy
+from ._check import check_kernel
+from ._laziness import ComputeCounter, assert_lazy, count_dask_computes
+from ._report import CheckRow, KernelReport
+
+__all__ = [
+    "Backend",
+    "CheckRow",
+    "ComputeCounter",
+    "KernelReport",
+    "assert_lazy",
+    "check_kernel",
+    "count_dask_computes",
+    "cuda_available",
+    "installed_backends",
+    "to_numpy",
+]
