@@ -148,7 +148,6 @@ class KernelCall:
         (the one array argument of a strict call that declares nothing) is what the
         output must match, checked without building a check on the hot path.
         """
-<<<<<<< HEAD
         try:
             if self.host is not None:
                 args = self.host(args)
@@ -156,10 +155,6 @@ class KernelCall:
         except Exception as exc:  # drop-in (issue 9): clearer errors, on failure only
             explain(exc, self.func, args, self.name, self.host is not None)
             raise
-=======
-        if self.host is not None:
-            args = self.host(args)
-        out = self.func(*args, **kwargs)  # the one call site of a user's kernel
         if like is not None:  # strict, nothing declared, one array argument
             if (
                 type(out) in self.out_types
@@ -170,7 +165,6 @@ class KernelCall:
                 return out
             like_shape = (tuple(like.shape),)
             check = OutputCheck(like_shape, (like.dtype,), False, (False, False))
->>>>>>> main
         check = self.check if check is None else check
         if check.multi:
             return self._several(out, lead, check)
