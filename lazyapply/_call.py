@@ -14,6 +14,8 @@ from typing import Any
 
 from ._check import OutputCheck
 from ._errors import KernelOutputError
+from ._hints import explain  # drop-in (issue 9)
+from ._outputs import convert_output  # drop-in (issue 9)
 
 __all__ = ["KernelCall", "numpy_inputs"]
 
@@ -146,9 +148,13 @@ class KernelCall:
         (the one array argument of a strict call that declares nothing) is what the
         output must match, checked without building a check on the hot path.
         """
-        if self.host is not None:
-            args = self.host(args)
-        out = self.func(*args, **kwargs)  # the one call site of a user's kernel
+        try:
+            if self.host is not None:
+                args = self.host(args)
+            out = self.func(*args, **kwargs)  # the one call site of a user's kernel
+        except Exception as exc:  # drop-in (issue 9): clearer errors, on failure only
+            explain(exc, self.func, args, self.name, self.host is not None)
+            raise
         if like is not None:  # strict, nothing declared, one array argument
             if (
                 type(out) in self.out_types
@@ -199,7 +205,10 @@ class KernelCall:
                 "(did it forget a return statement?)"
             )
             raise KernelOutputError(msg)
-        dtype = check.dtypes[i] if self.strict and check.dtypes is not None else None
+        # drop-in (issue 9): a non-array output always meets a declared dtype (a
+        # string where a float is declared is an error, even when not strict).
+        strict = self.strict or not hasattr(o, "shape")
+        dtype = check.dtypes[i] if strict and check.dtypes is not None else None
         if not isinstance(o, self.out_types):
             o = self._array(i, o, dtype, check)
         elif self.move is not None and o.device != self.device:  # type: ignore[attr-defined]
@@ -210,17 +219,20 @@ class KernelCall:
         if error is not None:
             raise error
         if dtype is not None and o.dtype != dtype:
-            if self.canon is not None and self.canon(o.dtype) == dtype:
-                return o.astype(dtype)  # JAX without x64: as jnp.asarray stores it
             if _same_but_byte_order(o.dtype, dtype):
                 return o
+            got = o.dtype  # drop-in (issue 9): a big-endian NumPy output, natively
+            if getattr(got, "byteorder", "=") == ">":
+                got = got.newbyteorder("=")
+            if self.canon is not None and self.canon(got) == dtype:
+                return o.astype(dtype)  # JAX without x64: as jnp.asarray stores it
             raise check.error(i, "dtype", dtype, o.dtype, self.where())
         return o
 
     def _array(self, i: int, o: Any, dtype: Any, check: OutputCheck) -> Any:
         """An output that is not a caller's array: a NumPy array, a list, a scalar."""
         if dtype is None or hasattr(o, "shape"):
-            return self.convert(o)
+            return convert_output(self.convert, o, self.where(), i)
         # An array-like becomes the expected dtype only where NumPy's same_kind casting
         # allows: 1.5 never becomes 1, a string never becomes a float.
         import numpy as np
@@ -232,7 +244,7 @@ class KernelCall:
                 got = f"{a.dtype} (from a {type(o).__name__})"
                 raise check.error(i, "dtype", dtype, got, self.where())
             a = a.astype(target)
-        return self.convert(a)
+        return convert_output(self.convert, a, self.where(), i)
 
 
 def _numpy_dtype(dtype: Any) -> Any:

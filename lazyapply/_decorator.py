@@ -217,7 +217,10 @@ class LazyFunction(Generic[P, R]):
         # By reference when importable (workers import the module and find the same
         # object); otherwise by value, which cloudpickle can do for local kernels.
         qualname: str = self.__qualname__
-        if _lookup(self.__module__, qualname) is self:
+        # drop-in (issue 9): defined in a script or notebook (``__main__``), it goes by
+        # value, as cloudpickle sends a plain function there: workers started from
+        # the ``dask worker`` command line have another ``__main__``.
+        if self.__module__ != "__main__" and _lookup(self.__module__, qualname) is self:
             return qualname
         return (_rebuild, (self._kernel, dict(self._options)))
 

@@ -8,6 +8,7 @@ in a plain dict: the hot path is one lookup per argument.
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from ._errors import MixedNamespaceError, SpecError
 if TYPE_CHECKING:
     from .adapters._base import Adapter
 
-__all__ = ["adapter_for", "find_adapter"]
+__all__ = ["adapter_for", "dtype_args", "find_adapter"]
 
 # Python scalars and None pass through to the kernel; they pick no backend.
 _TYPES: dict[type, Adapter | None] = {
@@ -40,14 +41,22 @@ _ROWS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+# drop-in (issue 9): adapters are made under a lock, so threads that make their first
+# call at once (GIL or free-threaded) share one instance per backend.
+_LOCK = threading.Lock()
+
+
 def _instance(module: str, cls: str) -> Adapter:
     adapter = _ADAPTERS.get(cls)
     if adapter is None:
         import importlib
 
-        adapter = getattr(importlib.import_module(module), cls)()
-        adapter.lookup = adapter_for
-        _ADAPTERS[cls] = adapter
+        with _LOCK:
+            adapter = _ADAPTERS.get(cls)
+            if adapter is None:
+                adapter = getattr(importlib.import_module(module), cls)()
+                adapter.lookup = adapter_for
+                _ADAPTERS[cls] = adapter
     return adapter
 
 
@@ -58,6 +67,9 @@ def _learn(x: Any, name: str) -> Adapter | None:
 def _learn_key(x: Any, name: str) -> str:
     """Learn the adapter of ``type(x)``; its key in ``_ADAPTERS``."""
     t = type(x)
+    if t is list or t is tuple:  # never cached: the next one may hold arrays
+        _plain_sequence(x, name)
+        return None
     for trigger, module, cls in _ROWS:
         if trigger in sys.modules:
             adapter_cls = getattr(__import__(module, fromlist=[cls]), cls)
@@ -71,9 +83,12 @@ def _learn_key(x: Any, name: str) -> str:
         if generic is None:
             from .adapters.numpy import GenericAdapter
 
-            generic = GenericAdapter(xp, t)
-            generic.lookup = adapter_for
-            _ADAPTERS[key] = generic
+            with _LOCK:
+                generic = _ADAPTERS.get(key)
+                if generic is None:
+                    generic = GenericAdapter(xp, t)
+                    generic.lookup = adapter_for
+                    _ADAPTERS[key] = generic
         _TYPES[t] = generic
         return key
     msg = (
@@ -83,6 +98,46 @@ def _learn_key(x: Any, name: str) -> str:
         "argument"
     )
     raise MixedNamespaceError(msg)
+
+
+_NUMBERS = (bool, int, float, complex)
+
+
+def _plain_sequence(seq: list[Any] | tuple[Any, ...], name: str) -> None:
+    """Accept a (nested) list or tuple of Python numbers; it passes to the kernel.
+
+    Such a sequence is a constant of the call (baked into the Dask task or the JIT
+    callback, never traced). One that holds an array is refused: its arrays would be
+    neither converted nor traced.
+    """
+    stack: list[Any] = [seq]
+    while stack:
+        for item in stack.pop():
+            if type(item) is list or type(item) is tuple:
+                stack.append(item)
+            elif not isinstance(item, _NUMBERS) and item is not None:
+                t = type(item)
+                msg = (
+                    f"{name}: a {type(seq).__name__} among the positional arguments "
+                    f"holds a {t.__module__}.{t.__qualname__}; only lists and tuples "
+                    "of Python numbers pass to the kernel as they are. Pass arrays "
+                    "positionally, one argument each (e.g. f(*arrays)), or stack them "
+                    "into one array"
+                )
+                raise MixedNamespaceError(msg)
+
+
+def dtype_args(args: tuple[Any, ...]) -> list[Any]:
+    """The arguments that take part in ``result_type``: arrays and Python scalars.
+
+    ``None`` and sequences of numbers pass to the kernel but have no dtype of their
+    own (NumPy would even read a tuple as a structured dtype).
+    """
+    return [
+        a
+        for a in args
+        if a is not None and type(a) is not list and type(a) is not tuple
+    ]
 
 
 def adapter_for(x: Any, name: str = "kernel") -> Adapter:

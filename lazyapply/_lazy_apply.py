@@ -35,7 +35,9 @@ def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> C
         return last[3]  # the same call site again: no hashing
     # type(dtype) first: tuples compare item by item, so dtypes of different
     # libraries are never compared (array-api-strict warns when they are).
-    key = (shape, type(dtype), dtype, bool(as_numpy))
+    # drop-in (issue 9): a tuple of dtypes is keyed by its items' types too.
+    kinds = tuple(map(type, dtype)) if isinstance(dtype, tuple) else type(dtype)
+    key = (shape, kinds, dtype, bool(as_numpy))
     try:
         spec = _SPECS[key]
     except KeyError:

@@ -264,7 +264,6 @@ def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:
 
 
 _DTYPE_CACHE: dict[tuple[type, Any, int], Any] = {}
-_PY_TYPES = {bool: "bool", int: "int64", float: "float64", complex: "complex128"}
 
 
 def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
@@ -276,79 +275,20 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
         return _DTYPE_CACHE[key]
     except (KeyError, TypeError):
         pass
-    if isinstance(dtype, str) or dtype in _PY_TYPES or _is_numpy_dtype(dtype):
-        if isinstance(dtype, str):
-            dname = dtype
-        elif dtype in _PY_TYPES:
-            dname = _PY_TYPES[dtype]
-        else:
-            import numpy as np
+    from ._dtypes import in_namespace  # drop-in (issue 9): every NumPy dtype
 
-            dname = np.dtype(dtype).name
-        if dname == "bool_":
-            dname = "bool"
-        resolved = getattr(xp, dname, None)
-        if resolved is None or (callable(resolved) and not isinstance(resolved, type)):
-            if isinstance(dtype, str) and _is_known_name(dtype):
-                msg = (
-                    f"{name}: dtype {dtype!r} has no counterpart in namespace "
-                    f"{getattr(xp, '__name__', xp)!r}; declare a dtype that it supports"
-                )
-            else:
-                msg = (
-                    f"{name}: unknown dtype {dtype!r}; use a name such as 'float64', a "
-                    "NumPy dtype, a Python type or a dtype of the array namespace"
-                )
-            raise SpecError(msg)
-    else:
-        resolved = dtype
+    resolved = in_namespace(dtype, xp, name)
     # Unhashable dtypes (rare) are resolved again next time. Only reached on a miss.
     with contextlib.suppress(TypeError):
         _DTYPE_CACHE[key] = resolved
     return resolved
 
 
-def _is_numpy_dtype(dtype: object) -> bool:
-    import numpy as np  # numpy is a hard dependency; this import is free after startup
-
-    if isinstance(dtype, np.dtype):
-        return True
-    return isinstance(dtype, type) and issubclass(dtype, np.generic)
-
-
-_NAMES = frozenset(
-    [
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float16",
-        "bfloat16",
-        "float32",
-        "float64",
-        "complex64",
-        "complex128",
-    ]
-)
-
-
-def _is_known_name(dtype: str) -> bool:
-    return dtype in _NAMES
-
-
 def check_dtype_name(dtype: Any, name: str) -> None:
     """Reject a dtype that no namespace can ever resolve (at decoration time)."""
-    if isinstance(dtype, str) and dtype not in _NAMES:
-        msg = (
-            f"{name}: unknown dtype name {dtype!r}; expected one of "
-            f"{', '.join(sorted(_NAMES))}"
-        )
-        raise SpecError(msg)
+    from ._dtypes import check_name
+
+    check_name(dtype, name)
 
 
 def arg_shape(a: Any) -> Shape:

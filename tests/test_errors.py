@@ -93,11 +93,8 @@ def test_mixed_namespaces(first: Backend, second: Backend) -> None:
 
 
 # Fixed ids: repr(object()) holds an address, which differs between xdist workers.
-@pytest.mark.parametrize(
-    "bad",
-    ["text", [1, 2], (1, 2), object()],
-    ids=["str", "list", "tuple", "object"],
-)
+# Lists and tuples of numbers pass to the kernel (test_drop_in_defects.py).
+@pytest.mark.parametrize("bad", ["text", object()], ids=["str", "object"])
 def test_unsupported_argument(bad: Any) -> None:
     with pytest.raises(TypeError, match=r"^my_kernel: got an argument of type") as info:
         lazy_apply(my_kernel, np.ones(2), bad)

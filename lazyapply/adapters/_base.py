@@ -149,7 +149,9 @@ class Adapter:
     # ---------------------------------------------------------- metadata inference
     def result_type(self, xp: Any, args: tuple[Any, ...]) -> Any:
         """The inferred output dtype: ``result_type`` of every non-None argument."""
-        return xp.result_type(*(a for a in args if a is not None))
+        from lazyapply._detect import dtype_args  # drop-in (issue 9): no sequences
+
+        return xp.result_type(*dtype_args(args))
 
     def infer_output(
         self,

@@ -276,16 +276,30 @@ def _overlapping(
     block = BlockCall(call, loop_ndims)
     cores = ((),) * len(layout.dtypes)
     out = _blockwise(block, new_args, None, cores, layout.dtypes, meta, token)
-    if layout.multi:
-        return tuple(trim_internal(o, depth, boundary) for o in out)
-    return trim_internal(out, depth, boundary)
+    # drop-in (issue 9): the visible output is named after the kernel, not "_trim".
+    outs = [
+        _renamed(trim_internal(o, depth, boundary), f"{call.name}-trim-{token}-{i}")
+        for i, o in enumerate(out if layout.multi else (out,))
+    ]
+    return tuple(outs) if layout.multi else outs[0]
+
+
+def _same(block: Any) -> Any:
+    return block
+
+
+def _renamed(x: Any, name: str) -> Any:
+    """``x`` under the key ``name``: one blockwise step, fused away when computed."""
+    import dask.array as da
+
+    return da.map_blocks(_same, x, name=name, dtype=x.dtype, meta=x._meta)
 
 
 _FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def kernel_token(func: Any) -> Any:
-    """Dask's token of a kernel, computed once per kernel object.
+    """Dask's token of a kernel, computed once per kernel object if it is immutable.
 
     Tokenizing a function pickles it; for a Numba dispatcher or a function whose module
     attribute is a ``@lazy`` wrapper that costs hundreds of microseconds per call.
@@ -293,6 +307,10 @@ def kernel_token(func: Any) -> Any:
     """
     from dask.base import tokenize
 
+    from lazyapply._kernels import is_immutable  # drop-in (issue 9)
+
+    if not is_immutable(func):  # a partial, a callable object: keys follow state
+        return tokenize(func)
     try:
         return _FUNC_TOKENS[func]
     except KeyError:

@@ -57,7 +57,11 @@ class JaxAdapter(Adapter):
         # An uncommitted array lives on the default device, where ``jnp.asarray``
         # puts a result without ``device=`` (10x faster than with it), and the result
         # stays uncommitted like the input. A committed one keeps its device.
-        return x.device if x.committed else None
+        # drop-in (issue 9): an array on several devices (sharded or replicated) has a
+        # sharding, not a device; its results go to the default device.
+        if not x.committed or len(x.devices()) > 1:
+            return None
+        return x.device
 
     def label(self, first: Any) -> str:
         if isinstance(first, self._tracer):
@@ -85,8 +89,10 @@ class JaxAdapter(Adapter):
         target = super().target(first, xp, deferred=False)
         target.canon = self._canon
         target.move = None  # JAX places results itself; outputs are never moved back
-        if first.device.platform != "cpu":
-            target.refuse = functools.partial(_refuse_device, first.device)
+        # drop-in (issue 9): a sharded array has devices(), and no single .device
+        off_cpu = [d for d in first.devices() if d.platform != "cpu"]
+        if off_cpu:
+            target.refuse = functools.partial(_refuse_device, off_cpu[0])
         return target
 
     def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
@@ -134,6 +140,7 @@ class JaxAdapter(Adapter):
         import jax
         import numpy as np
 
+        _no_traced_keywords(call, self._tracer)  # drop-in (issue 9)
         if spec.vjp is not None or spec.jvp is not None:  # lazyapply issue 10
             return prepared.stage(args, call.kwargs)
 
@@ -231,3 +238,18 @@ def _align(
         else:
             out.append(a)
     return tuple(out)
+
+
+def _no_traced_keywords(call: KernelCall, tracer: type) -> None:
+    """Refuse a traced array among the keywords: they reach the kernel untraced."""
+    for key, value in call.kwargs.items():
+        # One level into containers (a keyword may be a self-referencing list).
+        items = value.values() if isinstance(value, dict) else value
+        inner = items if isinstance(items, (list, tuple)) or items is not value else ()
+        if isinstance(value, tracer) or any(isinstance(v, tracer) for v in inner):
+            msg = (
+                f"{call.name} (jax (traced)): keyword argument {key!r} holds a traced "
+                "JAX array; keywords reach the kernel as they are and cannot be "
+                f"traced. Pass {key} positionally, or give it a concrete value"
+            )
+            raise SpecError(msg)

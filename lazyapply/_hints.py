@@ -1,0 +1,81 @@
+"""Clearer errors for the first mistakes new users make, raised from a kernel's error.
+
+:func:`explain` is called only when a call has already failed (from an ``except``
+clause at the call sites), so successful calls pay nothing. It recognises the error
+of a compiled kernel (Numba ``@njit``, Cython) that was handed arrays of a library it
+cannot read because ``as_numpy=True`` was not given, and a bfloat16 tensor that
+``as_numpy=True`` cannot hand to NumPy, and raises a
+:class:`~lazyapply.SpecError` naming the kernel and the fix, chained to the original.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ._errors import LazyApplyError, SpecError
+
+__all__ = ["explain"]
+
+
+def _compiled(func: Any) -> str | None:
+    """``"Numba"`` or ``"Cython"`` if ``func`` (through partials) is compiled."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    cls = type(func)
+    if cls.__module__.startswith("numba.") and hasattr(func, "py_func"):
+        return "Numba"
+    if "cython" in cls.__name__.lower():
+        return "Cython"
+    return None
+
+
+def _foreign(args: tuple[Any, ...]) -> str | None:
+    """The library of the first array argument that is not NumPy's, if any."""
+    import numpy as np
+
+    for a in args:
+        if hasattr(a, "shape") and not isinstance(a, np.ndarray):
+            return type(a).__module__.split(".")[0]
+    return None
+
+
+def explain(
+    exc: BaseException, func: Any, args: tuple[Any, ...], name: str, as_numpy: bool
+) -> None:
+    """Raise a clearer error for ``exc`` if it is a known mistake; else return."""
+    if isinstance(exc, LazyApplyError):
+        return
+    if as_numpy:
+        _bfloat16(exc, args, name)
+        return
+    kind = _compiled(func)
+    lib = _foreign(args) if kind is not None else None
+    if kind is None or lib is None:
+        return
+    if kind == "Numba" and type(exc).__name__ != "TypingError":
+        return
+    if kind == "Cython" and not isinstance(exc, (TypeError, ValueError)):
+        return
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    msg = (
+        f"{name} ({lib}): a {kind} kernel cannot take {lib} arrays "
+        f"({type(exc).__name__}: {first}); pass as_numpy=True so that it receives "
+        "NumPy arrays and its outputs go back to the caller's library"
+    )
+    raise SpecError(msg) from exc
+
+
+def _bfloat16(exc: BaseException, args: tuple[Any, ...], name: str) -> None:
+    # torch refuses to hand a bfloat16 tensor to NumPy, which has no such dtype.
+    if not isinstance(exc, TypeError) or "bfloat16" not in str(exc).lower():
+        return
+    lib = next(
+        (type(a).__module__.split(".")[0] for a in args if hasattr(a, "dtype")), "?"
+    )
+    msg = (
+        f"{name} ({lib}): as_numpy=True needs NumPy arrays, and NumPy has no "
+        "bfloat16; cast the input first (x.to(torch.float32)) and the result back, "
+        "or drop as_numpy=True if the kernel can take the tensors themselves"
+    )
+    raise SpecError(msg) from exc

@@ -1,0 +1,1 @@
+"""Other projects' own test suites, run with lazyapply swapped in for their copy."""
