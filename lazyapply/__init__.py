@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ._decorator import LazyFunction, lazy
 from ._errors import (
+    ArgumentTypeError,
     KernelOutputError,
     LazyApplyError,
     MixedNamespaceError,
@@ -17,6 +18,7 @@ from ._lazy_apply import lazy_apply
 from .adapters._jax_native import explain_native  # issue 12; imports no backend
 
 __all__ = [
+    "ArgumentTypeError",
     "KernelOutputError",
     "LazyApplyError",
     "LazyFunction",

@@ -27,7 +27,7 @@ from typing import (
 
 from ._detect import find_adapter
 from ._engine import run
-from ._errors import MixedNamespaceError, SpecError
+from ._errors import ArgumentTypeError, SpecError
 from ._options import DEFAULTS, build_spec, check_names
 from ._spec import CallSpec, Shape
 
@@ -45,7 +45,7 @@ S = TypeVar("S")
 def _is_array(x: object) -> bool:
     try:
         find_adapter((x,), "kernel")
-    except (MixedNamespaceError, SpecError):
+    except (ArgumentTypeError, SpecError):
         return False
     return True
 
@@ -128,7 +128,7 @@ class LazyFunction(Generic[P, R]):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             adapter, first = find_adapter(args, self._name)
-        except MixedNamespaceError:
+        except ArgumentTypeError:
             # ``Class.method(instance, x)``: bind the instance as ``obj.method`` does.
             # Only on this error path, so the hot path pays nothing for it.
             if not self._in_class or not args or _is_array(args[0]):

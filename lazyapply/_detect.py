@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import MixedNamespaceError, SpecError
+from ._errors import ArgumentTypeError, MixedNamespaceError, SpecError
 
 if TYPE_CHECKING:
     from .adapters._base import Adapter
@@ -61,10 +61,11 @@ def _instance(module: str, cls: str) -> Adapter:
 
 
 def _learn(x: Any, name: str) -> Adapter | None:
-    return _ADAPTERS[_learn_key(x, name)]
+    key = _learn_key(x, name)
+    return None if key is None else _ADAPTERS[key]
 
 
-def _learn_key(x: Any, name: str) -> str:
+def _learn_key(x: Any, name: str) -> str | None:
     """Learn the adapter of ``type(x)``; its key in ``_ADAPTERS``."""
     t = type(x)
     if t is list or t is tuple:  # never cached: the next one may hold arrays
@@ -97,7 +98,7 @@ def _learn_key(x: Any, name: str) -> str:
         "arrays, Python scalars or None positionally and everything else as a keyword "
         "argument"
     )
-    raise MixedNamespaceError(msg)
+    raise ArgumentTypeError(msg)
 
 
 _NUMBERS = (bool, int, float, complex)
@@ -124,7 +125,7 @@ def _plain_sequence(seq: list[Any] | tuple[Any, ...], name: str) -> None:
                     "positionally, one argument each (e.g. f(*arrays)), or stack them "
                     "into one array"
                 )
-                raise MixedNamespaceError(msg)
+                raise ArgumentTypeError(msg)
 
 
 def dtype_args(args: tuple[Any, ...]) -> list[Any]:
@@ -147,7 +148,7 @@ def adapter_for(x: Any, name: str = "kernel") -> Adapter:
         adapter = _learn(x, name)
     if adapter is None:
         msg = f"{name}: expected an array, got {type(x).__qualname__}"
-        raise MixedNamespaceError(msg)
+        raise ArgumentTypeError(msg)
     return adapter  # type: ignore[return-value]
 
 

@@ -8,6 +8,7 @@ situation, so ``except ValueError`` written against the reference keeps working.
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentTypeError",
     "KernelOutputError",
     "LazyApplyError",
     "MixedNamespaceError",
@@ -25,7 +26,12 @@ class SpecError(LazyApplyError, ValueError):
 
 
 class MixedNamespaceError(LazyApplyError, TypeError):
-    """The arguments belong to several array libraries, or to none lazyapply knows."""
+    """The arguments belong to several array libraries."""
+
+
+class ArgumentTypeError(LazyApplyError, TypeError):
+    """A positional argument lazyapply cannot pass to a kernel: not an array, a Python
+    scalar, ``None`` or a sequence of numbers (e.g. a list that holds arrays)."""
 
 
 class KernelOutputError(LazyApplyError, ValueError):

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazyapply import LazyFunction, MixedNamespaceError, SpecError, lazy, lazy_apply
+from lazyapply import ArgumentTypeError, LazyFunction, SpecError, lazy, lazy_apply
 from lazyapply._spec import parse_output
 
 from . import kernels
@@ -355,9 +355,7 @@ def test_not_callable() -> None:
 
 def test_non_array_argument_of_a_plain_kernel() -> None:
     # Only a kernel defined in a class body binds a non-array first argument.
-    with pytest.raises(
-        MixedNamespaceError, match=r"scaled_sum: got an argument of type"
-    ):
+    with pytest.raises(ArgumentTypeError, match=r"scaled_sum: got an argument of type"):
         kernels.scaled_sum(kernels.Scaler(1.0), np.ones(2))
 
 

@@ -51,7 +51,7 @@ def _kernel_keys(x: Any, name: str) -> int:
     """Number of kernel tasks (not the per-output ``getitem``\\ s) named ``name``."""
     from dask.utils import key_split
 
-    from lazyapply.adapters._dask_chunked import BlockCall
+    from lazyapply.adapters._dask_blocks import BlockCall
 
     return sum(
         1
@@ -191,7 +191,7 @@ def test_signature_merges_only_core_dims() -> None:
 
 
 def test_single_chunk_core_dims_are_not_copied() -> None:
-    from lazyapply.adapters._dask_chunked import _merge
+    from lazyapply.adapters._dask_blocks import _merge
 
     block = np.ones((2, 3))
     assert _merge([[block]], 2) is block

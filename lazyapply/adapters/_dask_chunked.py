@@ -24,84 +24,19 @@ from __future__ import annotations
 
 import math
 import operator
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import SpecError
 from lazyapply._modes import boundary_for_ndim
 from lazyapply._spec import CallSpec, Mode
 
+from ._dask_blocks import BlockCall, kernel_token
+
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
     from lazyapply._engine import Layout
 
-__all__ = ["BlockCall", "defer_chunked", "kernel_token"]
-
-
-class BlockCall:
-    """Runs a kernel call on one block: each output is checked against the block's
-    loop dimensions followed by its core shape (the call's check holds the cores).
-
-    Picklable: tasks run on ``dask.distributed`` worker processes.
-    """
-
-    __slots__ = ("call", "core_ndims", "loop_ndims")
-
-    def __init__(
-        self,
-        call: KernelCall,
-        loop_ndims: tuple[int, ...],
-        core_ndims: tuple[int, ...] | None = None,
-    ) -> None:
-        self.call = call
-        self.loop_ndims = loop_ndims
-        # Per argument, its number of core dimensions: blockwise hands them over as
-        # nested lists of blocks, merged here (a single block is not copied).
-        self.core_ndims = core_ndims
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (BlockCall, (self.call, self.loop_ndims, self.core_ndims))
-
-    @property
-    def __name__(self) -> str:  # dask's funcname, for task names
-        return self.call.name
-
-    def __repr__(self) -> str:
-        return f"<lazyapply block call {self.call.name} ({self.call.check.kind})>"
-
-    def __call__(self, *blocks: Any) -> Any:
-        import numpy as np
-
-        if self.core_ndims is not None:
-            blocks = tuple(
-                _merge(b, n) if n else b
-                for b, n in zip(blocks, self.core_ndims, strict=True)
-            )
-        lead = np.broadcast_shapes(
-            *(
-                tuple(getattr(b, "shape", ()))[:n]
-                for b, n in zip(blocks, self.loop_ndims, strict=True)
-            )
-        )
-        call = self.call
-        return call.run(blocks, call.kwargs, lead)
-
-
-def _merge(blocks: Any, n: int) -> Any:
-    """Merge the nested lists of blocks along the last ``n`` (core) axes."""
-    inner = blocks
-    for _ in range(n):
-        if len(inner) != 1:
-            break
-        inner = inner[0]
-    else:
-        return inner  # one block: no copy
-    from dask.array.core import concatenate_axes
-
-    first = blocks
-    while isinstance(first, list):
-        first = first[0]
-    return concatenate_axes(blocks, list(range(first.ndim - n, first.ndim)))
+__all__ = ["defer_chunked"]
 
 
 def defer_chunked(
@@ -293,28 +228,3 @@ def _renamed(x: Any, name: str) -> Any:
     import dask.array as da
 
     return da.map_blocks(_same, x, name=name, dtype=x.dtype, meta=x._meta)
-
-
-_FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
-def kernel_token(func: Any) -> Any:
-    """Dask's token of a kernel, computed once per kernel object if it is immutable.
-
-    Tokenizing a function pickles it; for a Numba dispatcher or a function whose module
-    attribute is a ``@lazy`` wrapper that costs hundreds of microseconds per call.
-    Dask caches function tokens by identity in the same way.
-    """
-    from dask.base import tokenize
-
-    from lazyapply._kernels import is_immutable  # drop-in (issue 9)
-
-    if not is_immutable(func):  # a partial, a callable object: keys follow state
-        return tokenize(func)
-    try:
-        return _FUNC_TOKENS[func]
-    except KeyError:
-        token = _FUNC_TOKENS[func] = tokenize(func)
-        return token
-    except TypeError:  # not weak-referenceable (e.g. a builtin): no cache
-        return func

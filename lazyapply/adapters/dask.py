@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from lazyapply._spec import CallSpec
 
 from ._base import Adapter, Target
-from ._dask_chunked import defer_chunked, kernel_token
+from ._dask_blocks import kernel_token
+from ._dask_chunked import defer_chunked
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -115,14 +116,13 @@ class DaskAdapter(Adapter):
     ) -> Any:
         """One kernel task on each input merged into one chunk."""
         import dask.array as da
-        from dask.array.core import concatenate3
         from dask.array.utils import meta_from_array
         from dask.base import tokenize
         from dask.highlevelgraph import HighLevelGraph
 
         # dask.array.Array is not a DaskCollection to the type checkers, and its
         # constructor and graph keys are untyped: the graph is built with Any.
-        deps: list[Any] = []
+        deps: list[Any] = [a for a in args if isinstance(a, da.Array)]
         shapes, dtypes = layout.shapes, layout.dtypes
         token = tokenize(
             kernel_token(call.func),
@@ -132,52 +132,63 @@ class DaskAdapter(Adapter):
             dtypes,
             [a.name if isinstance(a, da.Array) else a for a in args],
         )
-        # A multi-block input is merged by a task of its own, so that the scheduler
-        # can release its blocks before the kernel runs (a merge inside the kernel's
-        # task would keep them alive: one extra input-sized copy at the peak).
-        merges: dict[Any, Any] = {}
-        exprs: list[Any] = []
-        for j, a in enumerate(args):
-            if isinstance(a, da.Array):
-                deps.append(a)
-                if math.prod(a.numblocks) == 1:  # one block (npartitions)
-                    exprs.append((a.name, *(0,) * a.ndim))
-                else:
-                    merge_key = (f"{call.name}-merge-{token}", j)
-                    merges[merge_key] = (concatenate3, a.__dask_keys__())
-                    exprs.append(merge_key)
-            else:
-                exprs.append(a)
-        task = (call, *exprs)
+        task, merges = _kernel_task(call, args, token)
+        graphs = _layers(call.name, token, task, merges, shapes, layout.multi)
         outs = []
-        if not layout.multi:
-            out_name = f"{call.name}-{token}"
-            key = (out_name, *(0,) * len(shapes[0]))
-            graphs: list[tuple[str, dict[Any, Any]]] = [
-                (out_name, {key: task, **merges})
-            ]
-        else:
-            kernel_key = f"{call.name}-{token}"
-            graphs = []
-            for i, shape in enumerate(shapes):
-                out_name = f"{call.name}-{i}-{token}"
-                key = (out_name, *(0,) * len(shape))
-                graphs.append(
-                    (
-                        out_name,
-                        {
-                            key: (operator.getitem, kernel_key, i),
-                            kernel_key: task,
-                            **merges,
-                        },
-                    )
-                )
         for (out_name, layer), shape, dtype in zip(graphs, shapes, dtypes, strict=True):
             graph = HighLevelGraph.from_collections(out_name, layer, dependencies=deps)
             chunks = tuple((math.nan if s is None else s,) for s in shape)
             out_meta = meta_from_array(meta, ndim=len(shape), dtype=dtype)  # type: ignore[no-untyped-call]
             outs.append(da.Array(graph, out_name, chunks, meta=out_meta))  # type: ignore[no-untyped-call]
         return tuple(outs) if layout.multi else outs[0]
+
+
+def _kernel_task(
+    call: KernelCall, args: tuple[Any, ...], token: str
+) -> tuple[Any, dict[Any, Any]]:
+    """The kernel's task, and a merge task per multi-block input.
+
+    A multi-block input is merged by a task of its own, so that the scheduler can
+    release its blocks before the kernel runs (a merge inside the kernel's task would
+    keep them alive: one extra input-sized copy at the peak).
+    """
+    import dask.array as da
+    from dask.array.core import concatenate3
+
+    merges: dict[Any, Any] = {}
+    exprs: list[Any] = []
+    for j, a in enumerate(args):
+        if not isinstance(a, da.Array):
+            exprs.append(a)
+        elif math.prod(a.numblocks) == 1:  # one block (npartitions)
+            exprs.append((a.name, *(0,) * a.ndim))
+        else:
+            merge_key = (f"{call.name}-merge-{token}", j)
+            merges[merge_key] = (concatenate3, a.__dask_keys__())
+            exprs.append(merge_key)
+    return (call, *exprs), merges
+
+
+def _layers(
+    name: str,
+    token: str,
+    task: Any,
+    merges: dict[Any, Any],
+    shapes: tuple[Any, ...],
+    multi: bool,
+) -> list[tuple[str, dict[Any, Any]]]:
+    """One graph layer per output: the task itself, or a getitem of its tuple."""
+    if not multi:
+        out_name = f"{name}-{token}"
+        return [(out_name, {(out_name, *(0,) * len(shapes[0])): task, **merges})]
+    kernel_key = f"{name}-{token}"
+    layers = []
+    for i, shape in enumerate(shapes):
+        out_name = f"{name}-{i}-{token}"
+        key = (out_name, *(0,) * len(shape))
+        layer = {key: (operator.getitem, kernel_key, i), kernel_key: task, **merges}
+        layers.append((out_name, layer))
+    return layers
 
 
 def _convert_meta(meta: Any, host: Callable[..., Any], name: str) -> None:

@@ -19,6 +19,7 @@ from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
 from lazyapply._spec import CallSpec, kernel_name
 
 from ._base import Adapter, Target
+from ._jax_callback import Callback
 from ._jax_native import native_stage  # issue 12 (imports no backend)
 from ._jax_shard import per_shard, stage_on_shard
 
@@ -108,7 +109,7 @@ class JaxAdapter(Adapter):
 
         @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
         def staged(callback: Any, result: Any, vmap_method: str, *operands: Any) -> Any:
-            if not isinstance(callback, _Callback):  # issue 12: native or per shard
+            if not isinstance(callback, Callback):  # issue 12: native or per shard
                 return callback(*operands)
             return jax.pure_callback(
                 callback, result, *operands, vmap_method=vmap_method
@@ -159,7 +160,7 @@ class JaxAdapter(Adapter):
         align = None
         if batched and layout.loop_ndims is not None:
             align = tuple(layout.loop_ndims[i] for i in positions)
-        callback = _Callback(call, args, positions, ndims, align)
+        callback = Callback(call, args, positions, ndims, align)
         structs = tuple(
             jax.ShapeDtypeStruct(s, d)  # type: ignore[no-untyped-call]
             for s, d in zip(shapes, layout.dtypes, strict=True)
@@ -184,60 +185,6 @@ def _refuse_device(device: Any, name: str) -> None:
         "jax.device_put(x, jax.devices('cpu')[0]) or use as_numpy=False"
     )
     raise LazyApplyError(msg)
-
-
-class _Callback:
-    """Puts the callback's operands back among the baked-in scalars and ``None``\\ s."""
-
-    __slots__ = ("align", "args", "call", "ndims", "positions")
-
-    def __init__(
-        self,
-        call: KernelCall,
-        args: tuple[Any, ...],
-        positions: tuple[int, ...],
-        ndims: tuple[int, ...],
-        align: tuple[int, ...] | None = None,
-    ) -> None:
-        self.call = call
-        # Loop ranks of the operands (elementwise/gufunc kernels): a batched call
-        # right-aligns them, which vmap's leading batch dimensions would break.
-        self.align = align
-        # Keep only the static arguments; the traced ones are replaced at each call.
-        self.args = [None if i in positions else a for i, a in enumerate(args)]
-        self.positions = positions
-        self.ndims = ndims
-
-    def __call__(self, *arrays: Any) -> Any:
-        lead: tuple[int, ...] = ()
-        if arrays and arrays[0].ndim > self.ndims[0]:  # batched by vmap in one call
-            lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
-            if self.align is not None:
-                arrays = _align(arrays, lead, self.align)
-        args = self.args.copy()
-        for i, a in zip(self.positions, arrays, strict=True):
-            args[i] = a
-        call = self.call
-        return call.run(tuple(args), call.kwargs, lead)
-
-
-def _align(
-    arrays: tuple[Any, ...], lead: tuple[int, ...], loop_ndims: tuple[int, ...]
-) -> tuple[Any, ...]:
-    """Insert size-1 loop axes after vmap's batch axes so that loop dims align.
-
-    ``vmap_method="broadcast_all"`` puts the batch axes first in every operand; an
-    operand with fewer loop dimensions than another (``x`` of shape ``(3, 4)`` with
-    ``y`` of shape ``(4,)``) would then broadcast its batch axis against a loop axis.
-    """
-    top = max(loop_ndims)
-    out = []
-    for a, n in zip(arrays, loop_ndims, strict=True):
-        if n < top:
-            out.append(a.reshape((*lead, *(1,) * (top - n), *a.shape[len(lead) :])))
-        else:
-            out.append(a)
-    return tuple(out)
 
 
 def _no_traced_keywords(call: KernelCall, tracer: type) -> None:
