@@ -194,7 +194,7 @@ class KernelCall:
             # A NumPy result of another library (as_numpy): converted straight away;
             # what the library refuses takes the general path (a copy, or a message).
             # (try/except, not contextlib.suppress: no object made on the hot path)
-            try:  # noqa: SIM105
+            try:
                 return self.convert(out)
             except (TypeError, ValueError, RuntimeError):
                 pass
