@@ -37,6 +37,17 @@ def numpy_inputs(args: Sequence[Any], native: tuple[type, ...]) -> tuple[Any, ..
 _ASARRAY: list[Callable[..., Any]] = []  # np.asarray, once NumPy is first needed
 
 
+def _ndarray() -> type:
+    if not _NDARRAY:
+        from numpy import ndarray
+
+        _NDARRAY.append(ndarray)
+    return _NDARRAY[0]
+
+
+_NDARRAY: list[type] = []
+
+
 def _numpy_asarray() -> Callable[..., Any]:
     # A function-level import costs ~0.3 us per call; this lookup costs nothing.
     from numpy import asarray
@@ -179,6 +190,14 @@ class KernelCall:
                 dtype is None or out.dtype == dtype
             ):
                 return out
+        elif not self.strict and not lead and type(out) is _ndarray():
+            # A NumPy result of another library (as_numpy): converted straight away;
+            # what the library refuses takes the general path (a copy, or a message).
+            # (try/except, not contextlib.suppress: no object made on the hot path)
+            try:
+                return self.convert(out)
+            except (TypeError, ValueError, RuntimeError):
+                pass
         elif isinstance(out, (tuple, list)) and any(hasattr(o, "shape") for o in out):
             raise check.count_error(out, self.where())
         return self._one(0, out, lead, check)

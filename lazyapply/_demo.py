@@ -166,7 +166,45 @@ def _jax_cases(module: Any, x_np: np.ndarray, y_np: np.ndarray) -> list[Case]:
                 "pure_callback in the compiled program",
             )
         )
+    native = _native_case(jax, x, y)
+    if native is not None:
+        cases.append(native)
     return cases
+
+
+def _native_case(jax: Any, x: Any, y: Any) -> Case | None:
+    """A Numba kernel under jit: the native XLA FFI path, its first compile timed."""
+    import importlib.util
+    import time
+
+    if importlib.util.find_spec("numba") is None:
+        return None
+    import numba
+
+    from lazyapply import explain_native, lazy
+
+    @lazy(as_numpy=True)
+    @numba.njit
+    def demo_numba(a: Any, b: Any, scale: float) -> Any:
+        return (a * a + b * b) * scale
+
+    jitted = jax.jit(lambda a, b: demo_numba(a, b, 2.0))
+    print(
+        "compiling a Numba kernel as an XLA FFI target (jax.jit's native path; "
+        "the first call takes seconds)...",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    jitted(x, y).block_until_ready()  # the first call compiles the FFI handler
+    first = time.perf_counter() - start
+    how = (explain_native(demo_numba) or "?").split(":")[0]
+    note = f"Numba kernel; path: {how}; first call (compile) {first:.1f} s"
+    return Case(
+        "jit as_numpy, Numba",
+        lambda: jitted(x, y).block_until_ready(),
+        np.asarray,
+        note,
+    )
 
 
 def _jitted(

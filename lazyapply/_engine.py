@@ -61,7 +61,7 @@ def run(
         from ._modes import eager_signature_spec
 
         spec = eager_signature_spec(spec, func, args, adapter.label(first))
-    device = adapter.device(first)
+    device = adapter.device(first) if adapter.devices else None
     # Keyed by the spec's value through its precomputed hash (a Python-level
     # __hash__ call costs more than the rest of the lookup); a hit is confirmed below.
     key = (func, spec._hash, xp, device)

@@ -7,6 +7,7 @@ value) and hands the call to the engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import FunctionType
 from typing import Any, ParamSpec, overload
 
 from ._detect import find_adapter
@@ -238,7 +239,7 @@ def lazy_apply(
         from ._modes import with_mode
 
         spec = with_mode(spec, func, elementwise, signature, depth, boundary)
-    else:  # issue 12: a ufunc/gufunc kernel brings its own mode
+    elif type(func) is not FunctionType:  # a ufunc/gufunc kernel brings its mode
         spec = with_inferred_mode(spec, func)
     if strict or vjp is not None or jvp is not None:
         import dataclasses

@@ -214,18 +214,7 @@ KERNELS = textwrap.dedent(
 )
 
 
-def test_check_without_testing_module_is_a_usage_error(tmp_path: Path) -> None:
-    if _spec("lazyapply.testing"):
-        pytest.skip("lazyapply.testing exists: the check runs (tests below)")
-    (tmp_path / "kernels_cli.py").write_text(KERNELS)
-    proc = cli("check", "kernels_cli:good", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "check_kernel is not available" in proc.stderr
-
-
 def test_check_passes_and_fails(tmp_path: Path) -> None:
-    if not _spec("lazyapply.testing"):
-        pytest.skip("lazyapply.testing is not in this tree yet")
     (tmp_path / "kernels_cli.py").write_text(KERNELS)
     good = cli(
         "check",

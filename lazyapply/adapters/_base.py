@@ -68,6 +68,8 @@ class Adapter:
     #: Whether ``deferred`` can ever say yes (a class attribute: no call on the hot
     #: path of libraries that always run now).
     defers: ClassVar[bool] = False
+    #: Whether arrays of this library live on several devices (``device`` is asked).
+    devices: ClassVar[bool] = True
     #: Whether chunk-wise modes run the kernel on blocks (checked block by block).
     splits: ClassVar[bool] = False
     #: Eager kernel calls, cached by the engine per (kernel, spec, xp, device).

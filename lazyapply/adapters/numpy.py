@@ -13,6 +13,7 @@ class NumPyAdapter(Adapter):
     """NumPy arrays and NumPy scalars: the kernel runs now, on the caller's arrays."""
 
     name = "numpy"
+    devices = False
 
     def __init__(self) -> None:
         import numpy as np

@@ -16,6 +16,7 @@ __all__ = ["SparseAdapter"]
 
 class SparseAdapter(Adapter):
     name = "sparse"
+    devices = False
 
     def __init__(self) -> None:
         import sparse

@@ -22,7 +22,8 @@ __all__ = ["TorchAdapter"]
 
 class TorchAdapter(Adapter):
     name = "torch"
-    defers = True
+    # Its deferral strategies (custom op, autograd node) are chosen in ``intercept``.
+    defers = False
 
     def __init__(self) -> None:
         import torch
