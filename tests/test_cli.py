@@ -76,10 +76,21 @@ def test_every_installed_backend_passes(full_report: dict[str, Any], name: str) 
     modes = list(MODES[name])
     if name == "dask" and _spec("distributed"):
         modes.append("distributed elementwise")
+    if name == "jax" and _spec("numba"):
+        modes.append("jit as_numpy, Numba")  # the native path, with its compile time
     assert [r["mode"] for r in rows] == modes
     assert all(r["ok"] for r in rows), rows
     assert all(r["note"] for r in rows)  # the note column says what came back
     assert len(listed["devices"]) < 80  # short device names, not raw reprs
+
+
+def test_native_row_reports_the_path_and_compile(full_report: dict[str, Any]) -> None:
+    if not (_installed("jax") and _spec("numba")):
+        pytest.skip("jax and numba are needed for the native row")
+    rows = {r["mode"]: r for r in full_report["rows"] if r["backend"] == "jax"}
+    note = rows["jit as_numpy, Numba"]["note"]
+    assert "path: native" in note
+    assert "first call (compile)" in note
 
 
 def test_dask_rows_say_nothing_was_computed(full_report: dict[str, Any]) -> None:

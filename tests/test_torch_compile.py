@@ -160,3 +160,30 @@ def test_inductor_matches_eager() -> None:
     x, y = _xy()
     compiled = torch.compile(_model, fullgraph=True)
     torch.testing.assert_close(compiled(x, y), _model(x, y))
+
+
+@pytest.mark.slow
+def test_cached_compiled_graphs_find_their_ops_in_a_new_process(tmp_path: Any) -> None:
+    """Op names follow the kernel and spec, not the order of registration.
+
+    A graph that Inductor cached on disk names the ops it calls; a second process that
+    loads it (same cache directory) must have registered the same names, the vjp's op
+    included. It failed when names took a counter suffix in registration order.
+    """
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+        "PYTHONPATH": str(root),
+    }
+    script = [sys.executable, str(root / "examples" / "torch_compile_training.py")]
+    for run in (1, 2):
+        proc = subprocess.run(
+            script, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        assert proc.returncode == 0, (run, proc.stdout[-2000:], proc.stderr[-3000:])

@@ -183,6 +183,9 @@ class _LikeArgs:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def __repr__(self) -> str:  # stable across processes: it names the vjp's op
+        return f"_LikeArgs{self._key()!r}"
+
     def __call__(self, *flat: Any, **kwargs: Any) -> list[Any]:
         return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
 
@@ -196,7 +199,10 @@ def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
         kernel.__name__,
         OutputSpec(None, None, True),
         spec.as_numpy,
-        Mode(elementwise=spec.mode.elementwise),
+        # No mode: run_vjp may pick another mode than the forward's (a broadcast
+        # argument), and the op's name, which a cached compiled backward holds, must
+        # not depend on it. (torch.func.vmap of a vjp op is therefore sequential.)
+        Mode(),
         shape_fn=_LikeArgs("shape", offset, kernel.positions),
         dtype_fn=_LikeArgs("dtype", offset, kernel.positions),
         strict=True,

@@ -122,12 +122,39 @@ def _op_name(kernel: Any, spec: CallSpec) -> str:
         qualname = getattr(kernel, "__qualname__", None) or kernel_name(kernel)
         base = f"{module}.{qualname}"
     base = re.sub(r"\W+", "_", base.replace(".", "__")).strip("_") or "kernel"
-    name, n = base, 1
-    while name in _NAMES:  # another kernel or spec already took it
+    # The spec's digest, not a counter: a graph that Inductor cached in another process
+    # names the op, so the name must not depend on the order of registration.
+    name = f"{base}_{_digest(spec)}"
+    n = 1
+    while name in _NAMES:  # two specs that print alike (lambdas): rare
         n += 1
-        name = f"{base}_{n}"
+        name = f"{base}_{_digest(spec)}_{n}"
     _NAMES.add(name)
     return f"lazyapply::{name}"
+
+
+def _digest(spec: CallSpec) -> str:
+    """A short digest of what the spec says, stable across processes."""
+    import hashlib
+
+    def where(fn: Any) -> str | None:
+        if fn is None:
+            return None
+        if hasattr(fn, "__qualname__"):
+            return f"{getattr(fn, '__module__', '')}.{fn.__qualname__}"
+        return repr(fn)  # a callable object: its repr (no address for lazyapply's)
+
+    fields = (
+        spec.output,
+        spec.as_numpy,
+        spec.mode,
+        spec.strict,
+        where(spec.shape_fn),
+        where(spec.dtype_fn),
+        where(spec.vjp),
+        where(spec.jvp),
+    )
+    return hashlib.sha1(repr(fields).encode(), usedforsecurity=False).hexdigest()[:8]
 
 
 def _register(kernel: Any, spec: CallSpec) -> Any:
