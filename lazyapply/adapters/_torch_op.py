@@ -124,11 +124,11 @@ def _op_name(kernel: Any, spec: CallSpec) -> str:
     base = re.sub(r"\W+", "_", base.replace(".", "__")).strip("_") or "kernel"
     # The spec's digest, not a counter: a graph that Inductor cached in another process
     # names the op, so the name must not depend on the order of registration.
-    name = f"{base}_{_digest(spec)}"
+    name = digest = f"{base}_{_digest(spec)}"
     n = 1
     while name in _NAMES:  # two specs that print alike (lambdas): rare
         n += 1
-        name = f"{base}_{_digest(spec)}_{n}"
+        name = f"{digest}_{n}"
     _NAMES.add(name)
     return f"lazyapply::{name}"
 
@@ -137,24 +137,15 @@ def _digest(spec: CallSpec) -> str:
     """A short digest of what the spec says, stable across processes."""
     import hashlib
 
-    def where(fn: Any) -> str | None:
-        if fn is None:
-            return None
-        if hasattr(fn, "__qualname__"):
-            return f"{getattr(fn, '__module__', '')}.{fn.__qualname__}"
-        return repr(fn)  # a callable object: its repr (no address for lazyapply's)
-
-    fields = (
-        spec.output,
-        spec.as_numpy,
-        spec.mode,
-        spec.strict,
-        where(spec.shape_fn),
-        where(spec.dtype_fn),
-        where(spec.vjp),
-        where(spec.jvp),
-    )
+    fns = (spec.shape_fn, spec.dtype_fn, spec.vjp, spec.jvp)
+    fields = (spec.output, spec.as_numpy, spec.mode, spec.strict, *map(_where, fns))
     return hashlib.sha1(repr(fields).encode(), usedforsecurity=False).hexdigest()[:8]
+
+
+def _where(fn: Any) -> str | None:
+    if fn is None or not hasattr(fn, "__qualname__"):
+        return None if fn is None else repr(fn)  # lazyapply's objects: no address
+    return f"{getattr(fn, '__module__', '')}.{fn.__qualname__}"
 
 
 def _register(kernel: Any, spec: CallSpec) -> Any:
