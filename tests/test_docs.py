@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 import re
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from lazyapply import SpecError, lazy_apply
+from tests._blocks import top_level_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -50,16 +50,6 @@ for i, source in enumerate(BLOCKS):
 """
 
 
-def _imports(source: str) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    return names
-
-
 PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p.read_text(encoding="utf-8"))]
 
 
@@ -70,7 +60,12 @@ PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p.read_text(encoding="utf-8
 def test_code_blocks_run(page: Path, tmp_path: Path) -> None:
     blocks = python_blocks(page.read_text(encoding="utf-8"))
     missing = sorted(
-        {n for b in blocks for n in _imports(b) if importlib.util.find_spec(n) is None}
+        {
+            n
+            for b in blocks
+            for n in top_level_imports(b)
+            if importlib.util.find_spec(n) is None
+        }
     )
     if missing:
         pytest.skip(f"{page.name} needs {', '.join(missing)} (not installed)")

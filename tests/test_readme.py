@@ -7,7 +7,6 @@ block that imports a library that is not installed here is a visible skip.
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import os
 import re
@@ -16,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests._blocks import top_level_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -30,16 +31,6 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
 BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
 
 
-def _top_level_imports(source: str) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
-    return names
-
-
 def test_readme_has_python_blocks() -> None:
     assert len(BLOCKS) >= 3
     assert "def lazy_apply" not in README.read_text()  # shows usage, not internals
@@ -50,7 +41,7 @@ def test_readme_has_python_blocks() -> None:
 )
 def test_readme_block_runs_alone(line: int, source: str, tmp_path: Path) -> None:
     missing = sorted(
-        n for n in _top_level_imports(source) if importlib.util.find_spec(n) is None
+        n for n in top_level_imports(source) if importlib.util.find_spec(n) is None
     )
     if missing:
         pytest.skip(f"README.md:{line} needs {', '.join(missing)} (not installed)")
