@@ -29,8 +29,8 @@ def _has_elementwise() -> bool:
     import importlib.util
 
     return (
-        importlib.util.find_spec("lazyapply._modes") is not None
-        and importlib.util.find_spec("lazyapply.adapters._dask_chunked") is not None
+        importlib.util.find_spec("lazyapply.spec._modes") is not None
+        and importlib.util.find_spec("lazyapply.adapters.dask._chunked") is not None
     )
 
 

@@ -64,7 +64,7 @@ def _variants(n: int) -> tuple[dict[str, Callable[[], object]], dict[str, float]
         out = f(x).block_until_ready()
         first[name] = time.perf_counter() - start
         np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
-    decision = lazyapply.adapters._jax_native.explain_native(kernel)
+    decision = lazyapply.adapters.jax.native.explain_native(kernel)
     if decision is None or not decision.startswith("native"):
         msg = f"the native path was not taken: {decision}"
         raise RuntimeError(msg)
@@ -83,7 +83,7 @@ def run(backends: list[str], settings: Settings, bar: Any) -> list[dict[str, Any
         return []
     import jax
 
-    import lazyapply.adapters._jax_native  # noqa: F401
+    import lazyapply.adapters.jax.native  # noqa: F401
 
     rows = []
     for n in SIZES:

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from ._decorator import LazyFunction, lazy
-from ._errors import (
+from lazyapply._decorator import LazyFunction, lazy
+from lazyapply._errors import (
     ArgumentTypeError,
     KernelOutputError,
     LazyApplyError,
@@ -14,8 +14,8 @@ from ._errors import (
     NotDifferentiableError,
     SpecError,
 )
-from ._lazy_apply import lazy_apply
-from .adapters._jax_native import explain_native  # issue 12; imports no backend
+from lazyapply._lazy_apply import lazy_apply
+from lazyapply.adapters.jax.native import explain_native  # issue 12; imports no backend
 
 __all__ = [
     "ArgumentTypeError",

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._check import OutputCheck
-from ._errors import KernelOutputError
-from ._hints import explain  # drop-in (issue 9)
-from ._outputs import convert_output  # drop-in (issue 9)
+from lazyapply._check import OutputCheck
+from lazyapply._errors import KernelOutputError
+from lazyapply._hints import explain  # drop-in (issue 9)
+from lazyapply._outputs import convert_output  # drop-in (issue 9)
 
 __all__ = ["KernelCall", "numpy_inputs"]
 
@@ -65,7 +65,7 @@ class KernelCall:
         The kernel and the keyword arguments that ``__call__`` passes (Dask tasks);
         :meth:`run` takes the keyword arguments of each call instead.
     spec
-        The :class:`~lazyapply._spec.CallSpec` it was made for.
+        The :class:`~lazyapply.spec.CallSpec` it was made for.
     name, backend
         For error messages.
     host

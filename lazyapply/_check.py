@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import KernelOutputError
+from lazyapply._errors import KernelOutputError
 
 __all__ = ["OutputCheck"]
 

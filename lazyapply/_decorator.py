@@ -2,7 +2,7 @@
 
 Everything that does not depend on a call's arguments (the kernel's name, the parsed
 ``shape``/``dtype``, the execution mode) is normalised into one frozen
-:class:`~lazyapply._spec.CallSpec` when the decorator is applied. A call then does
+:class:`~lazyapply.spec.CallSpec` when the decorator is applied. A call then does
 exactly what ``lazy_apply(kernel, *args, ...)`` does after its own parsing: find the
 arguments' adapter and hand it the kernel, the arguments and that spec.
 """
@@ -25,11 +25,11 @@ from typing import (
     overload,
 )
 
-from ._detect import find_adapter
-from ._engine import run
-from ._errors import ArgumentTypeError, SpecError
-from ._options import DEFAULTS, build_spec, check_names
-from ._spec import CallSpec, Shape
+from lazyapply._detect import find_adapter
+from lazyapply._engine import run
+from lazyapply._errors import ArgumentTypeError, SpecError
+from lazyapply.spec import CallSpec, Shape
+from lazyapply.spec._build import DEFAULTS, build_spec, check_names
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -187,7 +187,7 @@ class LazyFunction(Generic[P, R]):
         chunk where the kernel's mode allows) and returns one cotangent per
         positional argument (``None`` for arguments that are not differentiable).
         """
-        from ._grad import VjpFunction
+        from lazyapply._grad import VjpFunction
 
         return VjpFunction(self._spec)
 

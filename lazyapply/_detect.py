@@ -12,10 +12,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ArgumentTypeError, MixedNamespaceError, SpecError
+from lazyapply._errors import ArgumentTypeError, MixedNamespaceError, SpecError
 
 if TYPE_CHECKING:
-    from .adapters._base import Adapter
+    from lazyapply.adapters._base import Adapter
 
 __all__ = ["adapter_for", "dtype_args", "find_adapter"]
 
@@ -82,7 +82,7 @@ def _learn_key(x: Any, name: str) -> str | None:
         key = f"generic:{getattr(xp, '__name__', id(xp))}"
         generic = _ADAPTERS.get(key)
         if generic is None:
-            from .adapters.numpy import GenericAdapter
+            from lazyapply.adapters.numpy import GenericAdapter
 
             with _LOCK:
                 generic = _ADAPTERS.get(key)
@@ -186,7 +186,7 @@ def find_adapter(
 def _name(func: Callable[..., Any] | str) -> str:
     if isinstance(func, str):
         return func
-    from ._spec import kernel_name
+    from lazyapply.spec import kernel_name
 
     return kernel_name(func)
 

@@ -16,25 +16,24 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._call import KernelCall
-from ._check import OutputCheck
-from ._spec import (
+from lazyapply._call import KernelCall
+from lazyapply._check import OutputCheck
+from lazyapply.spec import (
     INFERRED,
     CallSpec,
     OutputSpec,
-    Shape,
-    arg_shape,
     kernel_name,
     resolve_dtype,
 )
+from lazyapply.spec._metadata import layout as output_layout
+from lazyapply.spec._metadata import output_for_call
 
 if TYPE_CHECKING:
-    from .adapters._base import Adapter
+    from lazyapply.adapters._base import Adapter
 
-__all__ = ["Layout", "make_call", "prepared", "run"]
+__all__ = ["make_call", "prepared", "run"]
 
 _LOCK = threading.Lock()
 
@@ -58,7 +57,7 @@ def run(
     if spec.mode.signature is not None:
         # A plain call here, but core dimensions that do not match the arguments are
         # an error on every backend, and shape= may give only core sizes.
-        from ._modes import eager_signature_spec
+        from lazyapply.spec._modes import eager_signature_spec
 
         spec = eager_signature_spec(spec, func, args, adapter.label(first))
     device = adapter.device(first) if adapter.devices else None
@@ -79,7 +78,7 @@ def run(
         call = _eager_call(adapter, first, func, spec, xp)
     if spec.infer and spec.mode.signature is not None:
         # Strict gufunc calls check what Dask and jit infer from the signature.
-        layout = _layout(adapter, first, func, args, kwargs, spec, xp, call.name)
+        layout = output_layout(adapter, first, func, args, kwargs, spec, xp, call.name)
         check = OutputCheck(layout.shapes, layout.dtypes, layout.multi, layout.declared)
         return call.run(args, kwargs, check=check)
     if spec.shape_fn is not None or spec.dtype_fn is not None:
@@ -136,17 +135,6 @@ def _inferred(
     return _check(adapter, first, output, args, xp, call.name, strict=True)
 
 
-def output_for_call(
-    spec: CallSpec, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> OutputSpec:
-    """The call's :class:`OutputSpec`, evaluating shape/dtype callables if any."""
-    if spec.shape_fn is None and spec.dtype_fn is None:
-        return spec.output
-    from ._callables import evaluate_callables
-
-    return evaluate_callables(spec, name, args, kwargs)
-
-
 def make_call(
     adapter: Adapter,
     first: Any,
@@ -181,53 +169,6 @@ def make_call(
     )
 
 
-@dataclass(frozen=True)
-class Layout:
-    """A deferred call's outputs: full shapes, dtypes, and its chunk-wise geometry.
-
-    ``loop_ndims`` (each argument's number of loop dimensions) and ``cores`` (each
-    output's core shape) are set for chunk-wise modes only.
-    """
-
-    shapes: tuple[Shape, ...]
-    dtypes: tuple[Any, ...]
-    multi: bool
-    declared: tuple[bool, bool]
-    loop_ndims: tuple[int, ...] | None = None
-    cores: tuple[Shape, ...] | None = None
-
-
-def _layout(
-    adapter: Adapter,
-    first: Any,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    spec: CallSpec,
-    xp: Any,
-    name: str,
-) -> Layout:
-    ns = xp if xp is not None else adapter.namespace(first)
-    output = output_for_call(spec, name, args, kwargs)
-    declared = (output.shapes is not None, output.dtypes is not None)
-    loop_ndims = cores = None
-    if not spec.mode.is_default:
-        from ._modes import mode_output, mode_output_shapes
-
-        output = mode_output(spec.mode.signature, output, name)
-        shapes, loop_ndims, cores = mode_output_shapes(
-            spec.mode,
-            output,
-            [arg_shape(a) for a in args],
-            name,
-            adapter.label(first),
-        )
-        output = OutputSpec(shapes, output.dtypes, output.multi)
-    shapes, dtypes = adapter.infer_output(output, args, ns, name)
-    dtypes = tuple(adapter.canonical(d) for d in dtypes)
-    return Layout(shapes, dtypes, output.multi, declared, loop_ndims, cores)
-
-
 def _defer(
     adapter: Adapter,
     first: Any,
@@ -238,7 +179,7 @@ def _defer(
     xp: Any,
 ) -> Any:
     name = spec.name or kernel_name(func)
-    layout = _layout(adapter, first, func, args, kwargs, spec, xp, name)
+    layout = output_layout(adapter, first, func, args, kwargs, spec, xp, name)
     mode = spec.mode
     kind = (
         ""

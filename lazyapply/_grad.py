@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import KernelOutputError, NotDifferentiableError
-from ._spec import CallSpec, parse_output
+from lazyapply._errors import KernelOutputError, NotDifferentiableError
+from lazyapply.spec import CallSpec, parse_output
 
 __all__ = [
     "JvpKernel",
@@ -117,8 +117,8 @@ def run_spec(
     spec: CallSpec,
 ) -> Any:
     """Run ``func`` with a ready ``spec`` through the arguments' adapter."""
-    from ._detect import find_adapter
-    from ._engine import run
+    from lazyapply._detect import find_adapter
+    from lazyapply._engine import run
 
     adapter, first = find_adapter(args, spec.name)
     return run(adapter, first, func, args, kwargs, spec, None)
@@ -203,7 +203,7 @@ def run_vjp(
         )
         mode = vjp_mode(spec, outs, args, positions)
         if mode:
-            from ._modes import with_mode
+            from lazyapply.spec._modes import with_mode
 
             vspec = with_mode(vspec, kernel, **mode)
         hit = (kernel, vspec)
@@ -273,7 +273,7 @@ def run_jvp(
     ``tangents`` are those of ``positions``. A tangent has its output's shape, so the
     kernel's own mode (elementwise or gufunc) applies unchanged.
     """
-    from ._lazy_apply import lazy_apply
+    from lazyapply._lazy_apply import lazy_apply
 
     if spec.jvp is None:
         msg = f"{spec.name}: no jvp was declared; declare one with @{spec.name}.defjvp"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ._errors import LazyApplyError, SpecError
+from lazyapply._errors import LazyApplyError, SpecError
 
 __all__ = ["explain"]
 

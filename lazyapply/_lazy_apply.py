@@ -1,6 +1,6 @@
 """``lazy_apply``: the drop-in for ``array_api_extra.lazy_apply``.
 
-It parses the call's options into a :class:`~lazyapply._spec.CallSpec` (cached by
+It parses the call's options into a :class:`~lazyapply.spec.CallSpec` (cached by
 value) and hands the call to the engine.
 """
 
@@ -10,10 +10,10 @@ from collections.abc import Callable, Sequence
 from types import FunctionType
 from typing import Any, ParamSpec, overload
 
-from ._detect import find_adapter
-from ._engine import run
-from ._infer_mode import with_inferred_mode
-from ._spec import STRICT_ENV, CallSpec, kernel_name, parse_output
+from lazyapply._detect import find_adapter
+from lazyapply._engine import run
+from lazyapply.spec import STRICT_ENV, CallSpec, kernel_name, parse_output
+from lazyapply.spec._infer_mode import with_inferred_mode
 
 __all__ = ["lazy_apply"]
 
@@ -236,7 +236,7 @@ def lazy_apply(
         or depth is not None
         or boundary is not None
     ):
-        from ._modes import with_mode
+        from lazyapply.spec._modes import with_mode
 
         spec = with_mode(spec, func, elementwise, signature, depth, boundary)
     elif type(func) is not FunctionType:  # a ufunc/gufunc kernel brings its mode

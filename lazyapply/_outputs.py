@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import KernelOutputError
+from lazyapply._errors import KernelOutputError
 
 __all__ = ["convert_output"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from lazyapply import ArgumentTypeError, LazyFunction, SpecError, lazy, lazy_apply
-from lazyapply._spec import parse_output
+from lazyapply.spec import parse_output
 
 from . import kernels
 from .conftest import Backend, count_dask_computes
@@ -241,7 +241,7 @@ def test_constant_options_are_normalised_once() -> None:
 
 
 def test_mode_options_reach_the_spec() -> None:
-    pytest.importorskip("lazyapply._modes", reason="chunk-wise modes not present")
+    pytest.importorskip("lazyapply.spec._modes", reason="chunk-wise modes not present")
     assert lazy(np.sin, elementwise=True).spec.mode.elementwise
     sig = lazy(np.linalg.norm, signature="(n)->()").spec.mode.signature
     assert sig is not None

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from lazyapply import KernelOutputError, NotDifferentiableError, lazy, lazy_apply
-from lazyapply.adapters._jax_native import explain_native
+from lazyapply.adapters.jax.native import explain_native
 
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")

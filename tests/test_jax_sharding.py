@@ -24,7 +24,7 @@ _SCRIPT = textwrap.dedent(
     import numpy as np, numba, jax, jax.numpy as jnp
     from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
     from lazyapply import lazy_apply
-    from lazyapply.adapters._jax_native import explain_native
+    from lazyapply.adapters.jax.native import explain_native
 
     assert jax.device_count() == 4
     seen = []

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lazyapply import lazy, lazy_apply
-from lazyapply._modes import infer_mode
+from lazyapply.spec._modes import infer_mode
 
 numba = pytest.importorskip("numba", reason="numba is not installed")
 

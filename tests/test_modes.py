@@ -51,7 +51,7 @@ def _kernel_keys(x: Any, name: str) -> int:
     """Number of kernel tasks (not the per-output ``getitem``\\ s) named ``name``."""
     from dask.utils import key_split
 
-    from lazyapply.adapters._dask_blocks import BlockCall
+    from lazyapply.adapters.dask._blocks import BlockCall
 
     return sum(
         1
@@ -191,7 +191,7 @@ def test_signature_merges_only_core_dims() -> None:
 
 
 def test_single_chunk_core_dims_are_not_copied() -> None:
-    from lazyapply.adapters._dask_blocks import _merge
+    from lazyapply.adapters.dask._blocks import _merge
 
     block = np.ones((2, 3))
     assert _merge([[block]], 2) is block
@@ -500,8 +500,8 @@ def test_call_time_errors() -> None:
 
 
 def test_mode_is_parsed_once_and_immutable() -> None:
-    from lazyapply._modes import Depth, Signature, with_mode
-    from lazyapply._spec import CallSpec
+    from lazyapply.spec import CallSpec
+    from lazyapply.spec._modes import Depth, Signature, with_mode
 
     spec = with_mode(CallSpec("k"), _noop, signature=" (m, n), (n,p) -> (m,p) ")
     sig = spec.mode.signature

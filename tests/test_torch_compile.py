@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
-from lazyapply.adapters._torch_op import prepare_op, site_of  # noqa: E402
+from lazyapply.adapters.torch._op import prepare_op, site_of  # noqa: E402
 
 from .torch_kernels import (  # noqa: E402
     VJP_CALLS,

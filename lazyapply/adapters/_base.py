@@ -14,11 +14,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from lazyapply._call import numpy_inputs
-from lazyapply._spec import CallSpec, OutputSpec, Shape, resolve_dtype
+from lazyapply.spec import CallSpec, OutputSpec, Shape, resolve_dtype
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
-    from lazyapply._engine import Layout
+    from lazyapply.spec._metadata import Layout
 
 __all__ = ["Adapter", "Target"]
 
@@ -163,7 +163,7 @@ class Adapter:
         name: str,
     ) -> tuple[tuple[Shape, ...], tuple[Any, ...]]:
         """Shapes and dtypes (resolved in ``xp``), inferring what was not declared."""
-        from lazyapply._spec import arg_shape, broadcast_shapes
+        from lazyapply.spec import arg_shape, broadcast_shapes
 
         arrays = [a for a in args if isinstance(a, self.native)]
         shapes = output.shapes

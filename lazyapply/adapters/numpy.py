@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Adapter, Target
+from lazyapply.adapters._base import Adapter, Target
 
 __all__ = ["GenericAdapter", "NumPyAdapter"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Adapter
+from lazyapply.adapters._base import Adapter
 
 __all__ = ["SparseAdapter"]
 

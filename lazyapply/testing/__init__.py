@@ -17,10 +17,15 @@ each backend is imported when a check needs it.
 
 from __future__ import annotations
 
-from ._backends import Backend, cuda_available, installed_backends, to_numpy
-from ._check import check_kernel
-from ._laziness import ComputeCounter, assert_lazy, count_dask_computes
-from ._report import CheckRow, KernelReport
+from lazyapply.testing._backends import (
+    Backend,
+    cuda_available,
+    installed_backends,
+    to_numpy,
+)
+from lazyapply.testing._check import check_kernel
+from lazyapply.testing._laziness import ComputeCounter, assert_lazy, count_dask_computes
+from lazyapply.testing._report import CheckRow, KernelReport
 
 __all__ = [
     "Backend",

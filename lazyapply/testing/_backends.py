@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._laziness import count_dask_computes
+from lazyapply.testing._laziness import count_dask_computes
 
 __all__ = [
     "Backend",

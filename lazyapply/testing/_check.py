@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 
 from lazyapply._decorator import LazyFunction
-
-from ._backends import Backend
-from ._compare import Run, as_tuple, describe
-from ._report import KernelReport
-from ._runs import RUNNERS, eager, pickle_round_trip
+from lazyapply.testing._backends import Backend
+from lazyapply.testing._compare import Run, as_tuple, describe
+from lazyapply.testing._report import KernelReport
+from lazyapply.testing._runs import RUNNERS, eager, pickle_round_trip
 
 __all__ = ["check_kernel"]
 

@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from lazyapply._decorator import LazyFunction
-
-from ._backends import Backend, to_numpy
-from ._report import CheckRow, KernelReport
+from lazyapply.testing._backends import Backend, to_numpy
+from lazyapply.testing._report import CheckRow, KernelReport
 
 __all__ = ["Run", "as_tuple", "describe"]
 

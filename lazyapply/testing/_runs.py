@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from lazyapply._decorator import LazyFunction
-
-from ._backends import Backend
-from ._compare import Run, as_tuple
-from ._laziness import assert_lazy, count_dask_computes
+from lazyapply.testing._backends import Backend
+from lazyapply.testing._compare import Run, as_tuple
+from lazyapply.testing._laziness import assert_lazy, count_dask_computes
 
 __all__ = ["RUNNERS", "eager", "pickle_round_trip"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import SpecError
-from ._spec import CallSpec, OutputSpec, parse_output
+from lazyapply._errors import SpecError
+from lazyapply.spec import CallSpec, OutputSpec, parse_output
 
 __all__ = ["evaluate_callables"]
 

@@ -11,11 +11,10 @@ import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from lazyapply._spec import CallSpec
-
-from ._base import Adapter, Target
-from ._torch_grad import apply_with_grad, needs_grad
-from ._torch_op import call_op
+from lazyapply.adapters._base import Adapter, Target
+from lazyapply.adapters.torch._grad import apply_with_grad, needs_grad
+from lazyapply.adapters.torch._op import call_op
+from lazyapply.spec import CallSpec
 
 __all__ = ["TorchAdapter"]
 

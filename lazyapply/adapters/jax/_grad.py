@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import run_jvp, run_vjp
-from lazyapply._spec import CallSpec
+from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
-    from .jax import JaxAdapter
+    from lazyapply.adapters.jax import JaxAdapter
 
 __all__ = ["Differentiable", "build_differentiable"]
 

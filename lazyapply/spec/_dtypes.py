@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import SpecError
+from lazyapply._errors import SpecError
 
 __all__ = ["NAMES", "check_name", "in_namespace"]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, SupportsIndex, TypeGuard, cast
 
-from ._errors import SpecError
+from lazyapply._errors import SpecError
 
 __all__ = [
     "STRICT_ENV",
@@ -176,8 +176,8 @@ class Mode:
     """How a kernel may be split: whole array, elementwise, gufunc or stencil."""
 
     elementwise: bool = False
-    signature: Any = None  # lazyapply._modes.Signature, parsed once
-    depth: Any = None  # lazyapply._modes.Depth (from an int, tuple or dict)
+    signature: Any = None  # lazyapply.spec._modes.Signature, parsed once
+    depth: Any = None  # lazyapply.spec._modes.Depth (from an int, tuple or dict)
     boundary: Any = None
 
     @property
@@ -275,7 +275,9 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
         return _DTYPE_CACHE[key]
     except (KeyError, TypeError):
         pass
-    from ._dtypes import in_namespace  # drop-in (issue 9): every NumPy dtype
+    from lazyapply.spec._dtypes import (
+        in_namespace,  # drop-in (issue 9): every NumPy dtype
+    )
 
     resolved = in_namespace(dtype, xp, name)
     # Unhashable dtypes (rare) are resolved again next time. Only reached on a miss.
@@ -286,7 +288,7 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
 
 def check_dtype_name(dtype: Any, name: str) -> None:
     """Reject a dtype that no namespace can ever resolve (at decoration time)."""
-    from ._dtypes import check_name
+    from lazyapply.spec._dtypes import check_name
 
     check_name(dtype, name)
 

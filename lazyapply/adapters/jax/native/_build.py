@@ -30,9 +30,9 @@ def compile_target(
     import numba
     from numba import types
 
-    from ._ffi_failure import FailureInfo
-    from ._ffi_numba import build_handler, capsule
-    from ._jax_native import kernel_kind
+    from lazyapply.adapters.jax.native import kernel_kind
+    from lazyapply.adapters.jax.native._failure import FailureInfo
+    from lazyapply.adapters.jax.native._handler import build_handler, capsule
 
     ins = tuple((numba.from_dtype(dt), nd) for dt, nd in key[4])
     outs_dt = tuple((numba.from_dtype(dt), nd) for dt, nd in key[7])
@@ -76,7 +76,7 @@ def _layout(
     """Each argument's role, the scalars' Numba types, and its name in the wrapper."""
     from numba import types
 
-    from ._jax_native import scalar_type
+    from lazyapply.adapters.jax.native import scalar_type
 
     layout: list[Any] = []
     scalars: list[Any] = []
@@ -142,7 +142,7 @@ def batched(
     import jax
     import jax.numpy as jnp
 
-    from ._jax_native import native_stage
+    from lazyapply.adapters.jax.native import native_stage
 
     staged = jax.custom_batching.custom_vmap(stage)
     top = max(loop_ndims)

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from lazyapply._errors import SpecError
-from lazyapply._infer_mode import infer_mode  # issue 12; kept apart for the hot path
-from lazyapply._signature import (
+from lazyapply.spec import CallSpec, Mode, kernel_name
+from lazyapply.spec._infer_mode import (
+    infer_mode,  # issue 12; kept apart for the hot path
+)
+from lazyapply.spec._signature import (
     SIGNATURE_FORMS,
     Signature,
     check_signature_args,
@@ -24,7 +27,6 @@ from lazyapply._signature import (
     mode_output,
     mode_output_shapes,
 )
-from lazyapply._spec import CallSpec, Mode, kernel_name
 
 __all__ = [
     "BOUNDARY_KINDS",

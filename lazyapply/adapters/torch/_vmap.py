@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from lazyapply._spec import CallSpec, OutputSpec
+from lazyapply.spec import CallSpec, OutputSpec
 
 __all__ = ["register_op_vmap"]
 
@@ -26,7 +26,7 @@ def _core_ndims(spec: CallSpec, args: tuple[Any, ...]) -> list[int]:
 
 def register_op_vmap(op: Any, kernel: Any, spec: CallSpec) -> None:
     """Register the batching rule of ``op`` (kernel ``kernel`` called as ``spec``)."""
-    from ._torch_op import join_site, prepare_op
+    from lazyapply.adapters.torch._op import join_site, prepare_op
 
     # The batched call has one more dimension than a declared full output shape.
     sig = spec.mode.signature

@@ -21,7 +21,7 @@ from llvmlite import ir  # type: ignore[import-untyped]
 from numba import types
 from numba.extending import intrinsic
 
-from ._ffi_failure import FailureInfo, failure_bytes
+from lazyapply.adapters.jax.native._failure import FailureInfo, failure_bytes
 
 __all__ = ["build_handler", "capsule"]
 

@@ -1,6 +1,6 @@
 """Modes a kernel brings with it: ufuncs are elementwise, gufuncs have a signature.
 
-Kept apart from :mod:`lazyapply._modes` (which re-exports :func:`infer_mode`) so that
+Kept apart from :mod:`lazyapply.spec._modes` (which re-exports :func:`infer_mode`) so
 the hot path of ``lazy_apply`` pays one type check for a plain function. Detection
 is import-free: NumPy and Numba types are looked up only if those modules are loaded.
 """
@@ -14,8 +14,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import SpecError
-from ._spec import CallSpec
+from lazyapply._errors import SpecError
+from lazyapply.spec import CallSpec
 
 __all__ = ["infer_mode", "with_inferred_mode"]
 
@@ -80,7 +80,7 @@ def with_inferred_mode(spec: CallSpec, kernel: Callable[..., Any]) -> CallSpec:
         return _CACHE[key]
     except (KeyError, TypeError):
         pass
-    from ._modes import with_mode
+    from lazyapply.spec._modes import with_mode
 
     try:
         out = with_mode(spec, kernel, mode[0], mode[1])

@@ -18,7 +18,7 @@ from typing import Any
 
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions, run_vjp
-from lazyapply._spec import CallSpec, Mode, OutputSpec, kernel_name
+from lazyapply.spec import CallSpec, Mode, OutputSpec, kernel_name
 
 __all__ = ["apply_with_grad", "needs_grad", "register_op_autograd", "vjp_op_spec"]
 
@@ -137,7 +137,7 @@ def _node_class(torch: Any) -> Any:
 
 def register_op_autograd(op: Any, spec: CallSpec) -> None:
     """Wire a kernel's custom op (``_torch_op``) to its vjp via ``run_vjp``."""
-    from ._torch_op import join_site
+    from lazyapply.adapters.torch._op import join_site
 
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         tensors, site = inputs

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lazyapply._errors import SpecError
-from lazyapply._spec import CallSpec, Mode, OutputSpec, Shape, arg_shape, kernel_name
+from lazyapply.spec import CallSpec, Mode, OutputSpec, Shape, arg_shape, kernel_name
 
 __all__ = [
     "SIGNATURE_FORMS",
@@ -185,7 +185,7 @@ def mode_output_shapes(
     shapes, each argument's number of loop dimensions, and each output's core shape
     (``()`` for elementwise and stencil kernels).
     """
-    from lazyapply._spec import broadcast_shapes
+    from lazyapply.spec import broadcast_shapes
 
     sig: Signature | None = mode.signature
     output = mode_output(sig, output, name)

@@ -5,7 +5,7 @@ that same task (no separate rechunk layer), the kernel runs once, and its output
 single-chunk array. The task key is prefixed with the kernel's name. The kernel never
 runs on the zero-size ``_meta``: the output meta is built from the declared dtype.
 Chunk-wise modes (``elementwise``, ``signature``, ``depth``) live in
-:mod:`lazyapply.adapters._dask_chunked`.
+:mod:`lazyapply.adapters.dask._chunked`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lazyapply._spec import CallSpec
-
-from ._base import Adapter, Target
-from ._dask_blocks import kernel_token
-from ._dask_chunked import defer_chunked
+from lazyapply.adapters._base import Adapter, Target
+from lazyapply.adapters.dask._blocks import kernel_token
+from lazyapply.adapters.dask._chunked import defer_chunked
+from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
-    from lazyapply._engine import Layout
+    from lazyapply.spec._metadata import Layout
 
 __all__ = ["DaskAdapter"]
 

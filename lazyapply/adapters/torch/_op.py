@@ -19,7 +19,7 @@ programs therefore run in the process that exported them.
   raises :class:`~lazyapply.SpecError` naming the kernel.
 - autograd: the declared vjp through :func:`lazyapply._grad.run_vjp` (while compiling,
   the vjp kernel is itself such an op).
-- vmap: elementwise and gufunc kernels make one batched call (:mod:`._torch_vmap`).
+- vmap: elementwise and gufunc kernels make one batched call (:mod:`._vmap`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ import re
 import threading
 from typing import Any
 
-from lazyapply._spec import CallSpec, kernel_name
-
-from ._torch_fake import fake_outputs, run_checked
+from lazyapply.adapters.torch._fake import fake_outputs, run_checked
+from lazyapply.spec import CallSpec, kernel_name
 
 __all__ = ["call_op", "join_site", "prepare_op", "site_of"]
 
@@ -93,7 +92,7 @@ def prepare_op(kernel: Any, spec: CallSpec) -> Any:
     from lazyapply._grad import VjpKernel
 
     if isinstance(kernel, VjpKernel):
-        from ._torch_grad import vjp_op_spec
+        from lazyapply.adapters.torch._grad import vjp_op_spec
 
         spec = vjp_op_spec(kernel, spec)
     try:
@@ -151,7 +150,7 @@ def _where(fn: Any) -> str | None:
 def _register(kernel: Any, spec: CallSpec) -> Any:
     import torch
 
-    from . import _torch_grad
+    from lazyapply.adapters.torch import _grad as _torch_grad
 
     name = spec.name or kernel_name(kernel)
     plain = dataclasses.replace(spec, vjp=None)
@@ -177,7 +176,7 @@ def _register(kernel: Any, spec: CallSpec) -> Any:
     if spec.vjp is not None:
         _torch_grad.register_op_autograd(op, spec)
     if spec.mode.elementwise or spec.mode.signature is not None:
-        from ._torch_vmap import register_op_vmap
+        from lazyapply.adapters.torch._vmap import register_op_vmap
 
         register_op_vmap(op, kernel, spec)
     return op

@@ -1,7 +1,7 @@
 # mypy: disable-error-code="no-untyped-call"
 """Dask blocks: the picklable call that runs a kernel on one block, and task tokens.
 
-Kept apart from the graph builders (:mod:`lazyapply.adapters._dask_chunked`) so that
+Kept apart from the graph builders (:mod:`lazyapply.adapters.dask._chunked`) so that
 both Dask modules import it, and neither imports the other back.
 """
 

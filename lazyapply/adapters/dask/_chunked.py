@@ -27,14 +27,13 @@ import operator
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import SpecError
-from lazyapply._modes import boundary_for_ndim
-from lazyapply._spec import CallSpec, Mode
-
-from ._dask_blocks import BlockCall, kernel_token
+from lazyapply.adapters.dask._blocks import BlockCall, kernel_token
+from lazyapply.spec import CallSpec, Mode
+from lazyapply.spec._modes import boundary_for_ndim
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
-    from lazyapply._engine import Layout
+    from lazyapply.spec._metadata import Layout
 
 __all__ = ["defer_chunked"]
 

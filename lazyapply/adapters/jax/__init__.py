@@ -16,16 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._call import numpy_inputs
 from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
-from lazyapply._spec import CallSpec, kernel_name
-
-from ._base import Adapter, Target
-from ._jax_callback import Callback
-from ._jax_native import native_stage  # issue 12 (imports no backend)
-from ._jax_shard import per_shard, stage_on_shard
+from lazyapply.adapters._base import Adapter, Target
+from lazyapply.adapters.jax._callback import Callback
+from lazyapply.adapters.jax._shard import per_shard, stage_on_shard
+from lazyapply.adapters.jax.native import native_stage  # issue 12 (imports no backend)
+from lazyapply.spec import CallSpec, kernel_name
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
-    from lazyapply._engine import Layout
+    from lazyapply.spec._metadata import Layout
 
 __all__ = ["JaxAdapter"]
 
@@ -102,7 +101,7 @@ class JaxAdapter(Adapter):
 
         # lazyapply issue 10: declared derivatives get custom_vjp/custom_jvp rules.
         if spec.vjp is not None or spec.jvp is not None:
-            from ._jax_grad import Differentiable
+            from lazyapply.adapters.jax._grad import Differentiable
 
             return Differentiable(self, func, spec)
         name = spec.name or kernel_name(func)

@@ -2,7 +2,7 @@
 
 :func:`native_stage` turns one traced call of a Numba dispatcher (``@njit``,
 ``@vectorize``, ``@guvectorize``) into a function of the traced operands that stages
-``jax.ffi.ffi_call``. The handler (:mod:`._ffi_numba`) is compiled and registered once
+``jax.ffi.ffi_call``. The handler (:mod:`._handler`) is compiled and registered once
 per signature: operand dtypes and ranks, the types of the Python scalars (passed as FFI
 attributes, so a new value neither recompiles nor retraces the handler), the positions
 of ``None`` arguments, result dtypes and ranks. When the path cannot apply,
@@ -170,7 +170,7 @@ def _target(
         tuple((k, None if v is None else scalar_type(v)) for k, v in kw.items()),
         tuple((np.dtype(s.dtype), len(s.shape)) for s in structs),
     )
-    from ._ffi_build import compile_target
+    from lazyapply.adapters.jax.native._build import compile_target
 
     with _LOCK:  # one compile per signature, even when threads trace at once
         found = _TARGETS.get(key)
@@ -209,6 +209,6 @@ def _stager(
 
     if loop_ndims is None:
         return stage
-    from ._ffi_build import batched
+    from lazyapply.adapters.jax.native._build import batched
 
     return batched(stage, template, args, positions, structs, loop_ndims)

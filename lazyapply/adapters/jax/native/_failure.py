@@ -5,7 +5,7 @@ Numba's ``objmode``, :func:`failure_bytes` with XLA's call frame. It reads the o
 and the scalar attributes from the frame with ``ctypes`` and runs the callback path's
 :class:`~lazyapply._call.KernelCall` on copies of them, so that the message is the one
 the callback path would give (the kernel's exception, or the output check's text).
-Offsets: ``xla/ffi/api/c_api.h`` on a 64-bit host, as in :mod:`._ffi_numba`.
+Offsets: ``xla/ffi/api/c_api.h`` on a 64-bit host, as in :mod:`._handler`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._spec import (
+from lazyapply.spec import (
     INFERRED,
     STRICT_ENV,
     CallSpec,
@@ -92,7 +92,7 @@ def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSp
         jvp=options["jvp"],
     )
     if any(options[k] is not None and options[k] is not False for k in _MODE_OPTIONS):
-        from ._modes import with_mode
+        from lazyapply.spec._modes import with_mode
 
         spec = with_mode(
             spec,
@@ -103,7 +103,7 @@ def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSp
             options["boundary"],
         )
     else:  # issue 12: a ufunc/gufunc kernel brings its own mode
-        from ._infer_mode import with_inferred_mode
+        from lazyapply.spec._infer_mode import with_inferred_mode
 
         spec = with_inferred_mode(spec, kernel)
     return spec

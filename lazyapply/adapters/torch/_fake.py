@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lazyapply._errors import SpecError
-from lazyapply._spec import CallSpec, resolve_dtype
+from lazyapply.spec import CallSpec, resolve_dtype
 
 __all__ = ["fake_outputs", "run_checked"]
 
@@ -39,7 +39,7 @@ def fake_outputs(
         dtypes = list(dtype) if isinstance(dtype, (tuple, list)) else [dtype]
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
     if spec.mode.signature is not None:
-        from lazyapply._modes import mode_output_shapes
+        from lazyapply.spec._modes import mode_output_shapes
 
         arg_shapes = [tuple(getattr(a, "shape", ())) for a in args]
         shapes, _, _ = mode_output_shapes(
