@@ -40,7 +40,7 @@ BAD_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options", BAD_OPTIONS, ids=lambda o: ",".join(o))
+@pytest.mark.parametrize("options", BAD_OPTIONS, ids=",".join)
 def test_same_error_for_the_same_bad_option(options: dict[str, Any]) -> None:
     x = np.ones(3)
     with pytest.raises((SpecError, TypeError)) as by_decorator:
