@@ -28,6 +28,7 @@ __all__ = [
     "Shape",
     "arg_shape",
     "broadcast_shapes",
+    "dtype_args",
     "kernel_name",
     "parse_output",
     "resolve_dtype",
@@ -311,7 +312,7 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
     except (KeyError, TypeError):
         pass
     from lazyapply.spec._dtypes import (
-        in_namespace,  # drop-in (issue 9): every NumPy dtype
+        in_namespace,  # every NumPy dtype, not only the array-API names
     )
 
     resolved = in_namespace(dtype, xp, name)
@@ -337,3 +338,16 @@ def arg_shape(a: Any) -> Shape:
         None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
         for s in shape
     )
+
+
+def dtype_args(args: tuple[Any, ...]) -> list[Any]:
+    """The arguments that take part in ``result_type``: arrays and Python scalars.
+
+    ``None`` and sequences of numbers pass to the kernel but have no dtype of their
+    own (NumPy would even read a tuple as a structured dtype).
+    """
+    return [
+        a
+        for a in args
+        if a is not None and type(a) is not list and type(a) is not tuple
+    ]
