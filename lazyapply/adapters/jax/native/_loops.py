@@ -20,6 +20,7 @@ Offsets: ``xla/ffi/api/c_api.h`` (``jax.ffi.include_dir()``) on a 64-bit host, a
 from __future__ import annotations
 
 import functools
+import platform
 import threading
 from typing import Any
 
@@ -80,6 +81,57 @@ def _call_loop(
 
     i = types.int64
     return types.none(i, i, i, i, i), codegen
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+_FTZ_DAZ = 0x8040  # MXCSR bits 15 (flush to zero) and 6 (denormals are zero)
+
+
+@intrinsic
+def _fp_enter(typingctx: Any) -> Any:
+    """Clear FTZ/DAZ in MXCSR; the old MXCSR (0 off x86-64: nothing is done).
+
+    XLA's CPU threads flush denormals to zero; SciPy's routines, run by NumPy in
+    the caller's thread, do not, and some (chndtridf) return other values when
+    flushed. The loop runs in the caller's floating-point mode.
+    """
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        if not _X86:
+            return ir.Constant(_I64, 0)
+        i32 = ir.IntType(32)
+        slot = cgutils.alloca_once(builder, i32)
+        fnty = ir.FunctionType(ir.VoidType(), [_I8P])
+        mod = builder.module
+        st = cgutils.get_or_insert_function(mod, fnty, "llvm.x86.sse.stmxcsr")
+        ld = cgutils.get_or_insert_function(mod, fnty, "llvm.x86.sse.ldmxcsr")
+        ptr = builder.bitcast(slot, _I8P)
+        builder.call(st, [ptr])
+        old = builder.load(slot)
+        builder.store(builder.and_(old, i32(~_FTZ_DAZ & 0xFFFFFFFF)), slot)
+        builder.call(ld, [ptr])
+        return builder.zext(old, _I64)
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def _fp_leave(typingctx: Any, old: Any) -> Any:
+    """Restore the MXCSR saved by :func:`_fp_enter`."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        if _X86:
+            i32 = ir.IntType(32)
+            slot = cgutils.alloca_once(builder, i32)
+            builder.store(builder.trunc(args[0], i32), slot)
+            fnty = ir.FunctionType(ir.VoidType(), [_I8P])
+            ld = cgutils.get_or_insert_function(
+                builder.module, fnty, "llvm.x86.sse.ldmxcsr"
+            )
+            builder.call(ld, [builder.bitcast(slot, _I8P)])
+        return context.get_dummy_value()
+
+    return types.none(types.int64), codegen
 
 
 @numba.njit(cache=True)
@@ -150,9 +202,11 @@ def _handler(frame: int) -> int:  # pragma: no cover  (machine code, run by XLA)
     if total == 0:
         return 0
     count = np.empty(1, np.int64)
+    mode = _fp_enter()
     if contiguous:  # every operand is whole or one element: one call
         count[0] = total
         _call_loop(fn, ptrs.ctypes.data, count.ctypes.data, flat.ctypes.data, data)
+        _fp_leave(mode)
         return 0
     inner = load_i64(odims + 8 * (rank - 1))
     count[0] = inner
@@ -175,6 +229,7 @@ def _handler(frame: int) -> int:  # pragma: no cover  (machine code, run by XLA)
                 break
             index[d] = 0
             d -= 1
+    _fp_leave(mode)
     return 0
 
 
@@ -207,7 +262,7 @@ def _memory(nbtype: Any) -> tuple[Any, Any]:
 
 @functools.cache
 def _entry_call(sig: CSignature) -> Any:
-    """An intrinsic ``call(address, *args)`` calling a C entry of signature ``sig``.
+    """An intrinsic ``call(address, args)`` calling a C entry of signature ``sig``.
 
     Arguments arrive as the Numba types of their C types; a ``void`` entry's results
     are written into stack slots and returned (a tuple when several).
@@ -217,10 +272,10 @@ def _entry_call(sig: CSignature) -> Any:
     ret_type = nb_res[0] if len(nb_res) == 1 else types.Tuple(nb_res)
 
     @intrinsic
-    def call(typingctx: Any, addr: Any, *args: Any) -> Any:
+    def call(typingctx: Any, addr: Any, args: Any) -> Any:
         def codegen(context: Any, builder: Any, signature: Any, llargs: Any) -> Any:
             ll = [context.get_value_type(t) for t in nb_args]
-            values = list(llargs[1:])
+            values = [builder.extract_value(llargs[1], k) for k in range(len(ll))]
             slots = []
             if sig.ret is None:
                 for t in nb_res:
@@ -247,7 +302,7 @@ def _entry_call(sig: CSignature) -> Any:
                 return loaded[0]
             return context.make_tuple(builder, ret_type, loaded)
 
-        return ret_type(types.int64, *nb_args), codegen
+        return ret_type(types.int64, types.Tuple(nb_args)), codegen
 
     return call
 
@@ -286,8 +341,8 @@ def _compile_entry_loop(sig: CSignature, buffers: tuple[str, ...]) -> Any:
     for k, char in enumerate(sig.args):
         env[f"T{k}"] = numba.from_dtype(np.dtype(char))
     lines.append("    for i in range(n):")
-    cargs = ", ".join(f"T{k}(ld{k}(p{k} + i * s{k}))" for k in range(nin))
-    lines.append(f"        r = call(data{', ' if nin else ''}{cargs})")
+    cargs = "".join(f"T{k}(ld{k}(p{k} + i * s{k})), " for k in range(nin))
+    lines.append(f"        r = call(data, ({cargs}))")
     res = sig.results
     for j, char in enumerate(buffers[nin:]):
         k = nin + j

@@ -15,6 +15,8 @@ callback, which gives the same values (SciPy's own loops) or the same error.
 
 from __future__ import annotations
 
+import platform
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -148,6 +150,12 @@ def _cython_loop(func: Any, kinds: list[Any]) -> Any:
     if isinstance(entry, str):
         return f"{func.__name__}: {entry}"
     sig = entry.signature
+    if ("D" in sig.args + sig.results or "F" in sig.args + sig.results) and not (
+        platform.machine() in ("x86_64", "AMD64") and sys.platform != "win32"
+    ):
+        # LLVM passes {double, double} by value as the System V x86-64 ABI passes
+        # C complex: checked there only (Windows passes it by reference).
+        return f"{entry.name} takes or returns a C complex by value: not on this ABI"
     import jax
 
     # Buffers hold what JAX can hold (float32 without x64); the loop converts.
