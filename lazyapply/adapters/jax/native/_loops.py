@@ -140,6 +140,75 @@ def _attr(attrs: int, k: int) -> int:  # pragma: no cover
     return load_i64(load_i64(load_i64(attrs + 8 * k) + 8))  # type: ignore[no-any-return]
 
 
+@numba.njit(cache=True)
+def _strides(
+    bufs: Any, nin: int, sizes: int, dtypes: int, rank: int, odims: int, out: Any
+) -> int:  # pragma: no cover
+    """Fill ``out``: data pointer, flat step, then byte strides (0: broadcast).
+
+    Returns 1 when every operand is whole or a single element (one flat call), 0
+    otherwise, -1 for an unexpected dtype or rank, -2 for shapes that do not
+    broadcast to the first result's.
+    """
+    contiguous = 1
+    for k in range(bufs.shape[0]):
+        b = bufs[k]
+        if load_i32(b + 16) != (dtypes >> (8 * k)) & 255:
+            return -1
+        if load_i64(b + 32) != rank:
+            return -1
+        out[k, 0] = load_i64(b + 24)
+        dims = load_i64(b + 40)
+        size = (sizes >> (8 * k)) & 255
+        step = size
+        full = True
+        single = True
+        for d in range(rank - 1, -1, -1):
+            dk = load_i64(dims + 8 * d)
+            if dk == load_i64(odims + 8 * d):
+                out[k, 2 + d] = step
+            elif dk == 1 and k < nin:
+                out[k, 2 + d] = 0
+                full = False
+            else:
+                return -2
+            single = single and dk == 1
+            step *= dk
+        out[k, 1] = size if full else 0
+        if not (full or single):
+            contiguous = 0
+    return contiguous
+
+
+@numba.njit(cache=True)
+def _rows(
+    fn: int, data: int, ptrs: Any, strides: Any, odims: int, total: int
+) -> None:  # pragma: no cover
+    """Call the loop once per row (the last axis), an odometer over the others."""
+    n, rank = strides.shape
+    ptrs = ptrs.copy()
+    strides = strides.copy()  # contiguous rows for the loop's steps
+    count = np.empty(1, np.int64)
+    count[0] = load_i64(odims + 8 * (rank - 1))
+    steps = strides[:, rank - 1].copy()
+    index = np.zeros(rank, np.int64)
+    cur = np.empty(n, np.int64)
+    for _ in range(total // count[0]):
+        for k in range(n):
+            p = ptrs[k]
+            for d in range(rank - 1):
+                p += index[d] * strides[k, d]
+            cur[k] = p
+        _call_loop(fn, cur.ctypes.data, count.ctypes.data, steps.ctypes.data, data)
+        d = rank - 2
+        while d >= 0:
+            index[d] += 1
+            if index[d] < load_i64(odims + 8 * d):
+                break
+            index[d] = 0
+            d -= 1
+
+
 @numba.cfunc(types.int64(types.int64), cache=True)
 def _handler(frame: int) -> int:  # pragma: no cover  (machine code, run by XLA)
     ext = load_i64(frame + 8)
@@ -157,78 +226,33 @@ def _handler(frame: int) -> int:  # pragma: no cover  (machine code, run by XLA)
     if load_i64(frame + 136) != 4 or nout < 1 or n > MAX_ARGS:
         return make_error(api, _BAD_FRAME.ctypes.data, 13)  # type: ignore[no-any-return]
     attrs = load_i64(frame + 160)  # sorted by name: data, fn, sizes, types
-    data, fn = _attr(attrs, 0), _attr(attrs, 1)
-    sizes, dtypes = _attr(attrs, 2), _attr(attrs, 3)
     bufs = np.empty(n, np.int64)
     for k in range(nin):
         bufs[k] = load_i64(load_i64(frame + 72) + 8 * k)
     for k in range(nout):
         bufs[nin + k] = load_i64(load_i64(frame + 112) + 8 * k)
-    out = bufs[nin]
-    rank = load_i64(out + 32)
-    odims = load_i64(out + 40)
+    rank = load_i64(bufs[nin] + 32)
+    odims = load_i64(bufs[nin] + 40) if rank else 0
     total = 1
     for d in range(rank):
         total *= load_i64(odims + 8 * d)
-    ptrs = np.empty(n, np.int64)
-    flat = np.empty(n, np.int64)
-    strides = np.zeros((n, max(rank, 1)), np.int64)
-    contiguous = True
-    for k in range(n):
-        b = bufs[k]
-        if load_i32(b + 16) != (dtypes >> (8 * k)) & 255 or load_i64(b + 32) != rank:
-            return make_error(api, _BAD_TYPE.ctypes.data, 3)  # type: ignore[no-any-return]
-        ptrs[k] = load_i64(b + 24)
-        dims = load_i64(b + 40)
-        step = (sizes >> (8 * k)) & 255
-        full = True
-        single = True
-        for d in range(rank - 1, -1, -1):
-            dk = load_i64(dims + 8 * d)
-            od = load_i64(odims + 8 * d)
-            if dk == od:
-                strides[k, d] = step
-            elif dk == 1 and k < nin:
-                strides[k, d] = 0
-                full = False
-            else:
-                return make_error(api, _BAD_SHAPE.ctypes.data, 3)  # type: ignore[no-any-return]
-            if dk != 1:
-                single = False
-            step *= dk
-        flat[k] = (sizes >> (8 * k)) & 255 if full else 0
-        if not (full or single):
-            contiguous = False
+    table = np.zeros((n, 2 + rank), np.int64)  # pointer, flat step, strides
+    sizes, dtypes = _attr(attrs, 2), _attr(attrs, 3)
+    how = _strides(bufs, nin, sizes, dtypes, rank, odims, table)
+    if how < 0:
+        bad = _BAD_TYPE if how == -1 else _BAD_SHAPE
+        return make_error(api, bad.ctypes.data, 3)  # type: ignore[no-any-return]
     if total == 0:
         return 0
-    count = np.empty(1, np.int64)
+    fn, data = _attr(attrs, 1), _attr(attrs, 0)
     mode = _fp_enter()
-    if contiguous:  # every operand is whole or one element: one call
-        count[0] = total
+    if how == 1:  # every operand is whole or one element: one flat call
+        count = np.full(1, total, np.int64)
+        ptrs = table[:, 0].copy()
+        flat = table[:, 1].copy()
         _call_loop(fn, ptrs.ctypes.data, count.ctypes.data, flat.ctypes.data, data)
-        _fp_leave(mode)
-        return 0
-    inner = load_i64(odims + 8 * (rank - 1))
-    count[0] = inner
-    steps = np.empty(n, np.int64)
-    for k in range(n):
-        steps[k] = strides[k, rank - 1]
-    index = np.zeros(rank, np.int64)
-    cur = np.empty(n, np.int64)
-    for _ in range(total // inner):  # one call per row, an odometer over the rest
-        for k in range(n):
-            p = ptrs[k]
-            for d in range(rank - 1):
-                p += index[d] * strides[k, d]
-            cur[k] = p
-        _call_loop(fn, cur.ctypes.data, count.ctypes.data, steps.ctypes.data, data)
-        d = rank - 2
-        while d >= 0:
-            index[d] += 1
-            if index[d] < load_i64(odims + 8 * d):
-                break
-            index[d] = 0
-            d -= 1
+    else:
+        _rows(fn, data, table[:, 0], table[:, 2:], odims, total)
     _fp_leave(mode)
     return 0
 

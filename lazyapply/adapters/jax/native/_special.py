@@ -57,16 +57,9 @@ def special_stage(
         return f"the default JAX backend is {jax.default_backend()}, not cpu"
     if template.kwargs:
         return f"keyword arguments {sorted(template.kwargs)} (only positional ones)"
-    kinds: list[Any] = []
-    for i, a in enumerate(args):
-        if i in positions:
-            kinds.append(np.dtype(a.dtype))
-        elif type(a) in _WEAK:
-            kinds.append(type(a))
-        elif isinstance(a, np.generic):
-            kinds.append(a.dtype)
-        else:
-            return f"argument {i} is a {type(a).__name__} (only arrays and numbers)"
+    kinds = _kinds(args, positions)
+    if isinstance(kinds, str):
+        return kinds
     if kind == "ufunc":
         found = _ufunc_loop(template.func, kinds)
     else:
@@ -89,14 +82,7 @@ def special_stage(
             return f"argument {i} ({a!r}) does not fit the loop {what}: {exc}"
     target = _register()
     dts = [np.dtype(c) for c in chars]
-    attrs = {
-        "data": np.int64(data),
-        "fn": np.int64(fn),
-        "sizes": np.int64(sum(d.itemsize << (8 * k) for k, d in enumerate(dts))),
-        "types": np.int64(
-            sum(_XLA_TYPES[d.kind, d.itemsize] << (8 * k) for k, d in enumerate(dts))
-        ),
-    }
+    attrs = _attributes(dts, fn, data)
     multi = template.check.multi
     call = jax.ffi.ffi_call(
         target, structs if multi else structs[0], vmap_method="expand_dims"
@@ -114,6 +100,33 @@ def special_stage(
         return call(*full, **attrs)
 
     return f"{target} ({what})", stage
+
+
+def _kinds(args: tuple[Any, ...], positions: tuple[int, ...]) -> list[Any] | str:
+    """What NumPy resolves a loop from: dtypes, and Python types of weak scalars."""
+    kinds: list[Any] = []
+    for i, a in enumerate(args):
+        if i in positions:
+            kinds.append(np.dtype(a.dtype))
+        elif type(a) in _WEAK:
+            kinds.append(type(a))
+        elif isinstance(a, np.generic):
+            kinds.append(a.dtype)
+        else:
+            return f"argument {i} is a {type(a).__name__} (only arrays and numbers)"
+    return kinds
+
+
+def _attributes(dts: list[np.dtype[Any]], fn: int, data: int) -> dict[str, Any]:
+    """The handler's attributes: addresses, item sizes and XLA dtypes (8 bits each)."""
+    return {
+        "data": np.int64(data),
+        "fn": np.int64(fn),
+        "sizes": np.int64(sum(d.itemsize << (8 * k) for k, d in enumerate(dts))),
+        "types": np.int64(
+            sum(_XLA_TYPES[d.kind, d.itemsize] << (8 * k) for k, d in enumerate(dts))
+        ),
+    }
 
 
 def _ufunc_loop(ufunc: Any, kinds: list[Any]) -> Any:
