@@ -10,24 +10,12 @@ cannot read because ``as_numpy=True`` was not given, and a bfloat16 tensor that
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from lazyapply._errors import LazyApplyError, SpecError
+from lazyapply._kernels import compiled_kind
 
 __all__ = ["explain"]
-
-
-def _compiled(func: Any) -> str | None:
-    """``"Numba"`` or ``"Cython"`` if ``func`` (through partials) is compiled."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    cls = type(func)
-    if cls.__module__.startswith("numba.") and hasattr(func, "py_func"):
-        return "Numba"
-    if "cython" in cls.__name__.lower():
-        return "Cython"
-    return None
 
 
 def _foreign(args: tuple[Any, ...]) -> str | None:
@@ -49,7 +37,7 @@ def explain(
     if as_numpy:
         _bfloat16(exc, args, name)
         return
-    kind = _compiled(func)
+    kind = compiled_kind(func)
     lib = _foreign(args) if kind is not None else None
     if kind is None or lib is None:
         return

@@ -368,8 +368,8 @@ def test_unknown_option() -> None:
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"dtype": "floot32"}, r"bad_kernel: unknown dtype name 'floot32'"),
-        ({"dtype": ("float32", "nope")}, r"bad_kernel: unknown dtype name 'nope'"),
+        ({"dtype": "floot32"}, r"bad_kernel: unknown dtype 'floot32'"),
+        ({"dtype": ("float32", "nope")}, r"bad_kernel: unknown dtype 'nope'"),
         ({"shape": "abc"}, r"bad_kernel: shape must be a tuple"),
         ({"shape": (-1,)}, r"bad_kernel: output sizes must be >= 0"),
         ({"shape": [(2,), (3,)], "dtype": "float32"}, r"only one dtype \(bad_kernel"),

@@ -14,7 +14,8 @@ Two things live here, both public:
   ``check_kernel`` and lazyapply's own behaviour tests run through this one list.
 - :func:`check_kernel`, the conformance check of a ``@lazy`` kernel: it runs the kernel
   on every installed backend and mode and compares each result with NumPy, returning a
-  :class:`KernelReport` or raising ``AssertionError`` with the table of runs.
+  :class:`KernelReport` or raising :class:`CheckFailed` (an ``AssertionError``) with
+  the table of runs.
 
 ``import lazyapply.testing`` imports no array library other than NumPy, and not pytest:
 each backend is imported when a check needs it.
@@ -31,11 +32,12 @@ from lazyapply.testing._backends import (
 from lazyapply.testing._check import check_kernel
 from lazyapply.testing._laziness import ComputeCounter, assert_lazy, count_dask_computes
 from lazyapply.testing._paths import PATHS, Path, paths_for
-from lazyapply.testing._report import CheckRow, KernelReport
+from lazyapply.testing._report import CheckFailed, CheckRow, KernelReport
 
 __all__ = [
     "PATHS",
     "Backend",
+    "CheckFailed",
     "CheckRow",
     "ComputeCounter",
     "KernelReport",

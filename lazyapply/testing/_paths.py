@@ -237,9 +237,10 @@ def _batched(kernel: Kernel) -> str | None:
 
 
 def _differentiable(kernel: Kernel) -> str | None:
-    # Without a vjp, torch differentiates a kernel of torch operations itself.
-    if kernel.spec.vjp is None and kernel.spec.as_numpy:
-        return "an as_numpy kernel without a vjp is not differentiable (f.defvjp)"
+    # A kernel of torch operations without a vjp is differentiated by torch itself:
+    # nothing of lazyapply's to check, and a NumPy kernel would refuse such tensors.
+    if kernel.spec.vjp is None:
+        return "no vjp declared (f.defvjp): torch autograd does not go through it"
     return None
 
 

@@ -109,7 +109,7 @@ def native_stage(
         _decide(func, name, f"callback: {built}")
         return built
     target = built[0]
-    _decide(func, name, f"native: {target}")
+    _decide(func, name, f"native: {target}{getattr(built[1], 'note', '')}")
     return _stager(target, template, args, positions, structs, loop_ndims)
 
 
