@@ -3,8 +3,9 @@
 :func:`explain` is called only when a call has already failed (from an ``except``
 clause at the call sites), so successful calls pay nothing. It recognises the error
 of a compiled kernel (Numba ``@njit``, Cython) that was handed arrays of a library it
-cannot read because ``as_numpy=True`` was not given, and a bfloat16 tensor that
-``as_numpy=True`` cannot hand to NumPy, and raises a
+cannot read because ``as_numpy=True`` was not given, a float16 array that a Numba
+kernel cannot compile for, and a bfloat16 tensor that ``as_numpy=True`` cannot hand
+to NumPy, and raises a
 :class:`~lazyapply.SpecError` naming the kernel and the fix, chained to the original.
 """
 
@@ -34,6 +35,7 @@ def explain(
     """Raise a clearer error for ``exc`` if it is a known mistake; else return."""
     if isinstance(exc, LazyApplyError):
         return
+    _float16(exc, func, args, name)
     if as_numpy:
         _bfloat16(exc, args, name)
         return
@@ -50,6 +52,22 @@ def explain(
         f"{name} ({lib}): a {kind} kernel cannot take {lib} arrays "
         f"({type(exc).__name__}: {first}); pass as_numpy=True so that it receives "
         "NumPy arrays and its outputs go back to the caller's library"
+    )
+    raise SpecError(msg) from exc
+
+
+def _float16(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:
+    # Numba has no float16 type: its compiler raises NotImplementedError("float16")
+    # (or a TypingError naming it) for a float16 array.
+    if "float16" not in str(exc) or compiled_kind(func) != "Numba":
+        return
+    if not any(str(getattr(a, "dtype", "")).endswith("float16") for a in args):
+        return
+    msg = (
+        f"{name}: a Numba kernel cannot take float16 arrays (Numba has no float16 "
+        f"type; {type(exc).__name__}: {str(exc).strip().splitlines()[0]}); cast the "
+        "input first (x.astype(np.float32), torch's x.float()), or wrap the kernel "
+        "to compute in float32 and cast its result back, declaring dtype='float16'"
     )
     raise SpecError(msg) from exc
 

@@ -1,0 +1,106 @@
+"""What a new user meets in the first hour: errors that name the kernel and the fix.
+
+Array keyword arguments of chunk-wise Dask calls (refused at the call, not a NumPy
+broadcast error at compute time), float16 arrays into a Numba kernel (Numba has no
+float16), and the documentation promises that the code keeps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lazyapply import SpecError, lazy, lazy_apply
+
+
+def add(x: Any, y: Any = None) -> Any:
+    return x + y
+
+
+def lookup(i: Any, table: Any = None) -> Any:
+    return table[i]
+
+
+# ------------------------------------------------------------ Dask keyword arrays
+@pytest.mark.parametrize(
+    "mode", [{"elementwise": True}, {"depth": 1}], ids=["elementwise", "depth"]
+)
+def test_keyword_array_on_split_dask_is_refused_at_the_call(
+    mode: dict[str, Any],
+) -> None:
+    da = pytest.importorskip("dask.array")
+    x = da.from_array(np.arange(6.0), chunks=3)
+    option = next(iter(mode))
+    with pytest.raises(SpecError) as err:
+        lazy_apply(add, x, y=np.ones(6), **mode)
+    text = str(err.value)
+    assert text.startswith("add (dask): keyword argument y= is an array of shape (6,)")
+    assert "Pass it positionally (add(x, y)" in text
+    assert f"drop {option}=" in text
+    # The fix works: positionally, the values are NumPy's.
+    y = da.from_array(np.ones(6), chunks=3)
+    np.testing.assert_array_equal(
+        lazy_apply(add, x, y, **mode).compute(), np.arange(6.0) + 1
+    )
+
+
+def test_keyword_arrays_that_do_not_line_up_still_work() -> None:
+    da = pytest.importorskip("dask.array")
+    table = np.arange(10.0) * 10
+    i = da.from_array(np.arange(6), chunks=2)
+    # A lookup table does not line up with the chunks: every block needs all of it.
+    out = lazy_apply(lookup, i, table=table, elementwise=True, dtype="float64")
+    np.testing.assert_array_equal(out.compute(), table[np.arange(6)])
+    # One chunk along the axis: the whole keyword array is the block's.
+    one = da.from_array(np.arange(6.0), chunks=6)
+    np.testing.assert_array_equal(
+        lazy_apply(add, one, y=np.ones(6), elementwise=True).compute(),
+        np.arange(6.0) + 1,
+    )
+    # 0-d and scalar keywords, and the whole-array mode, are unaffected.
+    x = da.from_array(np.arange(6.0), chunks=3)
+    np.testing.assert_array_equal(
+        lazy_apply(add, x, y=np.float64(2.0), elementwise=True).compute(),
+        np.arange(6.0) + 2,
+    )
+    np.testing.assert_array_equal(
+        lazy_apply(add, x, y=np.ones(6)).compute(), np.arange(6.0) + 1
+    )
+
+
+# ------------------------------------------------------------ float16 into Numba
+def _numba_double() -> Any:
+    numba = pytest.importorskip("numba")
+
+    @numba.njit
+    def double(x: Any) -> Any:
+        return x * 2
+
+    return double
+
+
+def test_float16_into_a_numba_kernel_names_the_kernel_and_the_fix() -> None:
+    double = _numba_double()
+    x = np.ones(3, dtype=np.float16)
+    for call in (
+        lambda: lazy_apply(double, x),
+        lambda: lazy(double, as_numpy=True)(x),
+    ):
+        with pytest.raises(SpecError) as err:
+            call()
+        text = str(err.value)
+        assert text.startswith("double: a Numba kernel cannot take float16 arrays")
+        assert "Numba has no float16" in text
+        assert "x.astype(np.float32)" in text
+        assert isinstance(err.value.__cause__, NotImplementedError)
+    # The fix: cast first; float32 works.
+    np.testing.assert_array_equal(lazy_apply(double, x.astype(np.float32)), [2, 2, 2])
+
+
+def test_float16_through_torch_as_numpy() -> None:
+    double = _numba_double()
+    torch = pytest.importorskip("torch")
+    with pytest.raises(SpecError, match="double: a Numba kernel cannot take float16"):
+        lazy(double, as_numpy=True)(torch.ones(3, dtype=torch.float16))
