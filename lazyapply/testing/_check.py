@@ -19,7 +19,7 @@ from lazyapply.testing._backends import Backend
 from lazyapply.testing._compare import Run, as_tuple, describe
 from lazyapply.testing._fixes import FIXTURE_BACKENDS
 from lazyapply.testing._report import CheckFailed, KernelReport
-from lazyapply.testing._runs import RUNNERS, eager, pickle_round_trip
+from lazyapply.testing._runs import pickle_round_trip, run_paths
 
 __all__ = ["check_kernel"]
 
@@ -141,9 +141,11 @@ def check_kernel(
 
     Notes
     -----
-    The reference is the undecorated kernel on NumPy copies of ``args``. Each run
-    must give the same number of outputs, each an array of the input's library on
-    the input's device, with the reference's shape and dtype (as the backend stores
+    The runs are the paths of :data:`~lazyapply.testing.PATHS` that take the kernel
+    as declared (one row per path and backend; three per Dask mode). The reference
+    is the undecorated kernel on NumPy copies of ``args``. Each run must give the
+    same number of outputs, each an array of the input's library on the input's
+    device, with the reference's shape and dtype (as the backend stores
     it: JAX without x64 keeps float64 as float32) and close values.
 
     NumPy, NumPy read-only, array-api-strict (CPU, ``device1``), PyTorch (CPU,
@@ -165,6 +167,11 @@ def check_kernel(
         may be computed during the call; the graph's shape and dtype must match the
         reference before computing, and the computed values after. A kernel declared
         ``elementwise`` that is not (``x - x.mean()``) fails here.
+    PyTorch (CPU, CUDA)
+        Also with tensors that require grad (one autograd node, whose backward runs
+        the declared vjp; an ``as_numpy`` kernel without a vjp is left out) and under
+        ``torch.compile(fullgraph=True, backend="aot_eager")``: the automatic custom
+        op with its fake implementation, traced as Inductor would.
     Pickle
         The kernel survives a ``pickle`` round trip (by reference, for a
         module-level kernel) or, for a local one, a ``cloudpickle`` round trip, as
@@ -220,8 +227,7 @@ def check_kernel(
         if reason is not None:
             run.row(backend, "-", "skip", reason)
             continue
-        for runner in RUNNERS.get(backend, (eager,)):
-            runner(run, backend)
+        run_paths(run, backend)
     if progress is not None:
         progress("pickle")
     pickle_round_trip(run, kernel if isinstance(kernel, LazyFunction) else lazy_kernel)
