@@ -256,7 +256,19 @@ def two_declared(a: Any) -> Any:
 
 
 @pytest.mark.parametrize(
-    "kernel", [two_as_list, two_declared], ids=lambda k: k.__name__
+    "kernel",
+    [
+        pytest.param(
+            two_as_list,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="torch.compile returns only the first of the outputs declared "
+                "by a shape callable (a silent wrong, found by the path matrix)",
+            ),
+        ),
+        two_declared,
+    ],
+    ids=lambda k: k.__name__,
 )
 def test_honest_kernel_returning_a_list_passes(kernel: Any) -> None:
     report = check_kernel(kernel, A, backends=["numpy", "torch", "jax_jit", "dask"])
@@ -273,8 +285,9 @@ def test_backend_dependent_result_is_told_to_use_the_namespace() -> None:
 
     with pytest.raises(CheckFailed) as err:
         check_kernel(sum_max, A, backends=["numpy", "torch"])
-    (row,) = err.value.report.failures
-    assert row.backend == "torch"
+    failures = err.value.report.failures
+    assert {r.backend for r in failures} == {"torch"}  # eager, and torch compile
+    (row,) = [r for r in failures if r.mode == "eager"]
     assert "another shape on this backend than on NumPy" in row.fix
 
 
@@ -457,3 +470,20 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(lazyapply.testing._check, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8
     assert result.failed == 0
+
+
+def test_dense_kernel_on_sparse_says_declare_as_numpy() -> None:
+    _needs(Backend.SPARSE)
+
+    @lazy
+    def fill(a: Any) -> Any:  # writes into a new array: dense NumPy code
+        out = np.empty_like(a)
+        out[...] = a * 2
+        return out
+
+    with pytest.raises(CheckFailed) as err:
+        check_kernel(fill, A, backends=["numpy", "sparse"])
+    (row,) = err.value.report.failures
+    assert row.backend == "sparse"
+    assert row.fix.startswith("pydata/sparse arrays are immutable")
+    assert "declare as_numpy=True" in row.fix

@@ -19,7 +19,7 @@ from lazyapply.testing._backends import Backend
 from lazyapply.testing._compare import Run, as_tuple, describe
 from lazyapply.testing._fixes import FIXTURE_BACKENDS
 from lazyapply.testing._report import CheckFailed, KernelReport
-from lazyapply.testing._runs import RUNNERS, eager, pickle_round_trip
+from lazyapply.testing._runs import pickle_round_trip, run_paths
 
 __all__ = ["check_kernel"]
 
@@ -116,8 +116,8 @@ def check_kernel(
         float64, 1e-5 for float32 (JAX without x64 computes in float32), 1e-3 for
         float16; integer and boolean results compare exactly.
     progress : callable, optional
-        Called with each backend's name before its runs (``python -m lazyapply
-        check`` prints a line per backend with it).
+        Called with each backend's name before its runs, skipped backends aside
+        (``python -m lazyapply check`` prints a line per backend with it).
     **kwargs
         Keyword arguments of the kernel (``backends``, ``rtol``, ``atol`` and
         ``progress`` are taken by ``check_kernel``).
@@ -141,20 +141,22 @@ def check_kernel(
 
     Notes
     -----
-    The reference is the undecorated kernel on NumPy copies of ``args``. Each run
-    must give the same number of outputs, each an array of the input's library on
-    the input's device, with the reference's shape and dtype (as the backend stores
+    The runs are the paths of :data:`~lazyapply.testing.PATHS` that take the kernel
+    as declared (one row per path and backend; three per Dask mode). The reference
+    is the undecorated kernel on NumPy copies of ``args``. Each run must give the
+    same number of outputs, each an array of the input's library on the input's
+    device, with the reference's shape and dtype (as the backend stores
     it: JAX without x64 keeps float64 as float32) and close values.
 
-    NumPy, NumPy read-only, array-api-strict (CPU, ``device1``), PyTorch (CPU,
-        ``meta``: shape, dtype and device only, CUDA), sparse, CuPy, JAX
-        The kernel runs eagerly (``as_numpy`` when it was declared so; backends that
-        refuse an implicit conversion to NumPy are then skipped with the reason).
-        Read-only inputs catch a kernel that writes into its arguments.
     A kernel that returns a tuple or a list returns several outputs, as lazyapply
     reads it: declare one shape (or dtype) per output, or a ``signature`` with
     several outputs, for Dask and ``jax.jit`` to know them before the kernel runs.
 
+    NumPy, NumPy read-only, array-api-strict (CPU; ``device1`` if named), PyTorch
+        (CPU, CUDA; ``meta`` if named: shape, dtype and device only), sparse, CuPy, JAX
+        The kernel runs eagerly (``as_numpy`` when it was declared so; backends that
+        refuse an implicit conversion to NumPy are then skipped with the reason).
+        Read-only inputs catch a kernel that writes into its arguments.
     JAX
         Also under ``jax.jit`` (the kernel must become a callback: the result inside
         the trace is a tracer) and under ``jax.vmap`` over a batch of two copies of
@@ -165,6 +167,11 @@ def check_kernel(
         may be computed during the call; the graph's shape and dtype must match the
         reference before computing, and the computed values after. A kernel declared
         ``elementwise`` that is not (``x - x.mean()``) fails here.
+    PyTorch (CPU, CUDA)
+        Also with tensors that require grad (one autograd node, whose backward runs
+        the declared vjp; an ``as_numpy`` kernel without a vjp is left out) and under
+        ``torch.compile(fullgraph=True, backend="aot_eager")``: the automatic custom
+        op with its fake implementation, traced as Inductor would.
     Pickle
         The kernel survives a ``pickle`` round trip (by reference, for a
         module-level kernel) or, for a local one, a ``cloudpickle`` round trip, as
@@ -214,14 +221,13 @@ def check_kernel(
         raise CheckFailed(run.report) from exc
     run = Run(lazy_kernel, args, kwargs, reference, tolerance)
     for backend in _selected(backends):
-        if progress is not None:
-            progress(str(backend))
         reason = _skip_reason(lazy_kernel, backend)
         if reason is not None:
             run.row(backend, "-", "skip", reason)
             continue
-        for runner in RUNNERS.get(backend, (eager,)):
-            runner(run, backend)
+        if progress is not None:
+            progress(str(backend))
+        run_paths(run, backend)
     if progress is not None:
         progress("pickle")
     pickle_round_trip(run, kernel if isinstance(kernel, LazyFunction) else lazy_kernel)

@@ -66,18 +66,22 @@ def compile_target(
     if not committed:
         logger.info("compiling native code for `%s` (%s) …", plan.name, plan.signature)
     start = time.perf_counter()
-    try:
-        handler, hit = make_handler(*plan.handler_args, token, plan.env, entry)
-    except Exception as exc:
-        if not committed:
-            return _refusal(plan, exc)
-        logger.info("native cache entry %s unusable (%s): rebuilding", entry, exc)
-        _cache.clear(entry)  # type: ignore[arg-type]
-        committed = False
+    # On disk; again on disk after clearing a damaged entry; then in memory only.
+    tries = [entry, entry, None] if committed else [entry, None]
+    for attempt, where in enumerate(tries if entry is not None else [None]):
         try:
-            handler, hit = make_handler(*plan.handler_args, token, plan.env, entry)
-        except Exception as again:
-            return _refusal(plan, again)
+            handler, hit = make_handler(*plan.handler_args, token, plan.env, where)  # type: ignore[call-arg]
+            break
+        except Exception as exc:
+            if where is None or (attempt == 0 and not committed and _numba_error(exc)):
+                return _refusal(plan, exc)  # the kernel does not compile
+            logger.info("native cache entry %s unusable (%s): rebuilding", where, exc)
+            _cache.clear(where)
+            note = f"not cached on disk: {type(exc).__name__}: {exc}"
+    if where is None:
+        entry = None
+    else:
+        note = f"cache {entry}"
     seconds = time.perf_counter() - start
     if not hit:
         written = _writes_input(plan.checked)
@@ -85,7 +89,7 @@ def compile_target(
             if entry is not None:
                 _cache.clear(entry)
             raise _mutation(plan, written)
-    if entry is not None and not committed:
+    if entry is not None and not hit:  # compiled and checked here: commit it
         why = getattr(handler, "_uncacheable", None)
         if why:
             note = f"not cached on disk: Numba says {why}"
@@ -119,6 +123,12 @@ def _entry(plan: Plan) -> tuple[Any, str, str]:
         return None, digest, f"not cached on disk: {why}"
     entry, digest = _cache.entry_for((identity, parts, plan.extra_key))
     return entry, digest, f"cache {entry}"
+
+
+def _numba_error(exc: Exception) -> bool:
+    from numba.core.errors import NumbaError
+
+    return isinstance(exc, NumbaError)
 
 
 def _refusal(plan: Plan, exc: Exception) -> str:
