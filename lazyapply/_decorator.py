@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import (
@@ -28,6 +27,7 @@ from typing import (
 from lazyapply._detect import find_adapter
 from lazyapply._engine import run
 from lazyapply._errors import ArgumentTypeError, SpecError
+from lazyapply._pickling import by_value, from_main, lookup
 from lazyapply.spec import CallSpec, Shape
 from lazyapply.spec._build import DEFAULTS, build_spec, check_names
 
@@ -48,16 +48,6 @@ def _is_array(x: object) -> bool:
     except (ArgumentTypeError, SpecError):
         return False
     return True
-
-
-def _lookup(module: str, qualname: str) -> object:
-    """The object at ``module.qualname`` if the module is imported, else ``None``."""
-    obj: object = sys.modules.get(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
 
 
 class LazyFunction(Generic[P, R]):
@@ -214,15 +204,20 @@ class LazyFunction(Generic[P, R]):
 
     # ------------------------------------------------------------ pickling
     def __reduce__(self) -> str | tuple[Any, ...]:
-        # By reference when importable (workers import the module and find the same
-        # object); otherwise by value, which cloudpickle can do for local kernels.
+        # By reference when the module attribute is this object: workers and
+        # ``multiprocessing`` children import the module and find the same object.
         qualname: str = self.__qualname__
-        # drop-in (issue 9): defined in a script or notebook (``__main__``), it goes by
-        # value, as cloudpickle sends a plain function there: workers started from
-        # the ``dask worker`` command line have another ``__main__``.
-        if self.__module__ != "__main__" and _lookup(self.__module__, qualname) is self:
+        if lookup(self.__module__, qualname) is not self:
+            # A local kernel: by value, which cloudpickle can do (plain pickle cannot).
+            return (_rebuild, (self._kernel, dict(self._options)))
+        if self.__module__ != "__main__":
             return qualname
-        return (_rebuild, (self._kernel, dict(self._options)))
+        # Defined in a script or notebook (``__main__``): plain pickle must work
+        # (``multiprocessing`` spawn re-imports the script, joblib, user caches), but a
+        # ``dask worker`` started from the command line has another ``__main__``.
+        # So: by reference, with a cloudpickle copy (bytes, which any pickler carries)
+        # for a process whose ``__main__`` lacks it, as Numba pickles its dispatchers.
+        return (from_main, (qualname, by_value(self)))
 
 
 class BoundLazyFunction(Generic[P, R]):

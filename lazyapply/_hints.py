@@ -3,32 +3,20 @@
 :func:`explain` is called only when a call has already failed (from an ``except``
 clause at the call sites), so successful calls pay nothing. It recognises the error
 of a compiled kernel (Numba ``@njit``, Cython) that was handed arrays of a library it
-cannot read because ``as_numpy=True`` was not given, a kernel that writes into a
-read-only input (a JAX array), and a bfloat16 tensor that
-``as_numpy=True`` cannot hand to NumPy, and raises a
+cannot read because ``as_numpy=True`` was not given, a float16 array that a Numba
+kernel cannot compile for, a kernel that writes into a read-only input (a JAX
+array), and a bfloat16 tensor that ``as_numpy=True`` cannot hand to NumPy, and raises a
 :class:`~lazyapply.SpecError` naming the kernel and the fix, chained to the original.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from lazyapply._errors import LazyApplyError, SpecError
+from lazyapply._kernels import compiled_kind
 
 __all__ = ["explain"]
-
-
-def _compiled(func: Any) -> str | None:
-    """``"Numba"`` or ``"Cython"`` if ``func`` (through partials) is compiled."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    cls = type(func)
-    if cls.__module__.startswith("numba.") and hasattr(func, "py_func"):
-        return "Numba"
-    if "cython" in cls.__name__.lower():
-        return "Cython"
-    return None
 
 
 def _foreign(args: tuple[Any, ...]) -> str | None:
@@ -47,11 +35,12 @@ def explain(
     """Raise a clearer error for ``exc`` if it is a known mistake; else return."""
     if isinstance(exc, LazyApplyError):
         return
+    _float16(exc, func, args, name)
     _read_only(exc, args, name)
     if as_numpy:
         _bfloat16(exc, args, name)
         return
-    kind = _compiled(func)
+    kind = compiled_kind(func)
     lib = _foreign(args) if kind is not None else None
     if kind is None or lib is None:
         return
@@ -84,6 +73,22 @@ def _read_only(exc: BaseException, args: tuple[Any, ...], name: str) -> None:
         f"read-only ({type(exc).__name__}: {first}). JAX arrays are immutable and "
         "lazyapply hands kernels read-only views of them; copy the input inside the "
         "kernel before writing into it: x = x.copy()"
+    )
+    raise SpecError(msg) from exc
+
+
+def _float16(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:
+    # Numba has no float16 type: its compiler raises NotImplementedError("float16")
+    # (or a TypingError naming it) for a float16 array.
+    if "float16" not in str(exc) or compiled_kind(func) != "Numba":
+        return
+    if not any(str(getattr(a, "dtype", "")).endswith("float16") for a in args):
+        return
+    msg = (
+        f"{name}: a Numba kernel cannot take float16 arrays (Numba has no float16 "
+        f"type; {type(exc).__name__}: {str(exc).strip().splitlines()[0]}); cast the "
+        "input first (x.astype(np.float32), torch's x.float()), or wrap the kernel "
+        "to compute in float32 and cast its result back, declaring dtype='float16'"
     )
     raise SpecError(msg) from exc
 

@@ -1,68 +1,22 @@
 """``lazy_apply``: the drop-in for ``array_api_extra.lazy_apply``.
 
-It parses the call's options into a :class:`~lazyapply.spec.CallSpec` (cached by
-value) and hands the call to the engine.
+The call's options become a :class:`~lazyapply.spec.CallSpec` through the one spec
+builder (:mod:`lazyapply.spec._build`, cached by the options' static key; the call
+without options takes a precomputed spec) and the call goes to the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import FunctionType
 from typing import Any, ParamSpec, overload
 
 from lazyapply._detect import find_adapter
 from lazyapply._engine import run
-from lazyapply.spec import STRICT_ENV, CallSpec, kernel_name, parse_output
-from lazyapply.spec._infer_mode import with_inferred_mode
+from lazyapply.spec._build import KERNEL_FIRST, apply_spec, kernel_keywords, plain_spec
 
 __all__ = ["lazy_apply"]
 
 P = ParamSpec("P")
-
-_PLAIN = (
-    CallSpec("", strict=STRICT_ENV),
-    CallSpec("", as_numpy=True, strict=STRICT_ENV),
-)
-_SPECS: dict[tuple[Any, Any, Any, bool], CallSpec] = {}
-# (shape, dtype, as_numpy, spec) of the last cached lookup, matched by identity.
-_LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]
-
-
-def _spec(func: Callable[..., Any], shape: Any, dtype: Any, as_numpy: bool) -> CallSpec:
-    if shape is None and dtype is None:
-        return _PLAIN[bool(as_numpy)]
-    last = _LAST[0]  # one read: another thread may replace it, never half-written
-    if shape is last[0] and dtype is last[1] and as_numpy is last[2]:
-        return last[3]  # the same call site again: no hashing
-    # type(dtype) first: tuples compare item by item, so dtypes of different
-    # libraries are never compared (array-api-strict warns when they are).
-    # drop-in (issue 9): a tuple of dtypes is keyed by its items' types too.
-    kinds = tuple(map(type, dtype)) if isinstance(dtype, tuple) else type(dtype)
-    key = (shape, kinds, dtype, bool(as_numpy))
-    try:
-        spec = _SPECS[key]
-    except KeyError:
-        pass
-    except TypeError:  # unhashable (a list of shapes): parse every time
-        return CallSpec(
-            "",
-            parse_output(shape, dtype, kernel_name(func)),
-            bool(as_numpy),
-            strict=STRICT_ENV,
-        )
-    else:
-        _LAST[0] = (shape, dtype, as_numpy, spec)  # hashable, so immutable
-        return spec
-    spec = CallSpec(
-        "",
-        parse_output(shape, dtype, kernel_name(func)),
-        bool(as_numpy),
-        strict=STRICT_ENV,
-    )
-    if len(_SPECS) > 512:
-        _SPECS.clear()
-    _SPECS[key] = spec
-    return spec
 
 
 @overload
@@ -106,13 +60,6 @@ def lazy_apply(
     dtype: Any = None,
     as_numpy: bool = False,
     xp: Any = None,
-    elementwise: bool = False,
-    signature: str | None = None,
-    depth: Any = None,
-    boundary: Any = None,
-    strict: bool | None = None,
-    vjp: Callable[..., Any] | None = None,
-    jvp: Callable[..., Any] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Apply an eager function lazily.
@@ -175,10 +122,17 @@ def lazy_apply(
         Eager backends ignore it: with a padding other than ``None`` the Dask result
         differs from the eager one at the edges.
 
-        These four names are reserved: they are not passed to ``func``. Eager
-        backends call the kernel once on the whole arrays whatever they say.
+        Eager backends call the kernel once on the whole arrays whatever the mode.
     **kwargs
-        Passed to ``func`` verbatim; never traced, never converted.
+        Passed to ``func`` verbatim; never traced, never converted. A keyword named
+        like one of the options ``elementwise``, ``signature``, ``depth``,
+        ``boundary``, ``strict``, ``vjp`` or ``jvp`` goes to ``func`` when ``func``
+        has a parameter of that name (as ``array_api_extra.lazy_apply`` passes it):
+        ``lazy_apply(tree_weight, x, depth=3)`` calls ``tree_weight(x, depth=3)``
+        and sets no stencil. Only for a kernel without such a parameter (one that
+        takes ``**kwargs``, say) is the keyword read as the option; to pass both, use
+        :func:`~lazyapply.lazy` (its options are fixed at decoration) or a
+        ``functools.partial``.
 
     Returns
     -------
@@ -189,8 +143,11 @@ def lazy_apply(
     ------
     ValueError
         No array argument; a malformed ``shape``/``dtype``; an unknown size inside
-        ``jax.jit``; an output that does not match its declared (or, on lazy backends,
-        inferred) shape or dtype (:class:`~lazyapply.KernelOutputError`).
+        ``jax.jit``; an output that does not match its declared or inferred shape or
+        dtype where outputs are checked: on Dask and inside ``jax.jit`` always, on
+        eager backends only with ``strict=True`` (with the default ``strict=False``
+        they return the kernel's output unchecked)
+        (:class:`~lazyapply.KernelOutputError`).
     TypeError
         Arguments from several array libraries.
     RuntimeError, TypeError (backend's own)
@@ -200,9 +157,10 @@ def lazy_apply(
     Notes
     -----
     NumPy, array-api-strict, PyTorch, CuPy, sparse, JAX outside transformations
-        ``func`` runs now. Without declared ``shape``/``dtype`` the output is returned
-        as the kernel made it (converted to the caller's namespace if it is not
-        already there); declared metadata is checked.
+        ``func`` runs now. The output is returned as the kernel made it (converted
+        to the caller's namespace if it is not already there): with the default
+        ``strict=False`` only the number of outputs is checked (and the dtype of a
+        non-array output); ``strict=True`` checks declared or inferred metadata.
     JAX inside ``jax.jit``, ``jax.vmap``
         ``func`` becomes a ``jax.pure_callback``; every output size must be known.
         Under ``vmap`` the kernel is called once per batch element, unless it was
@@ -226,25 +184,13 @@ def lazy_apply(
     array([1, 3, 6])
     """
     adapter, first = find_adapter(args, func)
-    if shape is None and dtype is None:  # inline: the hot path skips a call
-        spec = _PLAIN[1 if as_numpy else 0]
+    if kwargs and not KERNEL_FIRST.isdisjoint(kwargs):
+        options, kwargs = kernel_keywords(func, kwargs)
+        if options:
+            spec = apply_spec(func, shape, dtype, as_numpy, options)
+            return run(adapter, first, func, args, kwargs, spec, xp)
+    if shape is None and dtype is None:  # the hot path: a precomputed spec
+        spec = plain_spec(func, as_numpy)
     else:
-        spec = _spec(func, shape, dtype, as_numpy)
-    if (
-        elementwise
-        or signature is not None
-        or depth is not None
-        or boundary is not None
-    ):
-        from lazyapply.spec._modes import with_mode
-
-        spec = with_mode(spec, func, elementwise, signature, depth, boundary)
-    elif type(func) is not FunctionType:  # a ufunc/gufunc kernel brings its mode
-        spec = with_inferred_mode(spec, func)
-    if strict or vjp is not None or jvp is not None:
-        import dataclasses
-
-        spec = dataclasses.replace(
-            spec, strict=bool(strict) or STRICT_ENV, vjp=vjp, jvp=jvp
-        )
+        spec = apply_spec(func, shape, dtype, as_numpy)
     return run(adapter, first, func, args, kwargs, spec, xp)

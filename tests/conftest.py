@@ -22,6 +22,10 @@ from lazyapply.testing import Backend, count_dask_computes, cuda_available
 
 __all__ = ["ALL_BACKENDS", "Backend", "count_dask_computes"]
 
+# A test over ``backend`` that passes without an assertion fails (tests/_assertions.py);
+# pytester runs that check on itself (tests/test_assertion_check.py).
+pytest_plugins = ["tests._assertions", "pytester"]
+
 
 ALL_BACKENDS = list(Backend)
 

@@ -35,10 +35,9 @@ def test_bare(backend: Backend) -> None:
     out = backend.call(double, x)
     assert type(out) is type(x) or backend is Backend.JAX_JIT
     assert out.shape == (2, 3)
-    if backend.has_values:
-        np.testing.assert_array_equal(
-            backend.to_numpy(out), np.arange(6.0).reshape(2, 3) * 2
-        )
+    np.testing.assert_array_equal(
+        backend.values_or_skip(out), np.arange(6.0).reshape(2, 3) * 2
+    )
 
 
 @lazy(as_numpy=True)
@@ -68,8 +67,7 @@ def test_shape_and_dtype_callables(backend: Backend) -> None:
     out = backend.call(matmul, x, y)
     assert out.shape == (2, 4)
     assert out.dtype == x.dtype
-    if backend.has_values:
-        np.testing.assert_allclose(backend.to_numpy(out), a @ b)
+    np.testing.assert_allclose(backend.values_or_skip(out), a @ b)
 
 
 @pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64:UserWarning")
@@ -96,8 +94,7 @@ def test_dtype_forms_map_to_namespace(backend: Backend, form: str) -> None:
     out = backend.call(kernel, x)
     # What the namespace stores such a dtype as (JAX without x64: float32).
     assert out.dtype == backend.asarray(np.zeros(1, dtype=want)).dtype
-    if backend.has_values:
-        np.testing.assert_array_equal(backend.to_numpy(out), np.arange(4.0))
+    np.testing.assert_array_equal(backend.values_or_skip(out), np.arange(4.0))
 
 
 @lazy(
@@ -122,9 +119,8 @@ def test_several_outputs(backend: Backend, kernel: LazyFunction[..., Any]) -> No
     doubled, sums = backend.call(kernel, x)
     assert doubled.shape == (2, 3)
     assert sums.shape == (2,)
-    if backend.has_values:
-        np.testing.assert_allclose(backend.to_numpy(doubled), a * 2)
-        np.testing.assert_allclose(backend.to_numpy(sums), a.sum(axis=1))
+    np.testing.assert_allclose(backend.values_or_skip(doubled), a * 2)
+    np.testing.assert_allclose(backend.values_or_skip(sums), a.sum(axis=1))
 
 
 def test_method(backend: Backend) -> None:
@@ -132,8 +128,7 @@ def test_method(backend: Backend) -> None:
     scaler = kernels.Scaler(3.0)
     out = backend.call(scaler.apply, x)
     assert out.dtype == x.dtype
-    if backend.has_values:
-        np.testing.assert_array_equal(backend.to_numpy(out), np.arange(3.0) * 3)
+    np.testing.assert_array_equal(backend.values_or_skip(out), np.arange(3.0) * 3)
 
 
 def test_numba_dispatcher(backend: Backend) -> None:
@@ -150,8 +145,8 @@ def test_numba_dispatcher(backend: Backend) -> None:
 def test_keyword_arguments_reach_the_kernel(backend: Backend) -> None:
     x = backend.asarray(np.arange(3.0))
     out = backend.call(kernels.scaled_sum, x, x, scale=0.5)
-    if backend.has_values:
-        np.testing.assert_array_equal(backend.to_numpy(out), np.arange(3.0))
+    assert tuple(out.shape) == (3,)
+    np.testing.assert_array_equal(backend.values_or_skip(out), np.arange(3.0))
 
 
 @pytest.mark.parametrize("backend", [Backend.JAX_JIT, Backend.DASK], indirect=True)
@@ -373,8 +368,8 @@ def test_unknown_option() -> None:
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        ({"dtype": "floot32"}, r"bad_kernel: unknown dtype name 'floot32'"),
-        ({"dtype": ("float32", "nope")}, r"bad_kernel: unknown dtype name 'nope'"),
+        ({"dtype": "floot32"}, r"bad_kernel: unknown dtype 'floot32'"),
+        ({"dtype": ("float32", "nope")}, r"bad_kernel: unknown dtype 'nope'"),
         ({"shape": "abc"}, r"bad_kernel: shape must be a tuple"),
         ({"shape": (-1,)}, r"bad_kernel: output sizes must be >= 0"),
         ({"shape": [(2,), (3,)], "dtype": "float32"}, r"only one dtype \(bad_kernel"),

@@ -30,8 +30,8 @@ def test_sequence_of_numbers_passes_through(backend: Backend) -> None:
     out = backend.call(
         lambda x: lazy_apply(weighted, x, [1.0, 2.0], (3,), as_numpy=as_numpy), x
     )
-    if backend.has_values:
-        np.testing.assert_allclose(backend.to_numpy(out), np.arange(4.0) * 3 + 3)
+    assert tuple(out.shape) == (4,)
+    np.testing.assert_allclose(backend.values_or_skip(out), np.arange(4.0) * 3 + 3)
 
 
 def test_sequence_holding_an_array_is_refused(backend: Backend) -> None:
@@ -362,7 +362,7 @@ def first_calls(backend, x, barrier):
                 out = backend.call(lambda a: lazy_apply(add, a, a), x)
             else:
                 out = lazy_apply(add, x, x)
-            if backend.has_values:
+            if backend.has_values:  # a script, not a test: compute if it can
                 backend.to_numpy(out)
     except Exception as exc:
         errors.append(f"{backend}: {exc!r}")

@@ -29,9 +29,8 @@ S = RNG.standard_normal((6, 4))
 
 def _close(backend: Backend, out: Any, expected: np.ndarray) -> None:
     assert tuple(out.shape) == expected.shape
-    if backend.has_values:
-        got = backend.to_numpy(out)
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    got = backend.values_or_skip(out)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 class Counted:
@@ -101,6 +100,7 @@ def test_signature_two_outputs(backend: Backend) -> None:
         assert lo.name.startswith("min_max-")
         assert hi.name.startswith("min_max-")
         assert lo.name != hi.name
+    assert tuple(hi.shape) == A.shape[:-1]  # before _close may skip (no values)
     _close(backend, lo, A.min(-1))
     _close(backend, hi, A.max(-1))
     if backend is Backend.DASK:

@@ -19,7 +19,6 @@ def test_plus_one(backend: Backend) -> None:
         lambda a: lazy_apply(_plus_one, a, shape=(2, 3), dtype="float64"), x
     )
     assert type(out) is type(x) or backend is Backend.JAX_JIT
-    if backend.has_values:
-        np.testing.assert_array_equal(
-            backend.to_numpy(out), np.arange(6.0).reshape(2, 3) + 1
-        )
+    np.testing.assert_array_equal(
+        backend.values_or_skip(out), np.arange(6.0).reshape(2, 3) + 1
+    )

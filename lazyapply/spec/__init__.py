@@ -62,7 +62,7 @@ def _is_dim(d: object) -> bool:
         return True
     if isinstance(d, float):
         return math.isnan(d) or d.is_integer()
-    if isinstance(d, bool):
+    if isinstance(d, bool) or type(d).__name__ == "bool_":  # True is no size
         return False
     return hasattr(d, "__index__")
 
@@ -135,8 +135,14 @@ class OutputSpec:
 INFERRED = OutputSpec(None, None, False)
 
 
-def parse_output(shape: object, dtype: object, name: str) -> OutputSpec:
-    """Validate ``shape``/``dtype`` as ``lazy_apply`` accepts them."""
+def parse_output(
+    shape: object, dtype: object, name: str, *, nout: int | None = None
+) -> OutputSpec:
+    """Validate ``shape``/``dtype`` as ``lazy_apply`` accepts them.
+
+    ``nout`` is the number of outputs a signature declares: without ``shape``, a
+    list of that many dtypes is one per output.
+    """
     if shape is None and dtype is None:
         return INFERRED
     shapes: tuple[Shape, ...] | None = None
@@ -145,6 +151,9 @@ def parse_output(shape: object, dtype: object, name: str) -> OutputSpec:
         shapes, multi = normalize_shape(shape, name)
     dtypes: tuple[Any, ...] | None = None
     if dtype is not None:
+        if shape is None and nout is not None and _is_dtype_sequence(dtype):
+            # A signature gives the number of outputs; mode_output checks the count.
+            return OutputSpec(None, tuple(dtype), nout > 1 or len(dtype) > 1)
         if multi:
             if not _is_dtype_sequence(dtype):
                 msg = (
@@ -155,9 +164,11 @@ def parse_output(shape: object, dtype: object, name: str) -> OutputSpec:
             dtypes = tuple(dtype)
         else:
             if _is_dtype_sequence(dtype):
+                given = "one shape=" if shape is not None else "no shape="
                 msg = (
-                    f"Got single shape but multiple dtypes ({name}: pass one shape "
-                    "per output, e.g. shape=[(n,), (m,)])"
+                    f"Got single shape but multiple dtypes ({name}: {given} and no "
+                    "signature= with several outputs; pass one shape per output, "
+                    "e.g. shape=[(n,), (m,)], or a signature such as '(n)->(),()')"
                 )
                 raise SpecError(msg)
             dtypes = (dtype,)
@@ -188,9 +199,14 @@ class Mode:
 DEFAULT_MODE = Mode()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class CallSpec:
-    """Everything about a call that does not depend on its arguments."""
+    """Everything about a call that does not depend on its arguments.
+
+    Equal (and hashed alike) only when :func:`~lazyapply.spec._static.static_key`
+    of every field is: ``boundary=0.0`` and ``boundary=-0.0``, or dtypes of two
+    libraries, never share a cache entry.
+    """
 
     name: str
     output: OutputSpec = INFERRED
@@ -205,12 +221,29 @@ class CallSpec:
     #: cotangent per positional argument; ``jvp(tangents, out, *args, **kwargs)``.
     vjp: Callable[..., Any] | None = None
     jvp: Callable[..., Any] | None = None
-    # Specs key the engine's caches on every call: hash once.
+    # Specs key the engine's caches on every call: key and hash once.
+    _key: Any = field(init=False, repr=False, compare=False, default=None)
     _hash: int = field(init=False, repr=False, compare=False, default=0)
     #: Derived once for the engine's hot path: strict calls check inferred metadata.
     infer: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
+        from lazyapply.spec._static import Identity, try_static_key
+
+        key = try_static_key(self)
+        if key is None:  # a field holds an array: equal to itself only
+            key = Identity(self)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_hash", hash(key))
+        declared = self.output.shapes is not None and self.output.dtypes is not None
+        object.__setattr__(self, "infer", self.strict and not declared)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The key and hash are rebuilt where the spec arrives: string hashes and
+        # identities differ between processes.
         fields = (
             self.name,
             self.output,
@@ -222,12 +255,14 @@ class CallSpec:
             self.vjp,
             self.jvp,
         )
-        object.__setattr__(self, "_hash", hash(fields))
-        declared = self.output.shapes is not None and self.output.dtypes is not None
-        object.__setattr__(self, "infer", self.strict and not declared)
+        return (CallSpec, fields)
 
-    def __hash__(self) -> int:
-        return self._hash
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if type(other) is not CallSpec:
+            return NotImplemented
+        return self._hash == other._hash and self._key == other._key
 
 
 def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:

@@ -1,15 +1,24 @@
-"""The options of ``@lazy``: their defaults, and the one :class:`CallSpec` they make.
+"""The one spec builder, for ``@lazy`` and ``lazy_apply`` alike.
 
-Validated once, when the decorator is applied (or a vjp/jvp is declared), so that a
-call only hands the frozen spec to the engine.
+:func:`build_spec` validates a full set of options and makes the frozen
+:class:`CallSpec`: ``@lazy`` calls it once, when the decorator is applied;
+``lazy_apply`` calls :func:`apply_spec`, which caches the spec by the
+:func:`~lazyapply.spec._static.static_key` of its options (so ``shape=(True,)`` is
+refused whatever was called before, and ``boundary=0.0``/``-0.0`` never share a
+spec). Both give the same errors for the same bad options. The mode a ufunc or gufunc
+kernel implies is added per kernel by :func:`with_implied_mode`.
 """
 
 from __future__ import annotations
 
+import inspect
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lazyapply._caches import bounded, weak
+from lazyapply._errors import SpecError
+from lazyapply._kernels import implied_mode
 from lazyapply.spec import (
     INFERRED,
     STRICT_ENV,
@@ -19,10 +28,21 @@ from lazyapply.spec import (
     kernel_name,
     parse_output,
 )
+from lazyapply.spec._static import Unkeyable, static_key
 
-__all__ = ["DEFAULTS", "build_spec", "check_names"]
+__all__ = [
+    "APPLY_DEFAULTS",
+    "DEFAULTS",
+    "KERNEL_FIRST",
+    "apply_spec",
+    "build_spec",
+    "check_names",
+    "kernel_keywords",
+    "plain_spec",
+    "with_implied_mode",
+]
 
-#: The options ``@lazy`` accepts, with their defaults (those of ``lazy_apply``).
+#: The options ``@lazy`` accepts, with its defaults.
 DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
     {
         "shape": None,
@@ -38,7 +58,15 @@ DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
         "jvp": None,
     }
 )
+#: ``lazy_apply``'s defaults: not strict, as the reference.
+APPLY_DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
+    {**DEFAULTS, "strict": False}
+)
 _MODE_OPTIONS = ("elementwise", "signature", "depth", "boundary")
+#: ``lazy_apply`` options that a kernel parameter of the same name takes over.
+KERNEL_FIRST = frozenset(
+    ("elementwise", "signature", "depth", "boundary", "strict", "vjp", "jvp")
+)
 
 
 def _is_dtype_callable(dtype: object) -> bool:
@@ -50,23 +78,62 @@ def _is_dtype_callable(dtype: object) -> bool:
 
 
 def _check_dtypes(dtype: object, name: str) -> None:
-    for d in dtype if isinstance(dtype, (tuple, list)) else (dtype,):
+    many = isinstance(dtype, (tuple, list))
+    for i, d in enumerate(dtype if many else (dtype,)):  # type: ignore[arg-type]
+        if _is_dtype_callable(d):
+            msg = (
+                f"{name}: dtype= lists a callable ({getattr(d, '__name__', d)!r}) at "
+                f"position {i}; a list holds dtypes only. Give one callable that "
+                "returns every output's dtype, e.g. dtype=lambda x: (x.dtype, "
+                "'int64')"
+            )
+            raise SpecError(msg)
         check_dtype_name(d, name)
 
 
-def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSpec:
-    """Validate ``options`` and build the kernel's :class:`CallSpec` (once)."""
-    name = kernel_name(kernel)
+def _signature_outputs(signature: object) -> int | None:
+    """The number of outputs a signature string declares (``None``: no signature)."""
+    if not isinstance(signature, str) or "->" not in signature:
+        return None
+    return max(signature.split("->", 1)[1].count("("), 1)
+
+
+def build_spec(
+    kernel: Callable[..., Any], options: Mapping[str, Any], *, name: str | None = None
+) -> CallSpec:
+    """Validate ``options`` (every key of :data:`DEFAULTS`) and build the spec.
+
+    ``name`` is the spec's name (``@lazy``: the kernel's; ``lazy_apply``: ``""``,
+    named at each call); messages always name the kernel.
+
+    Raises
+    ------
+    SpecError
+        A malformed shape or mode, an unknown dtype name, a callable inside a list
+        of dtypes.
+    TypeError
+        A vjp/jvp that is not callable.
+    """
+    spec = _build(kernel, options, kernel_name(kernel) if name is None else name)
+    return with_implied_mode(spec, kernel)
+
+
+def _build(
+    kernel: Callable[..., Any], options: Mapping[str, Any], name: str
+) -> CallSpec:
+    """The kernel-independent part of the spec (``kernel`` names errors only)."""
+    where = name or kernel_name(kernel)
     shape, dtype = options["shape"], options["dtype"]
     shape_fn = shape if callable(shape) else None
     dtype_fn = dtype if _is_dtype_callable(dtype) else None
     if dtype is not None and dtype_fn is None:
-        _check_dtypes(dtype, name)
+        _check_dtypes(dtype, where)
+    nout = _signature_outputs(options["signature"])
     output: OutputSpec
     if shape_fn is None and dtype_fn is None:
-        output = parse_output(shape, dtype, name)
+        output = parse_output(shape, dtype, where, nout=nout)
     elif shape_fn is None:  # constant shape, dtype from the arguments
-        output = parse_output(shape, None, name)
+        output = parse_output(shape, None, where, nout=nout)
     elif dtype is None or dtype_fn is not None:  # shape (and dtype) from the arguments
         output = INFERRED
     else:
@@ -77,7 +144,7 @@ def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSp
     for rule in ("vjp", "jvp"):
         if options[rule] is not None and not callable(options[rule]):
             msg = (
-                f"{name}: {rule}= must be a kernel (a callable), got "
+                f"{where}: {rule}= must be a kernel (a callable), got "
                 f"{type(options[rule]).__name__}; pass the function that computes it"
             )
             raise TypeError(msg)
@@ -102,14 +169,177 @@ def build_spec(kernel: Callable[..., Any], options: Mapping[str, Any]) -> CallSp
             options["depth"],
             options["boundary"],
         )
-    else:  # issue 12: a ufunc/gufunc kernel brings its own mode
-        from lazyapply.spec._infer_mode import with_inferred_mode
-
-        spec = with_inferred_mode(spec, kernel)
     return spec
 
 
+# ------------------------------------------------------------------ lazy_apply
+_PLAIN = (
+    CallSpec("", strict=STRICT_ENV),
+    CallSpec("", as_numpy=True, strict=STRICT_ENV),
+)
+_SPECS = bounded("spec: lazy_apply specs by option key", 512)
+# (shape, dtype, as_numpy, spec) of the last immutable cached lookup, by identity.
+_LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]
+_IMMUTABLE = (type(None), int, str)
+
+
+def _immutable(value: Any) -> bool:
+    """A value that cannot change behind an identity match: flat tuples of sizes
+    or names, ``None``, a name or a dtype object (never a list)."""
+    if type(value) is tuple:
+        return all(type(v) in _IMMUTABLE for v in value)
+    return value is None or type(value) is str or hasattr(value, "itemsize")
+
+
+def plain_spec(func: Callable[..., Any], as_numpy: bool) -> CallSpec:
+    """The spec of a ``lazy_apply`` call without options (the hot path)."""
+    spec = _PLAIN[1 if as_numpy else 0]
+    if type(func) is types.FunctionType:
+        return spec
+    return with_implied_mode(spec, func)
+
+
+def apply_spec(
+    func: Callable[..., Any],
+    shape: Any,
+    dtype: Any,
+    as_numpy: bool,
+    options: dict[str, Any] | None = None,
+) -> CallSpec:
+    """The spec of a ``lazy_apply`` call, cached by the static key of its options.
+
+    ``options`` holds the mode, ``strict`` and derivative options given (``None``:
+    none). Errors are those of :func:`build_spec`, naming ``func``.
+    """
+    if options is None:
+        last = _LAST[0]  # one read: another thread may replace it, never half-written
+        if shape is last[0] and dtype is last[1] and as_numpy is last[2]:
+            spec = last[3]  # the same call site again: no key to build
+        else:
+            spec = _cached(func, shape, dtype, as_numpy, {})
+            if _immutable(shape) and _immutable(dtype):
+                _LAST[0] = (shape, dtype, as_numpy, spec)
+    else:
+        spec = _cached(func, shape, dtype, as_numpy, options)
+    return spec if type(func) is types.FunctionType else with_implied_mode(spec, func)
+
+
+def _cached(
+    func: Callable[..., Any],
+    shape: Any,
+    dtype: Any,
+    as_numpy: bool,
+    options: dict[str, Any],
+) -> CallSpec:
+    full = {**APPLY_DEFAULTS, **options, "shape": shape, "dtype": dtype}
+    full["as_numpy"] = as_numpy
+    if full["strict"] is None:
+        full["strict"] = False
+    try:
+        key = static_key(tuple(full.values()))
+    except (Unkeyable, RecursionError):  # an array among the options: no cache
+        return _build(func, full, "")
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _SPECS.put(key, _build(func, full, ""))
+    return spec
+
+
+# ------------------------------------------------------------ per kernel
+_IMPLIED = weak("spec: mode implied by a ufunc/gufunc kernel")
+_IMPLIED_STRONG = bounded("spec: mode implied (kernels without weakref)", 256)
+
+
+def with_implied_mode(spec: CallSpec, kernel: Callable[..., Any]) -> CallSpec:
+    """``spec`` with the mode ``kernel`` implies (a ufunc, a gufunc), if none given.
+
+    Inference is a default, never an error: if the implied mode contradicts the
+    declared outputs (``shape=`` unlike a gufunc's), the whole-array mode is kept.
+    """
+    if type(kernel) is types.FunctionType or not spec.mode.is_default:
+        return spec
+    mode = implied_mode(kernel)
+    if mode is None:
+        return spec
+    try:
+        per_kernel = _IMPLIED.get(kernel)
+        store: Any = _IMPLIED
+    except TypeError:  # NumPy ufuncs cannot be weakly referenced; they live forever
+        per_kernel, store = _IMPLIED_STRONG.get(kernel), None
+    if per_kernel is not None and spec in per_kernel:
+        return per_kernel[spec]  # type: ignore[no-any-return]
+    from lazyapply.spec._modes import with_mode
+
+    try:
+        out = with_mode(spec, kernel, mode[0], mode[1])
+    except SpecError:
+        out = spec
+    if per_kernel is None:
+        per_kernel = {}
+        if store is None:
+            _IMPLIED_STRONG.put(kernel, per_kernel)
+        else:
+            store[kernel] = per_kernel
+    if len(per_kernel) > 64:
+        per_kernel.clear()
+    per_kernel[spec] = out
+    return out
+
+
+_PARAMS = weak("spec: kernel parameter names (lazy_apply keywords)")
+_PARAMS_STRONG = bounded("spec: kernel parameter names (no weakref)", 256)
+
+
+def _parameters(func: Callable[..., Any]) -> frozenset[str]:
+    """The names ``func`` takes as keywords (cached per kernel object)."""
+    try:
+        names = _PARAMS.get(func)
+        store: Any = _PARAMS
+    except TypeError:  # not weakly referenceable (a ufunc), or unhashable
+        try:
+            names, store = _PARAMS_STRONG.get(func), _PARAMS_STRONG
+        except TypeError:
+            names, store = None, None
+    if names is None:
+        try:
+            params = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):  # no signature (some builtins): none known
+            names = frozenset()
+        else:
+            names = frozenset(
+                p.name
+                for p in params
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            )
+        if store is _PARAMS:
+            _PARAMS[func] = names
+        elif store is not None:
+            store.put(func, names)
+    return names
+
+
+def kernel_keywords(
+    func: Callable[..., Any], kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``lazy_apply``'s keywords into (options, the kernel's keywords).
+
+    A name of :data:`KERNEL_FIRST` goes to the kernel when the kernel has a
+    parameter of that name (as ``array_api_extra.lazy_apply`` passes it); otherwise,
+    even to a kernel with ``**kwargs``, it is ``lazy_apply``'s option.
+    """
+    params = _parameters(func)
+    options = {}
+    rest = {}
+    for key, value in kwargs.items():
+        if key in KERNEL_FIRST and key not in params:
+            options[key] = value
+        else:
+            rest[key] = value
+    return options, rest
+
+
 def check_names(options: Mapping[str, Any], kernel: Callable[..., Any] | None) -> None:
+    """Refuse options ``@lazy`` does not know, listing the valid ones."""
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         where = "" if kernel is None else f" for {kernel_name(kernel)}"

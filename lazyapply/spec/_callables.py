@@ -36,7 +36,10 @@ def evaluate_callables(
         # Beside a shape callable, several constant dtypes mark several outputs
         # (the decorator sets ``multi`` from their count).
         dtype = declared.dtypes if declared.multi else declared.dtypes[0]
-    return parse_output(shape, dtype, name)
+    sig = spec.mode.signature
+    return parse_output(
+        shape, dtype, name, nout=None if sig is None else len(sig.outputs)
+    )
 
 
 def _call(fn: Any, what: str, name: str, args: Any, kwargs: Any) -> Any:

@@ -73,7 +73,7 @@ def numpy_dtype(dtype: Any, name: str, what: str = "dtype") -> Any:
 
 def check_name(dtype: Any, name: str) -> None:
     """Refuse, at decoration time, a dtype that no namespace can resolve."""
-    numpy_dtype(dtype, name, "dtype name")
+    numpy_dtype(dtype, name)
 
 
 def in_namespace(dtype: Any, xp: Any, name: str) -> Any:

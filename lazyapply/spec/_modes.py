@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lazyapply._errors import SpecError
+from lazyapply._kernels import implied_mode as infer_mode
 from lazyapply.spec import CallSpec, Mode, kernel_name
-from lazyapply.spec._infer_mode import (
-    infer_mode,  # issue 12; kept apart for the hot path
-)
 from lazyapply.spec._signature import (
     SIGNATURE_FORMS,
     Signature,

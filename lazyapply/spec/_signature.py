@@ -157,9 +157,15 @@ def mode_output(sig: Signature | None, output: OutputSpec, name: str) -> OutputS
             )
             raise SpecError(msg)
         return output
-    if nout == 1:
-        return output
     dtypes = output.dtypes
+    if nout == 1:
+        if dtypes is not None and len(dtypes) != 1:
+            msg = (
+                f"{name}: signature {sig.text!r} has 1 output but dtype= declares "
+                f"{len(dtypes)}; declare one dtype"
+            )
+            raise SpecError(msg)
+        return OutputSpec(None, dtypes, False) if output.multi else output
     if dtypes is not None and len(dtypes) == 1:
         dtypes = dtypes * nout  # one dtype for every output
     if dtypes is not None and len(dtypes) != nout:

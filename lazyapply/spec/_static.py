@@ -6,7 +6,8 @@ the values themselves would hand one of them the other's compiled rule, graph or
 :func:`static_key` builds a hashable key that keeps the type of every value, the sign
 of zero and NaN, and looks inside tuples, lists and dicts. Objects without a value
 semantics of their own (functions, modules, instances) are keyed by identity, and the
-key holds them, so an id is never reused while the key lives.
+key holds them, so an id is never reused while the key lives. Dataclasses (specs,
+modes) are keyed by their fields.
 """
 
 from __future__ import annotations
@@ -76,7 +77,24 @@ def static_key(value: Any) -> Any:
         if isinstance(value, np.generic):  # NumPy scalars: their dtype and bytes
             return (t, value.dtype.str, value.tobytes())
         if isinstance(value, np.dtype):
-            return (np.dtype, value.str, value.descr if value.fields else None)
+            return (
+                np.dtype,
+                value.str,
+                static_key(value.descr) if value.fields else None,
+            )
+    if hasattr(t, "__dataclass_fields__"):  # a frozen spec, mode or signature
+        import dataclasses
+
+        return (
+            Identity(t),
+            tuple(
+                [
+                    static_key(getattr(value, f.name))
+                    for f in dataclasses.fields(value)
+                    if f.compare
+                ]
+            ),
+        )
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         msg = f"an array ({t.__name__}) cannot be a static argument; pass it as data"
         raise Unkeyable(msg)

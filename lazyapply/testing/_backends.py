@@ -183,6 +183,38 @@ class Backend(enum.Enum):
         """
         return to_numpy(x)
 
+    def values_or_skip(self, x: Any) -> np.ndarray:
+        """The values of a result, to compare; a pytest skip where there are none.
+
+        Put it after the assertions that hold on every backend (shape, dtype, device):
+        on ``TORCH_META`` they ran, and the test is then reported as skipped with the
+        reason, never as a pass that checked no values.
+
+        Parameters
+        ----------
+        x : array
+            A result of this backend.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``to_numpy(x)``.
+
+        Raises
+        ------
+        pytest.skip.Exception
+            ``TORCH_META``: the ``meta`` device holds shapes and dtypes, no values.
+            Imports pytest (only then).
+        """
+        if not self.has_values:
+            import pytest
+
+            pytest.skip(
+                f"{self}: the meta device holds no values to compare "
+                "(shape and dtype were checked)"
+            )
+        return to_numpy(x)
+
     def call(self, f: Callable[..., Any], *args: Any, **static: Any) -> Any:
         """Run ``f(*args, **static)`` the way this backend's users would.
 
@@ -231,7 +263,7 @@ class Backend(enum.Enum):
         -------
         pytest.param
             With the backend's value as its id, marked ``gpu`` where it needs one.
-            Imports pytest (only this method does).
+            Imports pytest (as :meth:`values_or_skip` does, and nothing else here).
         """
         import pytest
 

@@ -1,0 +1,113 @@
+"""Every module-level store of lazyapply, bounded or weak, made through one helper.
+
+A store that holds kernels, specs or compiled rules must not grow without end (a
+kernel made per call, a lambda, a new shape each step) and must be inspectable. Make
+it here rather than with a bare ``{}``:
+
+``bounded(name, maxsize)``
+    A :class:`BoundedDict`: a plain ``dict`` (lookups cost what a dict's do) whose
+    :meth:`~BoundedDict.put` drops the oldest entry once ``maxsize`` is reached.
+    Keys that hold non-array values must be made with
+    :func:`lazyapply.spec._static.static_key`, never the values themselves.
+``weak(name)``
+    A ``weakref.WeakKeyDictionary``, for what is built once per kernel object (the
+    entry goes when the kernel does).
+
+Both register the store under ``name`` (say which module and what it holds, e.g.
+``"dask: kernel tokens"``), so that :func:`clear_caches` empties every store and
+:func:`cache_report` lists their sizes; ``lazyapply.testing`` re-exports both.
+Adapters and other modules adopt it the same way: ``_OPS = bounded("torch: ops",
+256)`` then ``_OPS.get(key)`` / ``_OPS.put(key, op)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from typing import Any, Generic, TypeVar
+
+__all__ = ["BoundedDict", "bounded", "cache_report", "clear_caches", "weak"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_REGISTRY: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+class BoundedDict(dict[K, V], Generic[K, V]):
+    """A ``dict`` with a size bound, kept by :meth:`put` (first in, first out)."""
+
+    __slots__ = ("maxsize", "name")
+
+    def __init__(self, name: str, maxsize: int) -> None:
+        super().__init__()
+        self.name = name
+        self.maxsize = maxsize
+
+    def put(self, key: K, value: V) -> V:
+        """Store ``value`` under ``key``, dropping the oldest entry when full."""
+        if len(self) >= self.maxsize:
+            # Another thread may drop the same entry or change the dict meanwhile:
+            # losing a cache entry is harmless, so only never fail here.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self[next(iter(self))]
+        self[key] = value
+        return value
+
+    def __repr__(self) -> str:
+        return f"<BoundedDict {self.name!r}: {len(self)}/{self.maxsize}>"
+
+
+def _register(name: str, store: Any) -> None:
+    with _LOCK:
+        unique, n = name, 1
+        while unique in _REGISTRY:  # one store per adapter instance, say
+            n += 1
+            unique = f"{name} #{n}"
+        _REGISTRY[unique] = store
+
+
+def bounded(name: str, maxsize: int = 256) -> BoundedDict[Any, Any]:
+    """A registered :class:`BoundedDict` holding at most ``maxsize`` entries."""
+    store: BoundedDict[Any, Any] = BoundedDict(name, maxsize)
+    _register(name, store)
+    return store
+
+
+def weak(name: str) -> weakref.WeakKeyDictionary[Any, Any]:
+    """A registered ``WeakKeyDictionary`` (entries go with their keys)."""
+    store: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+    _register(name, store)
+    return store
+
+
+def clear_caches() -> None:
+    """Empty every registered store (compiled rules, specs, tokens, calls).
+
+    Safe at any time: every store is a cache, refilled on the next call. Useful in
+    tests, and to release memory held for kernels that are no longer used.
+    """
+    with _LOCK:
+        stores = list(_REGISTRY.values())
+    for store in stores:
+        store.clear()
+
+
+def cache_report() -> dict[str, dict[str, Any]]:
+    """Every registered store: ``{name: {"size": n, "maxsize": m or None}}``.
+
+    Examples
+    --------
+    >>> from lazyapply._caches import cache_report
+    >>> all(v["maxsize"] is None or v["size"] <= v["maxsize"]
+    ...     for v in cache_report().values())
+    True
+    """
+    with _LOCK:
+        items = list(_REGISTRY.items())
+    return {
+        name: {"size": len(store), "maxsize": getattr(store, "maxsize", None)}
+        for name, store in items
+    }

@@ -1,0 +1,96 @@
+"""Pickling of ``@lazy`` functions: by reference where the module holds them.
+
+A module-level lazy function pickles as its qualified name. One defined in a script or
+notebook (``__main__``) pickles as its name plus a cloudpickle copy carried as bytes
+(as Numba pickles its dispatchers), so that plain ``pickle`` works (``multiprocessing``
+spawn re-imports the script and finds the same object) and a process whose
+``__main__`` lacks it (a ``dask worker`` started from the command line) builds the copy.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lazyapply._decorator import LazyFunction
+
+__all__ = ["by_value", "from_main", "lookup"]
+
+
+def lookup(module: str, qualname: str) -> object:
+    """The object at ``module.qualname`` if the module is imported, else ``None``."""
+    obj: object = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+# The ``__main__`` functions being pickled by value right now, per thread: a kernel that
+# names itself (recursion through its module global) is sent by reference inside its
+# own copy, rather than recursing forever.
+_PICKLING = threading.local()
+
+
+def by_value(func: LazyFunction[Any, Any]) -> bytes | None:
+    """``cloudpickle`` bytes of ``(kernel, options)``, or ``None`` if impossible."""
+    busy: set[int] = _PICKLING.__dict__.setdefault("busy", set())
+    if id(func) in busy:
+        return None
+    try:
+        import cloudpickle  # type: ignore[import-untyped]
+    except ImportError:  # plain pickle by reference still works
+        return None
+    busy.add(id(func))
+    try:
+        data: bytes = cloudpickle.dumps((func.eager, dict(func.options)))
+    except Exception:  # an unpicklable kernel: by reference only
+        return None
+    finally:
+        busy.discard(id(func))
+    return data
+
+
+def from_main(qualname: str, data: bytes | None) -> Any:
+    """Unpickle a ``__main__`` lazy function: the process's own, else the copy."""
+    from lazyapply._decorator import LazyFunction
+
+    found = lookup("__main__", qualname)
+    if isinstance(found, LazyFunction):
+        return found
+    if data is None:  # a kernel's reference to itself, inside its own copy
+        return _Copied(qualname)
+    kernel, options = pickle.loads(data)  # our own cloudpickle bytes
+    copy = LazyFunction(kernel, **options)
+    _COPIES[qualname] = copy
+    return copy
+
+
+# The copies of ``__main__`` lazy functions made in this process (see _from_main).
+_COPIES: dict[str, LazyFunction[Any, Any]] = {}
+
+
+class _Copied:
+    """A ``__main__`` kernel's name for itself inside its own copy (in another
+    process): resolved when used, once the copy exists."""
+
+    __slots__ = ("_qualname",)
+
+    def __init__(self, qualname: str) -> None:
+        self._qualname = qualname
+
+    def _target(self) -> LazyFunction[Any, Any]:
+        return _COPIES[self._qualname]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target()(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (from_main, (self._qualname, None))

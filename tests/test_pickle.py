@@ -1,0 +1,105 @@
+"""Plain ``pickle`` of ``@lazy`` functions defined in a script (``__main__``).
+
+``multiprocessing``, joblib and many user caches use plain pickle: a module-level lazy
+function and a decorated method pickle by reference, and a process whose ``__main__``
+lacks them (a ``dask worker`` started from the command line) gets a cloudpickle copy.
+Each case runs a real script in a subprocess, since only a script has a ``__main__``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lazyapply
+
+_ROOT = str(Path(lazyapply.__file__).resolve().parents[1])
+
+_SCRIPT = """
+import multiprocessing
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+
+from lazyapply import lazy
+
+
+@lazy(shape=lambda x: x.shape)  # a lambda option: plain pickle cannot send it by value
+def double(x):
+    return x * 2
+
+
+@lazy
+def countdown(x, n=2):  # names itself: its by-value copy must not recurse forever
+    return x if n == 0 else countdown.eager(x + 1, n - 1)
+
+
+class Model:
+    def __init__(self, factor):
+        self.factor = factor
+
+    @lazy
+    def apply(self, x):
+        return x * self.factor
+
+
+_FOREIGN = (  # a process whose __main__ does not define the kernels
+    "import pickle, sys, numpy as np; f = pickle.loads(sys.stdin.buffer.read()); "
+    "print(type(f).__name__, f(np.ones(2)).tolist())"
+)
+
+
+def foreign(data):
+    done = subprocess.run(
+        [sys.executable, "-c", _FOREIGN], input=data, capture_output=True, check=True
+    )
+    return done.stdout.decode().strip()
+
+
+if __name__ == "__main__":
+    x = np.ones(2)
+    # By reference: the same object back.
+    for obj in (double, countdown, Model.apply):
+        assert pickle.loads(pickle.dumps(obj)) is obj, obj
+    bound = pickle.loads(pickle.dumps(Model(3.0).apply))
+    print("bound", bound(x).tolist(), bound.__func__ is Model.apply)
+    # multiprocessing with spawn: the child re-imports this script as __main__.
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        print("spawn", pool.map(double, [x])[0].tolist(),
+              pool.apply(Model(5.0).apply, (x,)).tolist())
+    # Another __main__: the copy travels inside the pickle.
+    print("foreign", foreign(pickle.dumps(double)))
+    print("foreign", foreign(pickle.dumps(countdown)))
+    import cloudpickle
+    print("cloudpickle", foreign(cloudpickle.dumps(double)))
+"""
+
+
+@pytest.mark.slow
+def test_lazy_functions_of_a_script_pickle(tmp_path: Path) -> None:
+    pytest.importorskip("cloudpickle")
+    script = tmp_path / "script.py"
+    script.write_text(_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": _ROOT},
+        cwd=tmp_path,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "bound [3.0, 3.0] True",
+        "spawn [2.0, 2.0] [5.0, 5.0]",
+        "foreign LazyFunction [2.0, 2.0]",
+        "foreign LazyFunction [3.0, 3.0]",
+        "cloudpickle LazyFunction [2.0, 2.0]",
+    ]
