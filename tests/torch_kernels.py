@@ -76,6 +76,7 @@ def positives(x: Any) -> Any:
 
 unknown_size = lazy(positives.eager, as_numpy=True, shape=(None,))
 
+
 def ellipk(m: Any) -> Any:
     """A SciPy call inside a Python function: no declared derivative applies."""
     return special.ellipk(m)
