@@ -72,7 +72,7 @@ def _common(p: argparse.ArgumentParser, default: Any) -> None:
         "--quiet",
         action="store_true",
         default=default or False,
-        help="print only failures",
+        help="print only failures, or one summary line on success",
     )
 
 
@@ -182,25 +182,37 @@ def run_check(options: argparse.Namespace) -> int:
             raise UsageError(msg)
         kwargs[name] = _evaluate(value)
     from lazyapply.testing import check_kernel
+    from lazyapply.testing._report import CheckFailed
 
     if options.backend is not None:
         kwargs["backends"] = options.backend
+    if not options.quiet:
+        kwargs["progress"] = _progress(options.target)
     try:
         report = check_kernel(kernel, *args, **kwargs)
-    except AssertionError as exc:
-        _emit_check(options, ok=False, text=str(exc))
-        return 1
-    _emit_check(options, ok=True, text=str(report))
-    return 0
-
-
-def _emit_check(options: argparse.Namespace, *, ok: bool, text: str) -> None:
+    except CheckFailed as exc:
+        report = exc.report
+    ok = not report.failures
     if options.json:
-        print(json.dumps({"kernel": options.target, "ok": ok, "report": text}))
-    elif not ok:
-        print(f"check_kernel({options.target}) FAILED\n{text}", file=sys.stderr)
-    elif not options.quiet:
-        print(text or f"check_kernel({options.target}) passed")
+        records = report.records()
+        print(json.dumps({"kernel": options.target, "ok": ok, "rows": records}))
+    elif not ok:  # -q: only the failing rows
+        rows = type(report)(report.failures) if options.quiet else report
+        print(f"{rows.table()}\n{report.summary()}", file=sys.stderr)
+    elif options.quiet:
+        print(report.summary())
+    else:
+        print(f"{report.table()}\n\n{report.summary()}")
+    return 0 if ok else 1
+
+
+def _progress(target: str) -> Any:
+    """A progress line per backend on stderr (a check takes seconds per backend)."""
+
+    def show(backend: str) -> None:
+        _say(f"checking {target} on {backend}")
+
+    return show
 
 
 def run_demo(options: argparse.Namespace) -> int:
@@ -208,7 +220,8 @@ def run_demo(options: argparse.Namespace) -> int:
     from lazyapply import _demo
 
     wanted = options.backend or _demo.BACKENDS
-    found = _demo.installed(wanted)
+    say = _say if not options.quiet else _demo._quiet
+    found = _demo.installed(wanted, say)
     missing = [n for n in wanted if n not in found]
     listing = [
         {
@@ -219,7 +232,8 @@ def run_demo(options: argparse.Namespace) -> int:
         }
         for n in wanted
     ]
-    if not options.json and not options.quiet:
+    table = not options.json and not options.quiet
+    if table:
         print("lazyapply: run eager array kernels lazily on every array library\n")
         print(f"{'backend':<18} {'version':<16} devices")
         for b in listing:
@@ -227,8 +241,20 @@ def run_demo(options: argparse.Namespace) -> int:
             print(f"{b['name']:<18} {version:<16} {b['devices'] or '-'}")
         print(f"\ndemo kernel: (x*x + y*y) * scale on {_demo.SIZE} float64 elements\n")
     use_cluster = "dask" in found and not options.no_cluster
+    if use_cluster:
+        say("starting a local dask.distributed cluster (2 worker processes)")
+    header = [table]  # rows are printed as they come, under one header
+
+    def show(row: _demo.Row) -> None:
+        if options.json or (options.quiet and row.ok):
+            return
+        if header[0] or options.quiet:
+            _print_rows([], header=True)
+            header[0] = False
+        _print_rows([row])
+
     with _demo.local_cluster(use_cluster) as cluster:
-        rows = _demo.run(found, cluster=cluster)
+        rows = _demo.run(found, cluster=cluster, progress=say, on_row=show)
     failed = [r for r in rows if not r.ok]
     # A backend asked for by name but missing fails the run; a default run skips it.
     status = 1 if failed or (options.backend and missing) else 0
@@ -241,23 +267,30 @@ def run_demo(options: argparse.Namespace) -> int:
         }
         print(json.dumps(report, indent=2, default=str))
         return status
-    _print_rows(rows if not options.quiet else failed)
-    if not options.quiet:
-        print(f"\n{len(rows) - len(failed)}/{len(rows)} backend modes correct")
+    summary = f"{len(rows) - len(failed)}/{len(rows)} backend modes correct"
+    if table:
+        print(f"\n{summary}")
+    elif status == 0:
+        print(f"lazyapply {__version__}: {summary}")
     if options.backend and missing:
         print(f"not installed: {', '.join(missing)}", file=sys.stderr)
     return status
 
 
-def _print_rows(rows: Sequence[Any]) -> None:
-    if not rows:
-        return
-    print(f"{'backend':<18} {'mode':<24} {'correct':<8} {'time/call':>12}  note")
+def _say(line: str) -> None:
+    """A progress line on stderr, before a step that takes seconds."""
+    print(f"... {line}", file=sys.stderr, flush=True)
+
+
+def _print_rows(rows: Sequence[Any], *, header: bool = False) -> None:
+    if header:
+        print(f"{'backend':<18} {'mode':<24} {'correct':<8} {'time/call':>12}  note")
     for r in rows:
         t = "-" if r.seconds != r.seconds else f"{r.seconds * 1e6:10.1f} us"
         print(
             f"{r.backend:<18} {r.mode:<24} {'yes' if r.ok else 'NO':<8} {t:>12}  "
-            f"{r.note}"
+            f"{r.note}",
+            flush=True,
         )
 
 

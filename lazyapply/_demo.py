@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import importlib.util
 import re
 import sys
 import time
@@ -59,6 +60,11 @@ class Case:
     call: Callable[[], Any]
     to_numpy: Callable[[Any], Any]
     note: str = ""  # what the row shows beyond the result's type and device
+    wait: str = ""  # a progress line before a first call that takes seconds
+
+
+def _quiet(_: str) -> None:
+    """The default progress callback: print nothing."""
 
 
 def version(name: str) -> str:
@@ -95,10 +101,15 @@ def devices(name: str, module: Any) -> str:
     return "cpu"
 
 
-def installed(names: tuple[str, ...] = BACKENDS) -> dict[str, Any]:
+def installed(
+    names: tuple[str, ...] = BACKENDS, progress: Callable[[str], None] = _quiet
+) -> dict[str, Any]:
     """Import every backend of ``names`` that is installed and usable here."""
     found: dict[str, Any] = {}
     for name in names:
+        if importlib.util.find_spec(name) is None:
+            continue
+        progress(f"importing {name}")
         try:
             module = importlib.import_module(name)
             if name == "dask":
@@ -152,7 +163,9 @@ def _eager_cases(
     return cases
 
 
-def _jax_cases(module: Any, x_np: np.ndarray, y_np: np.ndarray) -> list[Case]:
+def _jax_cases(
+    module: Any, x_np: np.ndarray, y_np: np.ndarray, progress: Callable[[str], None]
+) -> list[Case]:
     import jax
 
     x, y = module.numpy.asarray(x_np), module.numpy.asarray(y_np)
@@ -166,17 +179,16 @@ def _jax_cases(module: Any, x_np: np.ndarray, y_np: np.ndarray) -> list[Case]:
                 "pure_callback in the compiled program",
             )
         )
-    native = _native_case(jax, x, y)
+    native = _native_case(jax, x, y, progress)
     if native is not None:
         cases.append(native)
     return cases
 
 
-def _native_case(jax: Any, x: Any, y: Any) -> Case | None:
+def _native_case(
+    jax: Any, x: Any, y: Any, progress: Callable[[str], None]
+) -> Case | None:
     """A Numba kernel under jit: the native XLA FFI path, its first compile timed."""
-    import importlib.util
-    import time
-
     if importlib.util.find_spec("numba") is None:
         return None
     import numba
@@ -189,10 +201,9 @@ def _native_case(jax: Any, x: Any, y: Any) -> Case | None:
         return (a * a + b * b) * scale
 
     jitted = jax.jit(lambda a, b: demo_numba(a, b, 2.0))
-    print(
-        "compiling a Numba kernel as an XLA FFI target (jax.jit's native path; "
-        "the first call takes seconds)...",
-        file=sys.stderr,
+    progress(
+        "jax: compiling a Numba kernel as an XLA FFI target (jax.jit's native path; "
+        "the first call of a signature takes seconds)"
     )
     start = time.perf_counter()
     jitted(x, y).block_until_ready()  # the first call compiles the FFI handler
@@ -261,6 +272,8 @@ def _dask_cases(x_np: np.ndarray, y_np: np.ndarray, cluster: Any | None) -> list
                 lambda: client.compute(lazy_call()).result(),
                 np.asarray,
                 f"computed on {workers} local worker processes; time: build + compute",
+                "dask: computing on the local cluster (its workers import the "
+                "kernel's modules on their first task)",
             )
         )
     return cases
@@ -297,7 +310,12 @@ def local_cluster(wanted: bool) -> Iterator[Any | None]:
         cluster.close()
 
 
-def cases(name: str, module: Any, cluster: Any | None = None) -> list[Case]:
+def cases(
+    name: str,
+    module: Any,
+    cluster: Any | None = None,
+    progress: Callable[[str], None] = _quiet,
+) -> list[Case]:
     """Every case that applies to backend ``name``."""
     x_np = np.linspace(0.0, 1.0, SIZE)
     y_np = np.linspace(1.0, 2.0, SIZE)
@@ -311,20 +329,33 @@ def cases(name: str, module: Any, cluster: Any | None = None) -> list[Case]:
         x, y = module.asarray(x_np), module.asarray(y_np)
         return _eager_cases(x, y, lambda r: r.get(), numpy_ok=False)
     if name == "jax":
-        return _jax_cases(module, x_np, y_np)
+        return _jax_cases(module, x_np, y_np, progress)
     if name == "dask":
         return _dask_cases(x_np, y_np, cluster)
     return []
 
 
-def run(found: dict[str, Any], *, cluster: Any | None = None) -> list[Row]:
-    """Run the demo kernel through every backend of ``found`` and every mode."""
+def run(
+    found: dict[str, Any],
+    *,
+    cluster: Any | None = None,
+    progress: Callable[[str], None] = _quiet,
+    on_row: Callable[[Row], None] = lambda row: None,
+) -> list[Row]:
+    """Run the demo kernel through every backend of ``found`` and every mode.
+
+    ``progress`` receives a line before each slow step (a backend's first calls
+    compile); ``on_row`` each row as soon as it is measured.
+    """
     expected = demo_kernel_numpy(
         np.linspace(0.0, 1.0, SIZE), np.linspace(1.0, 2.0, SIZE), scale=2.0
     )
     rows: list[Row] = []
     for name, module in found.items():
-        for case in cases(name, module, cluster):
+        progress(f"{name}: running the demo kernel in every mode")
+        for case in cases(name, module, cluster, progress):
+            if case.wait:
+                progress(case.wait)
             try:
                 result = case.call()
                 values = np.asarray(case.to_numpy(result), dtype=float)
@@ -341,4 +372,5 @@ def run(found: dict[str, Any], *, cluster: Any | None = None) -> list[Row]:
                 traceback.print_exc(file=sys.stderr)
                 note = f"{type(exc).__name__}: {exc}".splitlines()[0][:100]
                 rows.append(Row(name, case.mode, False, float("nan"), note))
+            on_row(rows[-1])
     return rows

@@ -67,10 +67,6 @@ def run(
     xp: Any,
 ) -> Any:
     """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter."""
-    if adapter.intercepts:  # torch autograd, compile, export (until they are defer)
-        out = adapter.intercept(func, args, kwargs, spec, xp, first)
-        if out is not None:
-            return out
     if adapter.defers and adapter.deferred(args):
         return _defer(adapter, first, func, args, kwargs, spec, xp)
     device = adapter.device(first) if adapter.devices else None
@@ -158,10 +154,16 @@ class PreparedCall:
 
     def defer(self) -> Any:
         """Hand the call to its adapter's deferral (a graph task, a callback)."""
-        assert self.layout is not None, "prepare_call(..., deferred=True) defers"
-        func = self.call.func
-        ready = prepared(self.adapter, func, self.spec)
-        return self.adapter.defer(
+        adapter = self.adapter
+        if self.layout is None and adapter.lays_out:
+            msg = "a call prepared with deferred=False runs now: call .run()"
+            raise TypeError(msg)
+        if not adapter.lays_out:  # the strategy lays out itself (torch's custom op)
+            return adapter.defer(
+                self.call, self.args, self.spec, None, self.first, None
+            )  # type: ignore[arg-type]
+        ready = prepared(adapter, self.call.func, self.spec)
+        return adapter.defer(
             self.call, self.args, self.spec, self.layout, self.first, ready
         )
 
@@ -188,6 +190,15 @@ def prepare_call(
         eager = Eager(adapter, first, func, spec, xp)
         check = None if eager.plain else eager.check(adapter, first, args, kwargs)
         return PreparedCall(adapter, first, eager.call, args, kwargs, spec, None, check)
+    if not adapter.lays_out:
+        # Dynamo traces torch's deferred calls as bytecode and cannot trace the
+        # layout's caches: the strategy lays out where the outputs are made (the custom
+        # op's fake implementation, on fake tensors), with the same function.
+        check = OutputCheck(None, None, spec.output.multi, (False, False))
+        call = make_call(
+            adapter, first, func, kwargs, spec, check, xp, deferred=True, name=name
+        )
+        return PreparedCall(adapter, first, call, args, kwargs, spec, None, None)
     lay = layout(adapter, first, func, args, kwargs, spec, xp, name)
     mode = spec.mode
     kind = (

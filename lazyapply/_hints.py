@@ -3,8 +3,9 @@
 :func:`explain` is called only when a call has already failed (from an ``except``
 clause at the call sites), so successful calls pay nothing. It recognises the error
 of a compiled kernel (Numba ``@njit``, Cython) that was handed arrays of a library it
-cannot read because ``as_numpy=True`` was not given, and a bfloat16 tensor that
-``as_numpy=True`` cannot hand to NumPy, and raises a
+cannot read because ``as_numpy=True`` was not given, a float16 array that a Numba
+kernel cannot compile for, a kernel that writes into a read-only input (a JAX
+array), and a bfloat16 tensor that ``as_numpy=True`` cannot hand to NumPy, and raises a
 :class:`~lazyapply.SpecError` naming the kernel and the fix, chained to the original.
 """
 
@@ -34,6 +35,8 @@ def explain(
     """Raise a clearer error for ``exc`` if it is a known mistake; else return."""
     if isinstance(exc, LazyApplyError):
         return
+    _float16(exc, func, args, name)
+    _read_only(exc, args, name)
     if as_numpy:
         _bfloat16(exc, args, name)
         return
@@ -50,6 +53,42 @@ def explain(
         f"{name} ({lib}): a {kind} kernel cannot take {lib} arrays "
         f"({type(exc).__name__}: {first}); pass as_numpy=True so that it receives "
         "NumPy arrays and its outputs go back to the caller's library"
+    )
+    raise SpecError(msg) from exc
+
+
+def _read_only(exc: BaseException, args: tuple[Any, ...], name: str) -> None:
+    """A kernel that writes into a read-only input (a JAX array's NumPy view)."""
+    text = str(exc)
+    numba_typing = type(exc).__name__ == "TypingError" and "readonly" in text
+    if not (numba_typing or (isinstance(exc, ValueError) and "read-only" in text)):
+        return
+    flags = [getattr(getattr(a, "flags", None), "writeable", True) for a in args]
+    if all(flags):
+        return
+    which = ", ".join(str(i) for i, w in enumerate(flags) if not w)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    msg = (
+        f"{name}: the kernel writes into its input (argument {which}), which is "
+        f"read-only ({type(exc).__name__}: {first}). JAX arrays are immutable and "
+        "lazyapply hands kernels read-only views of them; copy the input inside the "
+        "kernel before writing into it: x = x.copy()"
+    )
+    raise SpecError(msg) from exc
+
+
+def _float16(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:
+    # Numba has no float16 type: its compiler raises NotImplementedError("float16")
+    # (or a TypingError naming it) for a float16 array.
+    if "float16" not in str(exc) or compiled_kind(func) != "Numba":
+        return
+    if not any(str(getattr(a, "dtype", "")).endswith("float16") for a in args):
+        return
+    msg = (
+        f"{name}: a Numba kernel cannot take float16 arrays (Numba has no float16 "
+        f"type; {type(exc).__name__}: {str(exc).strip().splitlines()[0]}); cast the "
+        "input first (x.astype(np.float32), torch's x.float()), or wrap the kernel "
+        "to compute in float32 and cast its result back, declaring dtype='float16'"
     )
     raise SpecError(msg) from exc
 

@@ -132,10 +132,23 @@ def test_backend_alias_and_json() -> None:
     assert report["ok"] is (proc.returncode == 0)
 
 
-def test_quiet_prints_nothing_on_success() -> None:
+def test_quiet_prints_one_summary_line_on_success() -> None:
     proc = cli("--backend", "numpy", "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ""
+    assert (
+        proc.stdout == f"lazyapply {lazyapply.__version__}: 2/2 backend modes correct\n"
+    )
+    assert proc.stderr == ""  # no progress lines either
+
+
+def test_progress_lines_before_slow_steps() -> None:
+    proc = cli("--backend", "numpy,jax", "--no-cluster")
+    assert proc.returncode == 0, proc.stderr
+    progress = [ln for ln in proc.stderr.splitlines() if ln.startswith("... ")]
+    assert progress[:2] == ["... importing numpy", "... importing jax"]
+    assert "... jax: running the demo kernel in every mode" in progress
+    if _spec("numba"):
+        assert any("compiling a Numba kernel" in ln for ln in progress)
 
 
 def test_missing_backend_asked_by_name_fails() -> None:
@@ -243,3 +256,43 @@ def test_check_passes_and_fails(tmp_path: Path) -> None:
     bad = cli("check", "kernels_cli:bad", "--args", "np.ones(5)", cwd=tmp_path)
     assert bad.returncode == 1
     assert "bad" in bad.stderr
+
+
+def test_check_reports_records_progress_and_a_summary(tmp_path: Path) -> None:
+    (tmp_path / "kernels_cli.py").write_text(KERNELS)
+    target = ("check", "kernels_cli:good", "--backend", "numpy,dask")
+    proc = cli(*target, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "... checking kernels_cli:good on numpy",
+        "... checking kernels_cli:good on dask",
+        "... checking kernels_cli:good on pickle",
+    ]
+    assert proc.stdout.splitlines()[-1].startswith("check_kernel: good passed (")
+    quiet = cli(*target, "-q", cwd=tmp_path)
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+    assert quiet.stdout.splitlines() == [proc.stdout.splitlines()[-1]]
+    as_json = cli(*target, "--json", "-q", cwd=tmp_path)
+    report = json.loads(as_json.stdout)
+    assert report["ok"] is True
+    assert report["rows"][0] == {
+        "kernel": "good",
+        "backend": "numpy",
+        "mode": "as_numpy",
+        "outcome": "ok",
+        "message": "",
+        "fix": "",
+    }
+    bad = cli(
+        "check", "kernels_cli:bad", "--json", "-q", "--backend", "dask", cwd=tmp_path
+    )
+    assert bad.returncode == 1
+    failed = [r for r in json.loads(bad.stdout)["rows"] if r["outcome"] == "FAIL"]
+    assert failed
+    assert all(r["fix"].startswith("declare shape=(3, 4)") for r in failed)
+    quiet_bad = cli("check", "kernels_cli:bad", "-q", "--backend", "dask", cwd=tmp_path)
+    assert quiet_bad.returncode == 1
+    lines = quiet_bad.stderr.splitlines()
+    assert lines[0].split()[:2] == ["kernel", "backend"]
+    assert all(" FAIL " in line for line in lines[1:-1])
+    assert lines[-1].startswith("check_kernel: bad FAILED (")

@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazyapply import KernelOutputError, NotDifferentiableError, lazy, lazy_apply
+from lazyapply import (
+    ArgumentTypeError,
+    KernelOutputError,
+    NotDifferentiableError,
+    lazy,
+    lazy_apply,
+)
 from lazyapply.adapters.jax.native import explain_native
 
 jax = pytest.importorskip("jax", reason="jax is not installed")
@@ -110,7 +116,7 @@ def test_jit_runs_ffi_target_without_python_callback() -> None:
     np.testing.assert_allclose(f(x), np.sin(np.asarray(x)) * 2, rtol=1e-6)
     assert _native(sin_scaled).startswith("native: lazyapply_numba_")
     targets = _custom_calls(f, x)
-    assert targets == {_native(sin_scaled).removeprefix("native: ")}
+    assert targets == {_native(sin_scaled).removeprefix("native: ").split(" (")[0]}
     # The callback path, for contrast, compiles to a Python callback.
     g = jax.jit(lambda a: lazy_apply(lambda b: np.sin(b) * 2, a, as_numpy=True))
     assert any("callback" in t for t in _custom_calls(g, x))
@@ -359,3 +365,127 @@ def test_threads_tracing_at_once_share_one_handler() -> None:
     assert len({d for _, d in results}) == 1
     for out, _ in results:
         np.testing.assert_array_equal(out, 2 * np.asarray(x))
+
+
+# Issue 18/19: inputs are read-only on the native path; gufuncs broadcast loop dims.
+@numba.njit
+def relu_inplace(x: Any) -> Any:
+    for i in range(x.shape[0]):
+        if x[i] < 0:
+            x[i] = 0.0
+    return x
+
+
+@numba.njit
+def zero_through_flat(x: Any) -> Any:
+    for i in range(x.size):
+        x.flat[i] = 0.0
+    return x
+
+
+@numba.guvectorize(["void(float32[:], float32[:])"], "(n)->(n)")
+def gclip_inplace(x: Any, out: Any) -> None:  # pragma: no cover - machine code
+    for i in range(x.shape[0]):
+        x[i] = max(x[i], 0.0)
+        out[i] = x[i]
+
+
+@pytest.mark.parametrize(
+    ("kernel", "options"),
+    [
+        (relu_inplace, {}),
+        (zero_through_flat, {}),
+        (gclip_inplace, {"signature": "(n)->(n)"}),
+    ],
+)
+def test_kernel_writing_its_input_is_refused(kernel: Any, options: Any) -> None:
+    a = jnp.asarray([-1.0, 2.0, -3.0], dtype=jnp.float32)
+    before = np.asarray(a).copy()
+    f = jax.jit(lambda v: lazy_apply(kernel, v, as_numpy=True, **options))
+    with pytest.raises(ArgumentTypeError, match=r"x = x\.copy\(\)") as info:
+        f(a)
+    assert str(info.value).startswith(f"{kernel.__name__} (jax (traced)): ")
+    assert "read-only" in str(info.value)
+    np.testing.assert_array_equal(np.asarray(a), before)  # the caller's array
+    np.testing.assert_array_equal(a, before)
+
+
+@numba.guvectorize(
+    [
+        "void(float32[:], float32[:], float32[:])",
+        "void(float64[:], float64[:], float64[:])",
+    ],
+    "(n),(n)->()",
+)
+def gdot(x: Any, y: Any, out: Any) -> None:  # pragma: no cover - machine code
+    acc = 0.0
+    for i in range(x.shape[0]):
+        acc += x[i] * y[i]
+    out[0] = acc
+
+
+@numba.guvectorize(["void(float32[:], float32[:], float32[:])"], "(n)->(),()")
+def gminmax(x: Any, lo: Any, hi: Any) -> None:  # pragma: no cover - machine code
+    lo[0] = x.min()
+    hi[0] = x.max()
+
+
+def test_gufunc_broadcasts_size_one_loop_dimensions() -> None:
+    x = np.arange(12.0, dtype=np.float32).reshape(3, 4)
+    y = np.arange(4.0, dtype=np.float32).reshape(1, 4)
+    f = jax.jit(
+        lambda a, b: lazy_apply(gdot, a, b, signature="(n),(n)->()", as_numpy=True)
+    )
+    np.testing.assert_allclose(f(jnp.asarray(x), jnp.asarray(y)), gdot(x, y))
+    np.testing.assert_allclose(f(jnp.ones((3, 4)), jnp.ones((1, 4))), [4.0] * 3)
+    assert _native(gdot).startswith("native")
+    # vmap with an unbatched operand: one batched call, y broadcast by the loop
+    xs = np.arange(24.0, dtype=np.float32).reshape(2, 3, 4)
+    v = jax.jit(jax.vmap(f, in_axes=(0, None)))
+    np.testing.assert_allclose(v(jnp.asarray(xs), jnp.asarray(y)), gdot(xs, y))
+    assert _native(gdot).startswith("native")
+
+
+def test_gufunc_with_several_outputs() -> None:
+    x = np.asarray([[3.0, -1.0, 2.0], [0.5, 4.0, -2.0]], dtype=np.float32)
+    f = jax.jit(lambda a: lazy_apply(gminmax, a, signature="(n)->(),()", as_numpy=True))
+    lo, hi = f(jnp.asarray(x))
+    np.testing.assert_array_equal(lo, x.min(axis=1))
+    np.testing.assert_array_equal(hi, x.max(axis=1))
+    assert _native(gminmax).startswith("native")
+
+
+def test_ufunc_broadcasts_and_takes_scalars() -> None:
+    a = np.arange(2.0, dtype=np.float32).reshape(2, 1)
+    b = np.full((3,), 2.0, dtype=np.float32)
+    f = jax.jit(lambda p, q: lazy_apply(vhypot, p, q, as_numpy=True, elementwise=True))
+    np.testing.assert_allclose(f(jnp.asarray(a), jnp.asarray(b)), vhypot(a, b))
+    g = jax.jit(lambda p: lazy_apply(vhypot, p, 3.0, as_numpy=True, elementwise=True))
+    np.testing.assert_allclose(g(jnp.asarray(b)), np.hypot(b, 3.0), rtol=1e-6)
+    assert _native(vhypot).startswith("native")
+
+
+FROZEN = True  # Numba freezes a global's value into the machine code
+
+
+@numba.njit
+def frozen_flag(x: Any) -> Any:
+    if FROZEN and x.size > 0:  # not a constant condition: the branch stays
+        raise ValueError("frozen")
+    return x * 2.0
+
+
+def test_native_failure_python_cannot_reproduce_is_a_lazyapply_bug() -> None:
+    x = jnp.arange(3.0)
+    compiled = jax.jit(lambda a: lazy_apply(frozen_flag, a, as_numpy=True))
+    runnable = compiled.lower(x).compile()  # native code with FROZEN = True
+    globals()["FROZEN"] = False  # the Python re-run compiles with False
+    try:
+        with pytest.raises(jax.errors.JaxRuntimeError) as info:
+            runnable(x).block_until_ready()
+    finally:
+        globals()["FROZEN"] = True
+    text = str(info.value)
+    assert "lazyapply bug" in text
+    assert "frozen_flag" in text
+    assert "float32[:] -> float32[:]" in text  # the signature

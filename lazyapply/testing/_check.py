@@ -17,8 +17,9 @@ import numpy as np
 from lazyapply._decorator import LazyFunction
 from lazyapply.testing._backends import Backend
 from lazyapply.testing._compare import Run, as_tuple, describe
-from lazyapply.testing._report import KernelReport
-from lazyapply.testing._runs import RUNNERS, eager, pickle_round_trip
+from lazyapply.testing._fixes import FIXTURE_BACKENDS
+from lazyapply.testing._report import CheckFailed, KernelReport
+from lazyapply.testing._runs import pickle_round_trip, run_paths
 
 __all__ = ["check_kernel"]
 
@@ -45,13 +46,14 @@ def _reference(
     """The kernel's own result on NumPy copies of the sample arguments."""
     copies = tuple(np.array(a) if isinstance(a, np.ndarray) else a for a in args)
     out = kernel.eager(*copies, **kwargs)
+    # A tuple or a list is several outputs, as lazyapply reads a kernel's result.
     items = as_tuple(out, kernel.spec.output.multi or isinstance(out, (tuple, list)))
     return tuple(np.asarray(o) for o in items)
 
 
 def _selected(backends: Iterable[Backend | str] | None) -> list[Backend]:
-    if backends is None:
-        return list(Backend)
+    if backends is None:  # the test fixtures of lazyapply itself are opt-in
+        return [b for b in Backend if b.value not in FIXTURE_BACKENDS]
     names = {b.value: b for b in Backend}
     chosen = set()
     for b in backends:
@@ -82,6 +84,7 @@ def check_kernel(
     backends: Iterable[Backend | str] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    progress: Callable[[str], None] | None = None,
     **kwargs: Any,
 ) -> KernelReport:
     """Run a kernel on every installed backend and mode; compare each with NumPy.
@@ -104,39 +107,53 @@ def check_kernel(
         other arguments are passed as they are.
     backends : iterable of Backend or str, optional
         Run only these backends (members of :class:`Backend` or their values, e.g.
-        ``["numpy", "dask"]``). Default: every member. The pickle round trip always
-        runs.
+        ``["numpy", "dask"]``). Default: every member except the two that test
+        lazyapply itself, ``array_api_strict_device1`` and ``torch_meta`` (devices
+        NumPy cannot read, where a kernel that calls NumPy cannot run; name them
+        to run them). The pickle round trip always runs.
     rtol, atol : float, optional
         Tolerances of the value comparison. Default by the result's dtype: 1e-7 for
         float64, 1e-5 for float32 (JAX without x64 computes in float32), 1e-3 for
         float16; integer and boolean results compare exactly.
+    progress : callable, optional
+        Called with each backend's name before its runs, skipped backends aside
+        (``python -m lazyapply check`` prints a line per backend with it).
     **kwargs
-        Keyword arguments of the kernel (``backends``, ``rtol`` and ``atol`` are
-        taken by ``check_kernel``).
+        Keyword arguments of the kernel (``backends``, ``rtol``, ``atol`` and
+        ``progress`` are taken by ``check_kernel``).
 
     Returns
     -------
     KernelReport
-        One :class:`CheckRow` per run (all ``"ok"`` or ``"skip"``).
+        One :class:`CheckRow` per run (all ``"ok"`` or ``"skip"``): kernel, backend,
+        mode, outcome, message and fix; ``report.records()`` gives them as dicts.
 
     Raises
     ------
     AssertionError
-        A run failed. The message is the report's table: kernel, backend, mode,
-        outcome and what differed, one line per run, the kernel's name on each.
-        Also raised when the kernel fails on the NumPy sample arguments themselves.
+        A run failed (a :class:`CheckFailed`, whose ``report`` holds the rows). The
+        message is the report's table: kernel, backend, mode, outcome and what
+        differed with the fix when it is known, one line per run, the kernel's name
+        on each. Also raised when the kernel fails on the NumPy sample arguments
+        themselves.
     TypeError
         ``kernel`` is not callable, or no sample argument is a NumPy array.
 
     Notes
     -----
-    The reference is the undecorated kernel on NumPy copies of ``args``. Each run
-    must give the same number of outputs, each an array of the input's library on
-    the input's device, with the reference's shape and dtype (as the backend stores
+    The runs are the paths of :data:`~lazyapply.testing.PATHS` that take the kernel
+    as declared (one row per path and backend; three per Dask mode). The reference
+    is the undecorated kernel on NumPy copies of ``args``. Each run must give the
+    same number of outputs, each an array of the input's library on the input's
+    device, with the reference's shape and dtype (as the backend stores
     it: JAX without x64 keeps float64 as float32) and close values.
 
-    NumPy, NumPy read-only, array-api-strict (CPU, ``device1``), PyTorch (CPU,
-        ``meta``: shape, dtype and device only, CUDA), sparse, CuPy, JAX
+    A kernel that returns a tuple or a list returns several outputs, as lazyapply
+    reads it: declare one shape (or dtype) per output, or a ``signature`` with
+    several outputs, for Dask and ``jax.jit`` to know them before the kernel runs.
+
+    NumPy, NumPy read-only, array-api-strict (CPU; ``device1`` if named), PyTorch
+        (CPU, CUDA; ``meta`` if named: shape, dtype and device only), sparse, CuPy, JAX
         The kernel runs eagerly (``as_numpy`` when it was declared so; backends that
         refuse an implicit conversion to NumPy are then skipped with the reason).
         Read-only inputs catch a kernel that writes into its arguments.
@@ -150,6 +167,11 @@ def check_kernel(
         may be computed during the call; the graph's shape and dtype must match the
         reference before computing, and the computed values after. A kernel declared
         ``elementwise`` that is not (``x - x.mean()``) fails here.
+    PyTorch (CPU, CUDA)
+        Also with tensors that require grad (one autograd node, whose backward runs
+        the declared vjp; an ``as_numpy`` kernel without a vjp is left out) and under
+        ``torch.compile(fullgraph=True, backend="aot_eager")``: the automatic custom
+        op with its fake implementation, traced as Inductor would.
     Pickle
         The kernel survives a ``pickle`` round trip (by reference, for a
         module-level kernel) or, for a local one, a ``cloudpickle`` round trip, as
@@ -178,7 +200,7 @@ def check_kernel(
     >>> check_kernel(liar, np.arange(3.0), backends=["numpy"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    AssertionError: check_kernel: liar failed 2 of 2 runs
+    lazyapply.testing.CheckFailed: check_kernel: liar failed 2 of 2 runs
     kernel  backend  mode        outcome  detail
     liar    numpy    eager       FAIL     KernelOutputError: liar (numpy): output 0 ...
     liar    pickle   round trip  FAIL     KernelOutputError: liar (numpy): output 0 ...
@@ -196,22 +218,19 @@ def check_kernel(
     except Exception as exc:  # the kernel itself fails: nothing to compare with
         run = Run(lazy_kernel, args, kwargs, (), tolerance)
         run.row("numpy", "reference", "FAIL", describe(exc))
-        raise AssertionError(_failure(run.report)) from exc
+        raise CheckFailed(run.report) from exc
     run = Run(lazy_kernel, args, kwargs, reference, tolerance)
     for backend in _selected(backends):
         reason = _skip_reason(lazy_kernel, backend)
         if reason is not None:
             run.row(backend, "-", "skip", reason)
             continue
-        for runner in RUNNERS.get(backend, (eager,)):
-            runner(run, backend)
+        if progress is not None:
+            progress(str(backend))
+        run_paths(run, backend)
+    if progress is not None:
+        progress("pickle")
     pickle_round_trip(run, kernel if isinstance(kernel, LazyFunction) else lazy_kernel)
     if run.report.failures:
-        raise AssertionError(_failure(run.report))
+        raise CheckFailed(run.report)
     return run.report
-
-
-def _failure(report: KernelReport) -> str:
-    name = report[0].kernel
-    failed = len(report.failures)
-    return f"check_kernel: {name} failed {failed} of {len(report)} runs\n{report}"

@@ -11,6 +11,7 @@ import numpy as np
 
 from lazyapply._decorator import LazyFunction
 from lazyapply.testing._backends import Backend, to_numpy
+from lazyapply.testing._fixes import fix_for
 from lazyapply.testing._report import CheckRow, KernelReport
 
 __all__ = ["Run", "as_tuple", "describe"]
@@ -46,8 +47,15 @@ class Run:
         self.tolerance = tolerance
         self.report = KernelReport()
 
-    def row(self, backend: object, mode: str, outcome: Any, detail: str = "") -> None:
-        self.report.append(CheckRow(self.name, str(backend), mode, outcome, detail))
+    def row(self, backend: object, mode: str, outcome: Any, message: str = "") -> None:
+        """Record a row; a failure gets the fix that :func:`fix_for` knows."""
+        fix = ""
+        if outcome == "FAIL":
+            options = self.kernel.options
+            fix = fix_for(str(backend), mode, message, options, self.reference)
+        self.report.append(
+            CheckRow(self.name, str(backend), mode, outcome, message, fix)
+        )
 
     def attempt(
         self, backend: object, mode: str, run: Callable[[], str | None]

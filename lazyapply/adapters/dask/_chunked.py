@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import SpecError
 from lazyapply.adapters.dask._blocks import BlockCall, kernel_token
+from lazyapply.adapters.dask._keywords import check_array_keywords
 from lazyapply.spec import CallSpec, Mode
 from lazyapply.spec._modes import boundary_for_ndim
 
@@ -52,6 +53,7 @@ def defer_chunked(
     mode = spec.mode
     loop_ndims = layout.loop_ndims or ()
     _check_unknown_chunks(mode, args, loop_ndims, call.name)
+    check_array_keywords(mode, args, call.kwargs, call.name, loop_ndims)
     cores = tuple(tuple(int(s) for s in c) for c in layout.cores or ())  # type: ignore[arg-type]
     token = tokenize(
         kernel_token(call.func),

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["explain_native", "native_stage"]
+__all__ = ["explain_native", "native_decision", "native_stage"]
 
 logger = logging.getLogger("lazyapply.native")
 
@@ -96,9 +96,21 @@ def native_stage(
     callable or str
         The staging function, or why the native path does not apply.
     """
+    func, name = template.func, template.name
+    from lazyapply.adapters.jax.native._capi import foreign_kind  # lazyapply issue 20
+
+    kind = foreign_kind(func)  # a SciPy ufunc or a Cython function: its C loop
+    if kind is not None:
+        from lazyapply.adapters.jax.native._special import special_stage
+
+        staged = special_stage(kind, template, args, positions, structs)
+        if isinstance(staged, str):
+            _decide(func, name, f"callback: {staged}")
+            return staged
+        _decide(func, name, f"native: {staged[0]}")
+        return staged[1]
     if not as_numpy:
         return "as_numpy=False: the kernel takes JAX arrays"
-    func, name = template.func, template.name
     dtypes = [args[i].dtype for i in positions] + [s.dtype for s in structs]
     built: tuple[str, Any] | str | None = _refusal(
         func, args, positions, template.kwargs, dtypes
@@ -109,8 +121,30 @@ def native_stage(
         _decide(func, name, f"callback: {built}")
         return built
     target = built[0]
-    _decide(func, name, f"native: {target}")
+    _decide(func, name, f"native: {target}{getattr(built[1], 'note', '')}")
     return _stager(target, template, args, positions, structs, loop_ndims)
+
+
+def native_decision(
+    template: Any,
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    structs: tuple[Any, ...],
+    loop_ndims: tuple[int, ...] | None,
+    as_numpy: bool = True,
+) -> tuple[Any, Callable[..., Any] | None]:
+    """:func:`native_stage` as a decision: ``(Decision, staging or None)``.
+
+    The route is ``native`` (the reason names the FFI target) with the staging
+    function, or ``callback`` (the reason says why not) with ``None``.
+    """
+    from lazyapply.adapters.jax._stage import Decision, Route
+
+    staged = native_stage(template, args, positions, structs, loop_ndims, as_numpy)
+    if isinstance(staged, str):
+        return Decision(Route.CALLBACK, staged), None
+    target = explain_native(template.func) or ""
+    return Decision(Route.NATIVE, target.removeprefix("native: ")), staged
 
 
 def _refusal(

@@ -1,129 +1,202 @@
 """Compile a Numba kernel call into a registered XLA FFI target (the native path).
 
-:func:`compile_target` writes a small ``@njit`` wrapper that calls the kernel with the
-call's layout (operands, scalar attributes, baked ``None``\\ s, keywords; a gufunc also
-gets the result buffers), compiles it for the operands' Numba types, checks what it
-returns against the declared outputs, builds the ``cfunc`` handler around it and
-registers it with ``jax.ffi.register_ffi_target``. Every refusal is a reason string.
-:func:`batched` gives a staged call its ``vmap`` rule (one call of a new signature).
+:func:`compile_target` writes the body of one ``cfunc`` handler (:mod:`._handler`) for
+the call's layout (operands, scalar attributes, baked ``None``\\ s, keywords), by kind:
+
+- ``@njit``: call the kernel, then copy its result(s) into XLA's buffers (one
+  ``memcpy`` when C-contiguous), checking the shapes;
+- ``@vectorize``: an element loop over XLA's buffers calling the scalar function (no
+  temporary array), broadcasting size-1 dimensions;
+- ``@guvectorize``: a loop over the loop dimensions calling the core function on
+  views of XLA's buffers (outputs included), broadcasting size-1 loop dimensions.
+
+The handler and its kernel compile as one Numba function, cached on disk
+(:mod:`._cache`). A kernel that writes into an input does not compile (the inputs are
+read-only); that is the user's error and is raised here, as eagerly. Other refusals are
+reason strings: the caller uses the callback path. :func:`batched` gives a staged call
+its ``vmap`` rule (one call of a new signature).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
+from lazyapply._errors import ArgumentTypeError
+from lazyapply.adapters.jax.native._bodies import Plan, plan_body
+
 __all__ = ["batched", "compile_target"]
 
+logger = logging.getLogger("lazyapply.native")
 _COUNTER = itertools.count()
+
+
+class Built:
+    """A registered handler: the cfunc (keeps the machine code alive) and a note."""
+
+    def __init__(self, handler: Any, note: str) -> None:
+        self.handler = handler
+        self.note = note
 
 
 def compile_target(
     template: Any, args: Any, positions: Any, key: Any
-) -> tuple[str, Any] | str:
-    """Compile and register the FFI handler for signature ``key`` (see _target).
+) -> tuple[str, Built] | str:
+    """Compile (or load) and register the FFI handler for signature ``key``.
 
-    Returns ``(target name, handler)`` or why Numba cannot run this call natively.
+    Returns ``(target name, Built)`` or why Numba cannot run this call natively.
     """
     import jax
-    import numba
-    from numba import types
 
-    from lazyapply.adapters.jax.native import kernel_kind
-    from lazyapply.adapters.jax.native._failure import FailureInfo
-    from lazyapply.adapters.jax.native._handler import build_handler, capsule
+    from lazyapply.adapters.jax.native import _cache
+    from lazyapply.adapters.jax.native._handler import capsule, make_handler
 
-    ins = tuple((numba.from_dtype(dt), nd) for dt, nd in key[4])
-    outs_dt = tuple((numba.from_dtype(dt), nd) for dt, nd in key[7])
-    layout, scalars, names = _layout(args, positions, template.kwargs)
-    keys = tuple(template.kwargs)
-    n = len(args)
-    gufunc = kernel_kind(template.func) == "gufunc"
-    call_args = [*names[:n], *(f"o{k}" for k in range(len(outs_dt)) if gufunc)]
-    call_args += [f"{k}={v}" for k, v in zip(keys, names[n:], strict=True)]
-    params = [f"x{i}" for i in range(len(ins))] + [f"s{j}" for j in range(len(scalars))]
-    params += [f"o{k}" for k in range(len(outs_dt)) if gufunc]
-    src = (
-        f"def kcall({', '.join(params)}):\n    return kernel({', '.join(call_args)})\n"
-    )
-    namespace: dict[str, Any] = {}
-    exec(src, {"kernel": template.func}, namespace)
-    sig = [types.Array(dt, nd, "C") for dt, nd in ins] + scalars
-    sig += [types.Array(dt, nd, "C") for dt, nd in outs_dt if gufunc]
-    try:
-        kcall = numba.njit(tuple(sig))(namespace["kcall"])
-    except Exception as exc:  # a typing error: the callback path runs it in Python
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return f"Numba could not compile the kernel for {sig}: {first}"
-    ret = kcall.nopython_signatures[0].return_type
-    outs = _outputs(ret, outs_dt, gufunc, template.check.multi)
-    if isinstance(outs, str):
-        return outs
-    kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
-    failure = FailureInfo(
-        template, tuple(layout), keys, key[4] and tuple(d for d, _ in key[4]), kinds
-    )
-    handler = build_handler(kcall, ins, tuple(scalars), outs, gufunc, failure)
-    target = f"lazyapply_numba_{next(_COUNTER)}_{template.name}"[:120]
-    jax.ffi.register_ffi_target(target, capsule(handler.address), platform="cpu")
-    return target, handler  # the handler object keeps the machine code alive
-
-
-def _layout(
-    args: tuple[Any, ...], positions: tuple[int, ...], kwargs: dict[str, Any]
-) -> tuple[list[Any], list[Any], list[str]]:
-    """Each argument's role, the scalars' Numba types, and its name in the wrapper."""
-    from numba import types
-
-    from lazyapply.adapters.jax.native import scalar_type
-
-    layout: list[Any] = []
-    scalars: list[Any] = []
-    names: list[str] = []
-    for i, value in enumerate((*args, *kwargs.values())):
-        if i < len(args) and i in positions:
-            layout.append(("a", positions.index(i)))
-            names.append(f"x{positions.index(i)}")
-        elif value is None:
-            layout.append(("n",))
-            names.append("None")
+    plan = plan_body(template, args, positions, key)
+    if isinstance(plan, str):
+        return plan
+    entry, digest, note = _entry(plan)
+    token = int(digest[:15], 16)
+    plan.failure.register(token)
+    committed = entry is not None and _cache.is_committed(entry, digest)
+    if entry is not None and not committed:
+        _cache.clear(entry)  # never trust machine code without the commit mark
+    if not committed:
+        logger.info("compiling native code for `%s` (%s) …", plan.name, plan.signature)
+    start = time.perf_counter()
+    # On disk; again on disk after clearing a damaged entry; then in memory only.
+    tries = [entry, entry, None] if committed else [entry, None]
+    for attempt, where in enumerate(tries if entry is not None else [None]):
+        try:
+            handler, hit = make_handler(*plan.handler_args, token, plan.env, where)  # type: ignore[call-arg]
+            break
+        except Exception as exc:
+            if where is None or (attempt == 0 and not committed and _numba_error(exc)):
+                return _refusal(plan, exc)  # the kernel does not compile
+            logger.info("native cache entry %s unusable (%s): rebuilding", where, exc)
+            _cache.clear(where)
+            note = f"not cached on disk: {type(exc).__name__}: {exc}"
+    if where is None:
+        entry = None
+    else:
+        note = f"cache {entry}"
+    seconds = time.perf_counter() - start
+    if not hit:
+        written = _writes_input(plan.checked)
+        if written:
+            if entry is not None:
+                _cache.clear(entry)
+            raise _mutation(plan, written)
+    if entry is not None and not hit:  # compiled and checked here: commit it
+        why = getattr(handler, "_uncacheable", None)
+        if why:
+            note = f"not cached on disk: Numba says {why}"
         else:
-            layout.append(("s", len(scalars)))
-            names.append(f"s{len(scalars)}")
-            kind = scalar_type(value).replace("bool", "boolean")
-            scalars.append(getattr(types, kind))
-    return layout, scalars, names
+            _cache.mark_committed(entry, digest, {"kernel": plan.name})
+    how = "loaded from the disk cache" if hit else "compiled"
+    logger.log(
+        logging.DEBUG if hit else logging.INFO,
+        "native code for `%s` (%s) %s in %.3f s",
+        plan.name,
+        plan.signature,
+        how,
+        seconds,
+    )
+    target = f"lazyapply_numba_{next(_COUNTER)}_{plan.name}"[:120]
+    jax.ffi.register_ffi_target(target, capsule(handler.address), platform="cpu")
+    return target, Built(handler, f" ({how} in {seconds:.2f} s; {note})")
 
 
-def _outputs(ret: Any, outs: Any, gufunc: bool, multi: bool) -> Any:
-    """(dtype, ndim, returns a scalar) per output, or why they cannot be copied."""
-    import numba
-    from jax.dtypes import canonicalize_dtype
+def _entry(plan: Plan) -> tuple[Any, str, str]:
+    """The cache folder (``None`` when not cacheable), the digest and a note."""
+    import hashlib
+
+    from lazyapply.adapters.jax.native import _cache
+
+    parts = (plan.name, plan.signature, plan.handler_args[:3], "\n".join(plan.body))
+    try:
+        identity = _cache.kernel_identity(plan.kernel)
+    except _cache.Uncacheable as why:
+        digest = hashlib.sha256(repr((parts, next(_COUNTER))).encode()).hexdigest()
+        return None, digest, f"not cached on disk: {why}"
+    entry, digest = _cache.entry_for((identity, parts, plan.extra_key))
+    return entry, digest, f"cache {entry}"
+
+
+def _numba_error(exc: Exception) -> bool:
+    from numba.core.errors import NumbaError
+
+    return isinstance(exc, NumbaError)
+
+
+def _refusal(plan: Plan, exc: Exception) -> str:
+    from lazyapply.adapters.jax.native._store import MARK
+
+    text = str(exc)
+    logger.debug("native compile of `%s` failed: %s", plan.name, text)
+    if "readonly array" in text and ("setitem" in text or "Cannot modify" in text):
+        raise _mutation(plan, "an input") from None
+    if MARK in text:
+        reason = text.split(MARK, 1)[1].splitlines()[0]
+        return f"{reason} (the callback checks)"
+    first = (text.strip().splitlines() or [""])[0]
+    return f"Numba could not compile the kernel for ({plan.signature}): {first}"
+
+
+def _mutation(plan: Plan, what: str) -> ArgumentTypeError:
+    where = plan.failure.template.where()
+    return ArgumentTypeError(
+        f"{where}: the kernel writes into {what}; JAX arrays are immutable, so its "
+        "inputs reach it read-only on every path (the native path compiles it with "
+        "read-only array types). Work on a copy (x = x.copy()) or write into a new "
+        "array"
+    )
+
+
+def _writes_input(dispatchers: tuple[Any, ...]) -> str | None:
+    """Whether a compiled kernel writes through ``.flat`` of a read-only array.
+
+    Numba refuses ``x[i] = v`` on a read-only array but not ``x.flat[i] = v``; the
+    typed code of the kernel (and of the Numba functions it calls) shows it.
+    """
     from numba import types
-    from numba.np.numpy_support import as_dtype
+    from numba.core import ir
 
-    if gufunc:
-        return tuple((dt, nd, False) for dt, nd in outs)
-    is_tuple = isinstance(ret, types.BaseTuple)
-    rets = tuple(ret) if multi and is_tuple else (ret,)  # type: ignore[call-overload]
-    if (multi and not is_tuple) or len(rets) != len(outs):
-        return f"the kernel returns {ret}, expected {len(outs)} output(s)"
-    out = []
-    for got, (dt, nd) in zip(rets, outs, strict=True):
-        scalar = not isinstance(got, types.Array)
-        gdt = got if scalar else got.dtype
-        gnd = 0 if scalar else got.ndim
-        if gnd != nd or not isinstance(gdt, (types.Number, types.Boolean)):
-            return (
-                f"the kernel returns {got}, expected {nd}-d {dt} (the callback checks)"
-            )
-        # Without x64 a float64 result is stored as float32, as the callback casts.
-        canon = numba.from_dtype(canonicalize_dtype(as_dtype(gdt)))
-        if dt not in (gdt, canon):
-            return f"the kernel returns {got}, expected {dt} (the callback checks)"
-        out.append((dt, nd, scalar))
-    return tuple(out)
+    seen: set[int] = set()
+    todo = list(dispatchers)
+    while todo:
+        disp = todo.pop()
+        if id(disp) in seen or not hasattr(disp, "overloads"):
+            continue
+        seen.add(id(disp))
+        for cres in list(disp.overloads.values()):
+            ann = getattr(cres, "type_annotation", None)
+            if isinstance(ann, str) or ann is None:
+                if "NumpyFlatType(readonly" in str(ann) and "setitem" in str(ann):
+                    return "an input through .flat"
+                continue
+            typemap = ann.typemap
+            for block in ann.blocks.values():
+                for stmt in block.body:
+                    if isinstance(stmt, (ir.SetItem, ir.StaticSetItem)):
+                        t = typemap.get(stmt.target.name)
+                        if (
+                            isinstance(t, types.NumpyFlatType)
+                            and not t.array_type.mutable
+                        ):
+                            return "an input through .flat"
+            for sig in ann.calltypes.values():
+                if sig is None:
+                    continue
+                for t in (*sig.args, sig.return_type):
+                    if isinstance(t, types.Dispatcher):
+                        todo.append(t.dispatcher)
+            for t in typemap.values():
+                if isinstance(t, types.Dispatcher):
+                    todo.append(t.dispatcher)
+    return None
 
 
 def batched(
@@ -138,9 +211,9 @@ def batched(
 
     ``jax.ffi.ffi_call``'s own batching would call the same handler, compiled for the
     unbatched ranks, with batched buffers; this rule stages a new signature instead.
+    An unbatched operand gets a size-1 batch axis (the handler broadcasts it: no copy).
     """
     import jax
-    import jax.numpy as jnp
 
     from lazyapply.adapters.jax.native import native_stage
 
@@ -149,15 +222,14 @@ def batched(
 
     @staged.def_vmap
     def _rule(size: int, in_batched: list[bool], *ops: Any) -> Any:
-        full = [
-            op if b else jnp.broadcast_to(op, (size, *op.shape))
-            for op, b in zip(ops, in_batched, strict=True)
-        ]
+        lead = [op if b else op[None] for op, b in zip(ops, in_batched, strict=True)]
         # Put the batch axis in front of the outermost loop axis of every operand,
         # as the callback's _align does, so that loop axes still broadcast.
         aligned = [
-            op.reshape((size, *(1,) * (top - n), *op.shape[1:])) if n < top else op
-            for op, n in zip(full, loop_ndims, strict=True)
+            op.reshape((op.shape[0], *(1,) * (top - n), *op.shape[1:]))
+            if n < top
+            else op
+            for op, n in zip(lead, loop_ndims, strict=True)
         ]
         new_args = list(args)
         for i, op in zip(positions, aligned, strict=True):
@@ -170,6 +242,7 @@ def batched(
             template, tuple(new_args), positions, shapes, (top + 1,) * len(ops)
         )
         if isinstance(inner, str):  # one call per batch element instead
+            full = [jax.numpy.broadcast_to(op, (size, *op.shape[1:])) for op in lead]
             out = jax.lax.map(lambda xs: stage(*xs), tuple(full))
         else:
             out = inner(*aligned)

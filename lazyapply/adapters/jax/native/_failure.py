@@ -1,10 +1,14 @@
 """The native path's error path: re-run a failed call in Python for its message.
 
-A handler whose kernel raised (or returned an output of the wrong shape) calls, through
-Numba's ``objmode``, :func:`failure_bytes` with XLA's call frame. It reads the operands
-and the scalar attributes from the frame with ``ctypes`` and runs the callback path's
-:class:`~lazyapply._call.KernelCall` on copies of them, so that the message is the one
-the callback path would give (the kernel's exception, or the output check's text).
+A handler whose kernel raised (or returned an output of the wrong shape) calls the
+C symbol ``lazyapply_native_failure(token, frame)``: a ``ctypes`` callback into
+:func:`_on_failure`, registered with LLVM by :func:`install_hook` before any handler is
+compiled or loaded (the machine code names the symbol, never an address, so that it
+can be cached on disk). The token selects the call's :class:`FailureInfo`, which reads
+the operands and scalar attributes from the frame and runs the callback path's
+:class:`~lazyapply._call.KernelCall` on copies of them: the message is the one the
+callback path gives (the kernel's exception, or the output check's text). A failure
+that the re-run does not reproduce is a lazyapply bug, and says so with the signature.
 Offsets: ``xla/ffi/api/c_api.h`` on a 64-bit host, as in :mod:`._handler`.
 """
 
@@ -19,9 +23,11 @@ import numpy as np
 from lazyapply._check import OutputCheck
 from lazyapply._errors import KernelOutputError
 
-__all__ = ["FailureInfo", "failure_bytes"]
+__all__ = ["HOOK_SYMBOL", "FailureInfo", "install_hook"]
 
+HOOK_SYMBOL = "lazyapply_native_failure"
 _LOCK = threading.Lock()
+_FAILURES: dict[int, FailureInfo] = {}  # token baked into a handler -> its call
 
 
 class FailureInfo:
@@ -40,18 +46,19 @@ class FailureInfo:
         keys: tuple[str, ...],
         dtypes: tuple[np.dtype[Any], ...],
         scalars: tuple[type, ...],
+        signature: str = "",
     ) -> None:
         self.template = template
         self.layout = layout
         self.keys = keys
         self.dtypes = dtypes
         self.scalars = scalars
+        self.signature = signature
 
-    def register(self) -> int:
-        """Keep this object for the process's life; its slot number for the handler."""
+    def register(self, token: int) -> None:
+        """Answer failures of the handlers compiled with ``token``."""
         with _LOCK:
-            _FAILURES.append(self)
-            return len(_FAILURES) - 1
+            _FAILURES[token] = self
 
     def message(self, frame: int) -> str:
         """Re-run the call described by XLA's call frame; the error it raises."""
@@ -84,10 +91,17 @@ class FailureInfo:
             return str(exc)
         except Exception as exc:  # the kernel's own error
             return f"{call.where()}: {type(exc).__name__}: {exc}"
+        return self.bug()
+
+    def bug(self) -> str:
+        """The message of a native failure that Python does not reproduce."""
+        name = self.template.name
         return (
-            f"{call.where()}: the kernel failed in native code but not "
-            "when re-run in Python; pass the kernel's Python function to run it as a "
-            "callback"
+            f"{self.template.where()}: lazyapply bug: the native code of {name} "
+            f"({self.signature}) failed, but the same call re-run in Python did not. "
+            "Please report it at https://github.com/lazyapply/lazyapply/issues with "
+            f"this message; meanwhile pass the kernel's Python function "
+            f"({name}.py_func) to run it as a callback"
         )
 
 
@@ -112,9 +126,44 @@ def _read(buf: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
     return out.reshape(shape).copy()
 
 
-_FAILURES: list[FailureInfo] = []  # index = slot baked into a handler
+class _ErrorArgs(ctypes.Structure):
+    # XLA_FFI_Error_Create_Args
+    _fields_ = (
+        ("struct_size", ctypes.c_size_t),
+        ("extension_start", ctypes.c_void_p),
+        ("message", ctypes.c_char_p),
+        ("errc", ctypes.c_int32),
+    )
 
 
-def failure_bytes(slot: int, frame: int) -> np.ndarray[Any, Any]:
-    text = _FAILURES[slot].message(frame)
-    return np.frombuffer(text.encode("utf-8", "replace") + b"\0", np.uint8).copy()
+_CREATE = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_ErrorArgs))
+
+
+def _on_failure(token: int, frame: int) -> int:
+    """The hook: an ``XLA_FFI_Error*`` for the failed call (never raises)."""
+    try:
+        info = _FAILURES.get(token)
+        if info is None:
+            text = f"lazyapply bug: no native call registered for token {token}"
+        else:
+            try:
+                text = info.message(frame)
+            except BaseException as exc:  # the error path must always answer XLA
+                text = f"{info.bug()} ({type(exc).__name__}: {exc})"
+        api = _i64(frame + 16)
+        create = _CREATE(_i64(api + 48))  # XLA_FFI_Api.XLA_FFI_Error_Create
+        args = _ErrorArgs(32, None, text.encode("utf-8", "replace"), 2)
+        return int(create(ctypes.byref(args)) or 0)
+    except BaseException:  # pragma: no cover - nothing sane is left to report
+        return 0
+
+
+_HOOK = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(_on_failure)
+
+
+def install_hook() -> None:
+    """Make the symbol the handlers call resolvable (idempotent)."""
+    import llvmlite.binding as llvm  # type: ignore[import-untyped]
+
+    address = ctypes.cast(_HOOK, ctypes.c_void_p).value
+    llvm.add_symbol(HOOK_SYMBOL, address)

@@ -1,29 +1,55 @@
 """Numba ``cfunc`` handlers for XLA's typed FFI: the native path's machine code.
 
-Imported only once a Numba kernel is staged under ``jax.jit`` (it imports numba). The
-handler is a ``cfunc`` of C type ``XLA_FFI_Error* (XLA_FFI_CallFrame*)``; pointers are
-carried as ``int64`` and turned into typed pointers by the intrinsics below. The byte
-offsets are those of ``xla/ffi/api/c_api.h`` (``jax.ffi.include_dir()``) on a 64-bit
-host; the handler checks the frame's argument, result and attribute counts before it
-reads a buffer, and answers XLA's metadata query (API version) at registration.
+Imported only once a Numba kernel is staged under ``jax.jit`` (it imports numba).
+
+The reusable entry point is :func:`make_handler`: given the operands (Numba dtype,
+rank), the scalar attributes (Numba types), the results (Numba dtype, rank) and the
+source lines of an element loop or kernel call (the *body*), it writes one Python
+function, compiles it as a ``cfunc`` of C type ``XLA_FFI_Error* (XLA_FFI_CallFrame*)``
+and returns it. Inside the body these names exist:
+
+- ``x0, x1, ...``: the operands as read-only C-contiguous arrays of their own shape
+  (a write into one does not compile: JAX arrays are immutable), ``x0_n`` their sizes,
+  ``x0_a`` their data addresses;
+- ``s0, s1, ...``: the scalar attributes (named ``s000``, ``s001``... when staged);
+- ``o0, o1, ...``: the result buffers, writable C-contiguous arrays of their shape,
+  with ``o0_n`` and ``o0_a``;
+- ``ok``: starts ``True``; the body sets it to ``False`` when the call failed. The
+  handler then asks :mod:`._failure` (through the ``lazyapply_native_failure`` symbol,
+  not through Python objects baked into the code) for the error XLA reports.
+- helpers ``carray``, ``readonly``, ``copy_bytes`` and ``P_x0``/``P_o0`` (an address to
+  a typed pointer), so that a body can take other views of the same memory.
+
+The body must not raise: wrap calls that can in ``try``/``except Exception``. Nothing
+in the generated code formats an error message (no ``o[...] = res``, which makes Numba
+compile ``raise_with_shape_context``): checks set ``ok`` instead. The code refers to no
+Python object at run time, so Numba can cache it on disk (:mod:`._cache`).
+
+Pointers are carried as ``int64``. The byte offsets are those of
+``xla/ffi/api/c_api.h`` (``jax.ffi.include_dir()``) on a 64-bit host; the handler
+checks the frame's argument, result and attribute counts before it reads a buffer,
+and answers XLA's metadata query (API version) at registration.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numba
 import numpy as np
 from llvmlite import ir  # type: ignore[import-untyped]
 from numba import types
+from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
-from lazyapply.adapters.jax.native._failure import FailureInfo, failure_bytes
+from lazyapply.adapters.jax.native._failure import HOOK_SYMBOL, install_hook
 
-__all__ = ["build_handler", "capsule"]
+__all__ = ["capsule", "handler_source", "make_handler"]
 
 # XLA_FFI_API_MAJOR / XLA_FFI_API_MINOR of the header this layout was read from.
 FFI_API_VERSION = (0, 3)
@@ -55,6 +81,50 @@ def store_i32(typingctx: Any, addr: Any, value: Any) -> Any:
         return context.get_dummy_value()
 
     return types.none(types.int64, types.int64), codegen
+
+
+@intrinsic
+def readonly(typingctx: Any, array: Any) -> Any:
+    """The same array, typed read-only: Numba refuses to compile writes into it."""
+    if not isinstance(array, types.Array):
+        return None
+    result = array.copy(readonly=True)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return impl_ret_borrowed(context, builder, result, args[0])  # type: ignore[no-untyped-call]
+
+    return result(array), codegen
+
+
+@intrinsic
+def copy_bytes(typingctx: Any, dst: Any, src: Any, nbytes: Any) -> Any:
+    """``memcpy(dst, src, nbytes)`` on addresses: the cheapest copy of a result."""
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        dst_p = builder.inttoptr(args[0], _I8P)
+        src_p = builder.inttoptr(args[1], _I8P)
+        cgutils.raw_memcpy(builder, dst_p, src_p, args[2], 1)  # type: ignore[no-untyped-call]
+        return context.get_dummy_value()
+
+    return types.none(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def fail_hook(typingctx: Any, token: Any, frame: Any) -> Any:
+    """Call the external ``lazyapply_native_failure(token, frame)``: the error path.
+
+    A symbol resolved when the code is loaded (``llvmlite.binding.add_symbol``), so
+    the machine code holds no process-specific address and can be cached.
+    """
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(_I64, [_I64, _I64])
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, HOOK_SYMBOL
+        )
+        return builder.call(fn, [args[0], args[1]])
+
+    return types.int64(types.int64, types.int64), codegen
 
 
 @functools.cache
@@ -98,90 +168,51 @@ def make_error(typingctx: Any, api: Any, message: Any, code: Any) -> Any:
     return types.int64(types.int64, types.int64, types.int64), codegen
 
 
-@numba.njit(cache=False)
-def _fail(api: int, slot: int, frame: int) -> int:  # pragma: no cover
-    # Numba forbids `with objmode` inside `except`, so the handler calls this. It is
-    # compiled once: Python reads the buffers from the frame itself.
-    with numba.objmode(text="uint8[::1]"):
-        text = failure_bytes(slot, frame)
-    return make_error(api, text.ctypes.data, 2)  # type: ignore[no-any-return,call-arg]
+def _views(prefix: str, table: str, k: int, ndim: int, ro: bool) -> list[str]:
+    """Source lines viewing XLA_FFI_Buffer ``k`` of ``table`` (data at 24, dims 40)."""
+    name, buf = f"{prefix}{k}", f"load_i64({table} + {8 * k})"
+    lines = [f"    {name}_a = load_i64({buf} + 24)"]
+    if ndim:
+        lines.append(f"    {name}_d = load_i64({buf} + 40)")
+    dims = [f"load_i64({name}_d + {8 * j})" for j in range(ndim)]
+    lines += [f"    {name}_s{j} = {d}" for j, d in enumerate(dims)]
+    shape = "".join(f"{name}_s{j}, " for j in range(ndim))
+    lines.append(
+        f"    {name}_n = " + (" * ".join(f"{name}_s{j}" for j in range(ndim)) or "1")
+    )
+    view = f"carray(P_{name}({name}_a), ({shape}))"
+    lines.append(f"    {name} = " + (f"readonly({view})" if ro else view))
+    return lines
 
 
-def _view(name: str, buf: str, ndim: int, ptr: str) -> list[str]:
-    """Source lines viewing XLA_FFI_Buffer ``buf`` (data at 24, dims at 40)."""
-    if ndim == 0:
-        return [f"    {name} = carray({ptr}(load_i64({buf} + 24)), (1,)).reshape(())"]
-    dims = ", ".join(f"load_i64(d_{name} + {8 * k})" for k in range(ndim))
-    return [
-        f"    d_{name} = load_i64({buf} + 40)",
-        f"    {name} = carray({ptr}(load_i64({buf} + 24)), ({dims},))",
-    ]
+def handler_source(
+    ins: Sequence[tuple[Any, int]],
+    scalars: Sequence[Any],
+    outs: Sequence[tuple[Any, int]],
+    body: Sequence[str],
+    token: int,
+) -> tuple[str, dict[str, Any]]:
+    """The handler's source and the globals it needs (see the module docstring).
 
-
-def build_handler(
-    call: Callable[..., Any],
-    ins: tuple[tuple[Any, int], ...],
-    scalars: tuple[Any, ...],
-    outs: tuple[tuple[Any, int, bool], ...],
-    writes_outputs: bool,
-    failure: FailureInfo,
-) -> Any:
-    """Compile the ``cfunc`` handler around the njit wrapper ``call``.
-
-    ``ins``: (numba dtype, ndim) per operand; ``scalars``: numba type per attribute
-    (named ``s000``, ``s001``... so that XLA's name order is their order); ``outs``:
-    (numba dtype, ndim, kernel returns a scalar) per result. ``writes_outputs``: the
-    kernel (a gufunc) takes the result buffers as its last arguments.
+    ``token`` is passed to the failure hook, which maps it to this call's
+    :class:`~._failure.FailureInfo`; it must be the same number in every process that
+    loads the cached code (a digest, not a counter).
     """
+    major, minor = FFI_API_VERSION
     env: dict[str, Any] = {
+        # Numba's cache rebuilds the function's environment from its module's name.
+        "__name__": __name__,
         "carray": numba.carray,  # type: ignore[attr-defined]
         "load_i64": load_i64,
         "load_i32": load_i32,
         "store_i32": store_i32,
         "make_error": make_error,
-        "fail": _fail,
-        "kcall": call,
+        "fail_hook": fail_hook,
+        "readonly": readonly,
+        "copy_bytes": copy_bytes,
         "BAD": np.frombuffer(b"lazyapply: unexpected XLA FFI call frame\0", np.uint8),
     }
-    slot = failure.register()
-    lines = _prologue(len(ins), len(outs), len(scalars))
-    for i, (dtype, ndim) in enumerate(ins):
-        env[f"P_x{i}"] = pointer_to(dtype)
-        lines += _view(f"x{i}", f"load_i64(a + {8 * i})", ndim, f"P_x{i}")
-    for j, nbtype in enumerate(scalars):  # XLA_FFI_Scalar: dtype, then value*
-        env[f"P_s{j}"] = pointer_to(nbtype)
-        lines.append(
-            f"    s{j} = carray(P_s{j}(load_i64(load_i64(t + {8 * j}) + 8)), (1,))[0]"
-        )
-    for k, (dtype, ndim, _) in enumerate(outs):
-        env[f"P_o{k}"] = pointer_to(dtype)
-        lines += _view(f"o{k}", f"load_i64(r + {8 * k})", ndim, f"P_o{k}")
-    operands = [f"x{i}" for i in range(len(ins))] + [
-        f"s{j}" for j in range(len(scalars))
-    ]
-    results = [f"o{k}" for k in range(len(outs))]
-    lines += ["    ok = True", "    try:"]
-    if writes_outputs:
-        lines.append(f"        kcall({', '.join(operands + results)})")
-    else:
-        lines.append(f"        res = kcall({', '.join(operands)})")
-    lines += ["    except Exception:", "        ok = False"]
-    if not writes_outputs:
-        lines += _copy_lines(outs)
-    lines += [
-        "    if not ok:",
-        f"        return fail(api, {slot}, frame)",
-        "    return 0",
-    ]
-    namespace: dict[str, Any] = {}
-    exec("\n".join(lines), env, namespace)
-    return numba.cfunc(types.int64(types.int64))(namespace["handler"])
-
-
-def _prologue(n_in: int, n_out: int, n_attr: int) -> list[str]:
-    """Answer the metadata query, check the stage and the counts, find the arrays."""
-    major, minor = FFI_API_VERSION
-    return [
+    lines = [
         "def handler(frame):",
         "    ext = load_i64(frame + 8)",
         "    if ext != 0 and load_i32(ext + 8) == 1:",  # XLA_FFI_Extension_Metadata
@@ -192,33 +223,63 @@ def _prologue(n_in: int, n_out: int, n_attr: int) -> list[str]:
         "    if load_i32(frame + 32) != 3:",  # only XLA_FFI_ExecutionStage_EXECUTE
         "        return 0",
         "    api = load_i64(frame + 16)",
-        f"    if (load_i64(frame + 56) != {n_in} or load_i64(frame + 96) != "
-        f"{n_out} or load_i64(frame + 136) != {n_attr}):",
+        f"    if (load_i64(frame + 56) != {len(ins)} or load_i64(frame + 96) != "
+        f"{len(outs)} or load_i64(frame + 136) != {len(scalars)}):",
         "        return make_error(api, BAD.ctypes.data, 13)",
         "    a = load_i64(frame + 72)",
         "    r = load_i64(frame + 112)",
         "    t = load_i64(frame + 160)",
     ]
+    for i, (dtype, ndim) in enumerate(ins):
+        env[f"P_x{i}"] = pointer_to(dtype)
+        lines += _views("x", "a", i, ndim, ro=True)
+    for j, nbtype in enumerate(scalars):  # XLA_FFI_Scalar: dtype, then value*
+        env[f"P_s{j}"] = pointer_to(nbtype)
+        lines.append(
+            f"    s{j} = carray(P_s{j}(load_i64(load_i64(t + {8 * j}) + 8)), (1,))[0]"
+        )
+    for k, (dtype, ndim) in enumerate(outs):
+        env[f"P_o{k}"] = pointer_to(dtype)
+        lines += _views("o", "r", k, ndim, ro=False)
+    lines.append("    ok = True")
+    lines += body
+    lines += [
+        "    if not ok:",
+        f"        return fail_hook({token}, frame)",
+        "    return 0",
+    ]
+    return "\n".join(lines) + "\n", env
 
 
-def _copy_lines(outs: tuple[tuple[Any, int, bool], ...]) -> list[str]:
-    """Check each returned array's shape against its result buffer, then copy."""
-    multi = len(outs) > 1
-    lines = ["    if ok:"]
-    for k, (_, ndim, scalar) in enumerate(outs):
-        got = f"res[{k}]" if multi else "res"
-        if scalar:
-            lines.append(f"        o{k}[()] = {got}")
-            continue
-        lines += [
-            f"        if {got}.shape != o{k}.shape:",
-            "            ok = False",
-            "        else:",
-            f"            o{k}[...] = {got}"
-            if ndim
-            else f"            o{k}[()] = {got}[()]",
-        ]
-    return lines
+def make_handler(
+    ins: Sequence[tuple[Any, int]],
+    scalars: Sequence[Any],
+    outs: Sequence[tuple[Any, int]],
+    body: Sequence[str],
+    token: int,
+    env: Mapping[str, Any] = {},
+    entry: Path | None = None,
+) -> tuple[Any, bool]:
+    """Compile the handler; ``(cfunc, loaded from the disk cache)``.
+
+    ``env`` adds globals for the body (the kernel, helpers). With ``entry`` (a folder
+    of :mod:`._cache`, named by a digest of everything the code depends on) the
+    source is written there as ``handler.py`` and Numba caches the machine code
+    beside it; without, nothing is written.
+    """
+    src, base = handler_source(ins, scalars, outs, body, token)
+    base.update(env)
+    install_hook()
+    namespace: dict[str, Any] = {}
+    sig = types.int64(types.int64)
+    if entry is None:
+        exec(compile(src, "<lazyapply native handler>", "exec"), base, namespace)
+        return numba.cfunc(sig)(namespace["handler"]), False
+    from lazyapply.adapters.jax.native._cache import cached_cfunc, write_source
+
+    path = write_source(entry, src)
+    exec(compile(src, str(path), "exec"), base, namespace)
+    return cached_cfunc(namespace["handler"], sig)
 
 
 def capsule(address: int) -> Any:

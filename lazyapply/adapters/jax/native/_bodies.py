@@ -1,0 +1,273 @@
+"""Handler bodies for the three kinds of Numba kernel (see :mod:`._build`).
+
+:func:`plan_body` returns a :class:`Plan`: the arguments of
+:func:`._handler.make_handler` (operand, scalar and result types and the body's
+source lines), the globals the body needs, and what the error path and the cache
+need. Bodies follow :mod:`._handler`'s contract: they read ``x*``/``s*``, write
+``o*``, set ``ok`` and never raise.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+__all__ = ["Plan", "plan_body"]
+
+_LOCK = threading.Lock()
+_ELEMENT: dict[int, tuple[Any, Any]] = {}  # id(ufunc) -> (ufunc, njit of its py_func)
+
+
+class Plan:
+    """One handler to build: what :func:`._handler.make_handler` and the cache need."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.kernel: Any = fields["kernel"]
+        self.name: str = fields["name"]
+        self.signature: str = fields["signature"]
+        self.handler_args: tuple[Any, ...] = fields["handler_args"]
+        self.body: list[str] = fields["handler_args"][3]
+        self.env: dict[str, Any] = fields["env"]
+        self.failure: Any = fields["failure"]
+        self.checked: tuple[Any, ...] = fields["checked"]
+        self.extra_key: tuple[Any, ...] = fields["extra_key"]
+
+
+def _type_name(nbtype: Any, ndim: int) -> str:
+    return f"{nbtype}[{', '.join(':' * ndim)}]" if ndim else str(nbtype)
+
+
+def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
+    """The handler for signature ``key`` (see ``native._target``), or a refusal."""
+    import jax
+    import numba
+    import numpy as np
+
+    from lazyapply.adapters.jax.native import kernel_kind
+    from lazyapply.adapters.jax.native._failure import FailureInfo
+
+    kind = kernel_kind(template.func)
+    ins = tuple((numba.from_dtype(dt), nd) for dt, nd in key[4])
+    outs = tuple((numba.from_dtype(dt), nd) for dt, nd in key[7])
+    layout, scalars, names = _layout(args, positions, template.kwargs)
+    keys = tuple(template.kwargs)
+    kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
+    sig = (
+        ", ".join([_type_name(dt, nd) for dt, nd in ins] + [str(s) for s in scalars])
+        + " -> "
+        + ", ".join(_type_name(dt, nd) for dt, nd in outs)
+    )
+    failure = FailureInfo(
+        template, tuple(layout), keys, tuple(np.dtype(d) for d, _ in key[4]), kinds, sig
+    )
+    n = len(args)
+    env: dict[str, Any] = {}
+    if kind == "jit":
+        body, checked = _jit_body(names, keys, n, len(outs), template.check.multi)
+        env["kernel"] = template.func
+        checked = (template.func,)
+    else:
+        if keys:
+            return f"keyword arguments to a Numba {kind}: {', '.join(keys)}"
+        if any(p[0] == "n" for p in layout):
+            return f"None among the arguments of a Numba {kind}"
+        element = _element_function(template.func)
+        env["element"] = element
+        checked = (element,)
+        if kind == "ufunc":
+            body = _ufunc_body(layout, ins, outs)
+        else:
+            found = _gufunc_body(template.func, layout, ins, outs)
+            if isinstance(found, str):
+                return found
+            body = found
+    from lazyapply.adapters.jax.native._store import expect_tuple, put, store
+
+    env.update(store=store, put=put, expect_tuple=expect_tuple)
+    x64 = bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
+    return Plan(
+        kernel=template.func,
+        name=template.name,
+        signature=sig,
+        handler_args=(ins, tuple(scalars), outs, body),
+        env=env,
+        failure=failure,
+        checked=checked,
+        extra_key=(kind, x64, getattr(template.func, "signature", None)),
+    )
+
+
+def _layout(
+    args: tuple[Any, ...], positions: tuple[int, ...], kwargs: dict[str, Any]
+) -> tuple[list[Any], list[Any], list[str]]:
+    """Each argument's role, the scalars' Numba types, and its name in the handler."""
+    from numba import types
+
+    from lazyapply.adapters.jax.native import scalar_type
+
+    layout: list[Any] = []
+    scalars: list[Any] = []
+    names: list[str] = []
+    for i, value in enumerate((*args, *kwargs.values())):
+        if i < len(args) and i in positions:
+            layout.append(("a", positions.index(i)))
+            names.append(f"x{positions.index(i)}")
+        elif value is None:
+            layout.append(("n",))
+            names.append("None")
+        else:
+            layout.append(("s", len(scalars)))
+            names.append(f"s{len(scalars)}")
+            kind = scalar_type(value).replace("bool", "boolean")
+            scalars.append(getattr(types, kind))
+    return layout, scalars, names
+
+
+def _jit_body(
+    names: list[str], keys: tuple[str, ...], n: int, n_out: int, multi: bool
+) -> tuple[list[str], tuple[Any, ...]]:
+    """Call the kernel; copy its result(s) into the buffers (shapes checked)."""
+    call = [*names[:n], *(f"{k}={v}" for k, v in zip(keys, names[n:], strict=True))]
+    lines = ["    try:", f"        res = kernel({', '.join(call)})"]
+    if multi:
+        lines.append(f"        expect_tuple(res, {n_out})")
+        stores = [f"store(o{k}, res[{k}])" for k in range(n_out)]
+    else:
+        stores = ["store(o0, res)"]
+    lines.append("        ok = " + " and ".join(stores))
+    lines += ["    except Exception:", "        ok = False"]
+    return lines, ()
+
+
+def _element_function(func: Any) -> Any:
+    """A plain ``njit`` dispatcher of a ufunc's (or gufunc's) Python function."""
+    import numba
+
+    with _LOCK:
+        found = _ELEMENT.get(id(func))
+        if found is None or found[0] is not func:
+            inner = func._dispatcher
+            options = {
+                k: v
+                for k, v in inner.targetoptions.items()
+                if k in ("fastmath", "boundscheck", "error_model")
+            }
+            options.setdefault("error_model", "numpy")  # ufunc semantics: no raise
+            found = (func, numba.njit(**options)(inner.py_func))
+            _ELEMENT[id(func)] = found
+        return found[1]
+
+
+def _loops(
+    out_shape: list[str], operands: list[tuple[str, list[str]]], indent: int
+) -> tuple[list[str], dict[str, str], str]:
+    """Nested loops over ``out_shape`` and each operand's flat offset, broadcasting.
+
+    ``operands``: (name, dims) with dims right-aligned to ``out_shape``; a dimension
+    of size 1 has stride 0. Returns the lines opening the loops (the body goes at the
+    returned indentation), each operand's offset expression, and the indentation.
+    """
+    lines: list[str] = []
+    offsets: dict[str, str] = {}
+    pad = "    " * indent
+    rank = len(out_shape)
+    for name, dims in operands:
+        terms = []
+        stride = "1"
+        for d in reversed(range(len(dims))):
+            pos = rank - len(dims) + d
+            lines += [
+                f"{pad}b_{name}_{d} = 0 if {dims[d]} == 1 else {stride}",
+                f"{pad}if {dims[d]} != 1 and {dims[d]} != {out_shape[pos]}:",
+                f"{pad}    ok = False",
+            ]
+            terms.append(f"i{pos} * b_{name}_{d}")
+            stride = f"{stride} * {dims[d]}"
+        offsets[name] = " + ".join(terms) or "0"
+    lines.append(f"{pad}if ok:")
+    depth = indent + 1
+    for d, size in enumerate(out_shape):
+        lines.append("    " * depth + f"for i{d} in range({size}):")
+        depth += 1
+    return lines, offsets, "    " * depth
+
+
+def _ufunc_body(layout: list[Any], ins: Any, outs: Any) -> list[str]:
+    """One element loop over XLA's buffers; a flat loop when no operand broadcasts."""
+    if len(outs) != 1:
+        return ["    ok = False"]
+    rank = outs[0][1]
+    flat = [f"xf{i} = carray(P_x{i}(x{i}_a), (x{i}_n,))" for i in range(len(ins))]
+    same = " and ".join(f"x{i}_n == o0_n" for i in range(len(ins))) or "True"
+    fast = [f"xf{p[1]}[j]" if p[0] == "a" else f"s{p[1]}" for p in layout]
+    lines = [
+        "    of0 = carray(P_o0(o0_a), (o0_n,))",
+        *(f"    {f}" for f in flat),
+        "    try:",
+        f"        if {same}:",
+        "            for j in range(o0_n):",
+        f"                put(of0, j, element({', '.join(fast)}))",
+        "        else:",
+        "            j = 0",
+    ]
+    shape = [f"o0_s{d}" for d in range(rank)]
+    ops = [
+        (f"x{i}", [f"x{i}_s{d}" for d in range(nd)]) for i, (_, nd) in enumerate(ins)
+    ]
+    opened, offsets, pad = _loops(shape, ops, 3)
+    slow = [
+        f"xf{p[1]}[{offsets[f'x{p[1]}']}]" if p[0] == "a" else f"s{p[1]}"
+        for p in layout
+    ]
+    lines += opened
+    lines += [f"{pad}put(of0, j, element({', '.join(slow)}))", f"{pad}j += 1"]
+    lines += ["    except Exception:", "        ok = False"]
+    return lines
+
+
+def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str] | str:
+    """A loop over the loop dimensions calling the core function on buffer views."""
+    from numba import types
+    from numba.np.ufunc.sigparse import parse_signature
+
+    in_cores, out_cores = parse_signature(func.signature)  # type: ignore[no-untyped-call]
+    if len(in_cores) != len(layout) or len(out_cores) != len(outs):
+        return f"the gufunc signature {func.signature} does not match the call"
+    declared = [s.args for s in func._dispatcher.overloads]  # scalar or 1-elem array
+    lines: list[str] = []
+    loop_rank = outs[0][1] - len(out_cores[0])
+    shape = [f"o0_s{d}" for d in range(loop_rank)]
+    ops, call = [], []
+    for pos, (p, core) in enumerate(zip(layout, in_cores, strict=True)):
+        if p[0] == "s":
+            if core:
+                return f"a Python scalar for the core dimensions {core}"
+            call.append(f"s{p[1]}")
+            continue
+        i, nd = p[1], ins[p[1]][1]
+        lead = nd - len(core)
+        if lead < 0:
+            return f"operand {i} has fewer dimensions than its core {core}"
+        dims = [f"x{i}_s{d}" for d in range(nd)]
+        scalar = not core and (
+            not declared or not isinstance(declared[0][pos], types.Array)
+        )
+        view = ", ".join(dims[lead:]) if core else ("" if scalar else "1")
+        size = " * ".join(dims[:lead]) or "1"
+        lines.append(f"    v{i} = readonly(carray(P_x{i}(x{i}_a), ({size}, {view})))")
+        ops.append((f"x{i}", dims[:lead]))
+        call.append(f"v{i}[{{x{i}}}]")
+    for k, (_, nd) in enumerate(outs):
+        core = out_cores[k]
+        dims = [f"o{k}_s{d}" for d in range(nd)]
+        view = ", ".join(dims[loop_rank:]) or "1"
+        size = " * ".join(dims[:loop_rank]) or "1"
+        lines.append(f"    w{k} = carray(P_o{k}(o{k}_a), ({size}, {view}))")
+        call.append(f"w{k}[j]")
+    lines += ["    try:", "        j = 0"]
+    opened, offsets, pad = _loops(shape, ops, 2)
+    lines += opened
+    args = ", ".join(c.format(**offsets) for c in call)
+    lines += [f"{pad}element({args})", f"{pad}j += 1"]
+    lines += ["    except Exception:", "        ok = False"]
+    return lines
