@@ -71,7 +71,7 @@ def special_stage(
     reason = _check(template, chars, nin, structs)
     if reason:
         return reason
-    values = []
+    values: list[Any] = []
     for i, a in enumerate(args):
         if i in positions:
             values.append(None)
@@ -130,7 +130,7 @@ def _attributes(dts: list[np.dtype[Any]], fn: int, data: int) -> dict[str, Any]:
 
 
 def _ufunc_loop(ufunc: Any, kinds: list[Any]) -> Any:
-    import scipy.special as sc
+    import scipy.special as sc  # type: ignore[import-untyped]
 
     actions = {k: v for k, v in sc.geterr().items() if k != "memory"}
     if any(v != "ignore" for v in actions.values()):
@@ -213,7 +213,7 @@ def _register() -> str:
         if not _REGISTERED:
             from lazyapply.adapters.jax.native._loops import HANDLER
 
-            handler = capsule(HANDLER.address)
+            handler = capsule(int(HANDLER.address))  # type: ignore[arg-type]
             jax.ffi.register_ffi_target(TARGET, handler, platform="cpu")
             _REGISTERED.append(HANDLER)
     return TARGET
@@ -227,14 +227,15 @@ def special_coverage() -> list[tuple[str, list[str], list[str]]]:
     JAX has no arrays for (``long double``) stay on the callback path; float64,
     int64 and complex128 loops need ``jax_enable_x64``.
     """
-    import scipy.special as sc
+    import scipy.special as sc  # type: ignore[import-untyped]
 
     rows = []
     for name in sorted(dir(sc)):
         ufunc = getattr(sc, name)
         if not isinstance(ufunc, np.ufunc):
             continue
-        native, other = [], []
+        native: list[str] = []
+        other: list[str] = []
         for loop in ufunc.types:
             chars = loop.replace("->", "")
             if any(np.dtype(c).kind not in "biufc" or c == "g" for c in chars):
