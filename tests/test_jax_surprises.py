@@ -286,3 +286,24 @@ def test_error_under_jit_names_the_kernel_and_the_fix() -> None:
     assert "ValueError: negative input" in last
     assert "outside jax.jit" in last
     assert issubclass(LazyApplyError, Exception)
+
+
+def test_vjp_defvjp_declares_the_second_order_rule() -> None:
+    @lazy(as_numpy=True, elementwise=True)
+    def quartic(x: Any) -> Any:
+        return x**4
+
+    @quartic.defvjp
+    def _quartic_vjp(g: Any, out: Any, x: Any) -> Any:
+        return (4 * x**3 * g,)
+
+    @quartic.vjp.defvjp
+    def _quartic_vjp_vjp(gg: Any, cts: Any, g: Any, out: Any, x: Any) -> Any:
+        return 4 * x**3 * gg[0], None, 12 * x**2 * g * gg[0]
+
+    x = jnp.asarray(X, jnp.float32)
+    (g1,) = quartic.vjp(jnp.ones(4), quartic(x), x)
+    np.testing.assert_allclose(g1, 4 * X**3, rtol=1e-5)
+    for f in _modes(jax.grad(lambda a: jax.grad(lambda b: quartic(b).sum())(a).sum())):
+        np.testing.assert_allclose(f(x), 12 * X**2, rtol=1e-5)
+    check_grads(lambda a: quartic(a).sum(), (X,), order=2, modes=["rev"])
