@@ -143,8 +143,11 @@ def lazy_apply(
     ------
     ValueError
         No array argument; a malformed ``shape``/``dtype``; an unknown size inside
-        ``jax.jit``; an output that does not match its declared (or, on lazy backends,
-        inferred) shape or dtype (:class:`~lazyapply.KernelOutputError`).
+        ``jax.jit``; an output that does not match its declared or inferred shape or
+        dtype where outputs are checked: on Dask and inside ``jax.jit`` always, on
+        eager backends only with ``strict=True`` (with the default ``strict=False``
+        they return the kernel's output unchecked)
+        (:class:`~lazyapply.KernelOutputError`).
     TypeError
         Arguments from several array libraries.
     RuntimeError, TypeError (backend's own)

@@ -7,12 +7,14 @@ float16), and the documentation promises that the code keeps.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from lazyapply import SpecError, lazy, lazy_apply
+from lazyapply import KernelOutputError, SpecError, lazy, lazy_apply
 
 
 def add(x: Any, y: Any = None) -> Any:
@@ -104,3 +106,74 @@ def test_float16_through_torch_as_numpy() -> None:
     torch = pytest.importorskip("torch")
     with pytest.raises(SpecError, match="double: a Numba kernel cannot take float16"):
         lazy(double, as_numpy=True)(torch.ones(3, dtype=torch.float16))
+
+
+# ------------------------------------------------------------ what the docs promise
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@lazy(as_numpy=True, elementwise=True)
+def wave(x: Any) -> Any:
+    return np.sin(x)
+
+
+@pytest.mark.slow
+def test_torch_op_name_is_the_documented_one() -> None:
+    torch = pytest.importorskip("torch")
+    graphs: list[Any] = []
+
+    def capture(gm: Any, example_inputs: Any) -> Any:
+        graphs.append(gm)
+        return gm
+
+    compiled = torch.compile(lambda a: wave(a) * 2, backend=capture, fullgraph=True)
+    a = torch.rand(3, dtype=torch.float64)
+    torch.testing.assert_close(compiled(a), torch.sin(a) * 2)
+    (gm,) = graphs
+    names = [
+        str(getattr(n.target, "_qualified_op_name", ""))
+        for n in gm.graph.nodes
+        if n.op == "call_function"
+    ]
+    ops = [n for n in names if n.startswith("lazyapply::")]
+    assert len(ops) == 1, names
+    assert re.fullmatch(r"lazyapply::tests__test_first_hour__wave_[0-9a-f]{8}", ops[0])
+    documented = "lazyapply::<module>__<qualname>_<digest>"
+    assert documented in (ROOT / "README.md").read_text()
+    assert documented in (ROOT / "docs/user_guide/pytorch.rst").read_text()
+
+
+def test_lazy_apply_docstring_matches_the_output_policy() -> None:
+    # strict=False (lazy_apply's default) returns an eager kernel's output unchecked;
+    # strict=True checks it; the docstring says both, in its Raises section.
+    x = np.ones(3)
+    out = lazy_apply(lambda a: a * 2, x, dtype="float32")
+    assert out.dtype == np.float64
+    with pytest.raises(KernelOutputError, match="dtype float64, expected float32"):
+        lazy_apply(lambda a: a * 2, x, dtype="float32", strict=True)
+    doc = " ".join((lazy_apply.__doc__ or "").split())
+    assert "declared metadata is checked" not in doc
+    assert (
+        "on eager backends only with ``strict=True`` (with the default "
+        "``strict=False`` they return the kernel's output unchecked)"
+    ) in doc
+
+
+def test_torch_extra_is_a_range_that_keeps_the_installed_torch() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="Python < 3.11")
+    requirements = pytest.importorskip("packaging.requirements")
+    version = pytest.importorskip("packaging.version")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (spec,) = project["optional-dependencies"]["torch"]
+    req = requirements.Requirement(spec)
+    assert req.name == "torch"
+    assert not any(s.operator in ("==", "===") for s in req.specifier), spec
+    assert "torch" in project["optional-dependencies"]["all"][0]
+    # The tested series is admitted, the next minor release is not (a clean install
+    # gets what CI tests); an older supported release is admitted too.
+    assert req.specifier.contains("2.13.0")
+    assert req.specifier.contains("2.5.0")
+    assert not req.specifier.contains("2.14.0")
+    torch = pytest.importorskip("torch")
+    installed = version.Version(torch.__version__).base_version
+    assert req.specifier.contains(installed), (spec, torch.__version__)

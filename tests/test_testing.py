@@ -470,3 +470,20 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(lazyapply.testing._check, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8
     assert result.failed == 0
+
+
+def test_dense_kernel_on_sparse_says_declare_as_numpy() -> None:
+    _needs(Backend.SPARSE)
+
+    @lazy
+    def fill(a: Any) -> Any:  # writes into a new array: dense NumPy code
+        out = np.empty_like(a)
+        out[...] = a * 2
+        return out
+
+    with pytest.raises(CheckFailed) as err:
+        check_kernel(fill, A, backends=["numpy", "sparse"])
+    (row,) = err.value.report.failures
+    assert row.backend == "sparse"
+    assert row.fix.startswith("pydata/sparse arrays are immutable")
+    assert "declare as_numpy=True" in row.fix

@@ -12,6 +12,7 @@ kernel implies is added per kernel by :func:`with_implied_mode`.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -274,6 +275,10 @@ def with_implied_mode(spec: CallSpec, kernel: Callable[..., Any]) -> CallSpec:
         out = with_mode(spec, kernel, mode[0], mode[1])
     except SpecError:
         out = spec
+    if {"scipy.special", "lazyapply.special"} & sys.modules.keys():  # issue 20
+        from lazyapply.special import with_declared_derivatives
+
+        out = with_declared_derivatives(out, kernel)
     if per_kernel is None:
         per_kernel = {}
         if store is None:

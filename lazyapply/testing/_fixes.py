@@ -89,6 +89,13 @@ def fix_for(
             "declare the mode it has (signature=, depth=), or drop the option to run "
             "it on the whole array"
         )
+    if backend == "sparse" and not options.get("as_numpy"):
+        return (
+            "pydata/sparse arrays are immutable and never densified implicitly: "
+            "declare as_numpy=True if the kernel needs dense NumPy arrays (sparse "
+            "callers are then refused at the call), or write it with operations "
+            "that sparse supports"
+        )
     if backend == "pickle":
         return (
             "define the kernel at module level in an importable module, so it "

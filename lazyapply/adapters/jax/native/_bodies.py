@@ -84,7 +84,7 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
     from lazyapply.adapters.jax.native._store import expect_tuple, put, store
 
     env.update(store=store, put=put, expect_tuple=expect_tuple)
-    x64 = bool(jax.config.jax_enable_x64)
+    x64 = bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
     return Plan(
         kernel=template.func,
         name=template.name,
@@ -230,7 +230,7 @@ def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str]
     from numba import types
     from numba.np.ufunc.sigparse import parse_signature
 
-    in_cores, out_cores = parse_signature(func.signature)
+    in_cores, out_cores = parse_signature(func.signature)  # type: ignore[no-untyped-call]
     if len(in_cores) != len(layout) or len(out_cores) != len(outs):
         return f"the gufunc signature {func.signature} does not match the call"
     declared = [s.args for s in func._dispatcher.overloads]  # scalar or 1-elem array

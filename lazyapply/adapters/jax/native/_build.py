@@ -70,7 +70,7 @@ def compile_target(
     tries = [entry, entry, None] if committed else [entry, None]
     for attempt, where in enumerate(tries if entry is not None else [None]):
         try:
-            handler, hit = make_handler(*plan.handler_args, token, plan.env, where)
+            handler, hit = make_handler(*plan.handler_args, token, plan.env, where)  # type: ignore[call-arg]
             break
         except Exception as exc:
             if where is None or (attempt == 0 and not committed and _numba_error(exc)):

@@ -64,7 +64,7 @@ def cache_root() -> Path:
 
 def _versions() -> tuple[str, ...]:
     import jax
-    import llvmlite
+    import llvmlite  # type: ignore[import-untyped]
     import numba
     import numpy as np
 
@@ -252,13 +252,14 @@ def cached_cfunc(pyfunc: Any, sig: Any) -> tuple[Any, bool]:
     from numba.core.ccallback import CFunc
 
     class _Impl(CompileResultCacheImpl):  # type: ignore[misc]
-        _locator_classes = (InTreeCacheLocator,)
+        _locator_classes = (InTreeCacheLocator,)  # type: ignore[assignment]
 
     class _Cache(FunctionCache):  # type: ignore[misc]
         _impl_class = _Impl
 
-    cf = CFunc(pyfunc, sigutils.normalize_signature(sig), locals={}, options={})
-    cf._cache = _Cache(pyfunc)
+    sig = sigutils.normalize_signature(sig)  # type: ignore[no-untyped-call]
+    cf: Any = CFunc(pyfunc, sig, locals={}, options={})
+    cf._cache = _Cache(pyfunc)  # type: ignore[no-untyped-call]
     if _load_quickly(cf):
         return cf, True
     with warnings.catch_warnings(record=True) as caught:
@@ -282,7 +283,7 @@ def _load_quickly(cf: Any) -> bool:
     """
     import numba.cpython.hashing  # noqa: F401 - its import registers hash secrets
     from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.runtime import rtsys
+    from numba.core.runtime import rtsys  # type: ignore[attr-defined]
 
     ctx = cf._targetdescr.target_context
     with global_compiler_lock:

@@ -91,7 +91,7 @@ def readonly(typingctx: Any, array: Any) -> Any:
     result = array.copy(readonly=True)
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        return impl_ret_borrowed(context, builder, result, args[0])
+        return impl_ret_borrowed(context, builder, result, args[0])  # type: ignore[no-untyped-call]
 
     return result(array), codegen
 
@@ -103,7 +103,7 @@ def copy_bytes(typingctx: Any, dst: Any, src: Any, nbytes: Any) -> Any:
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         dst_p = builder.inttoptr(args[0], _I8P)
         src_p = builder.inttoptr(args[1], _I8P)
-        cgutils.raw_memcpy(builder, dst_p, src_p, args[2], 1)
+        cgutils.raw_memcpy(builder, dst_p, src_p, args[2], 1)  # type: ignore[no-untyped-call]
         return context.get_dummy_value()
 
     return types.none(types.int64, types.int64, types.int64), codegen
@@ -119,7 +119,9 @@ def fail_hook(typingctx: Any, token: Any, frame: Any) -> Any:
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         fnty = ir.FunctionType(_I64, [_I64, _I64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, HOOK_SYMBOL)
+        fn = cgutils.get_or_insert_function(  # type: ignore[no-untyped-call]
+            builder.module, fnty, HOOK_SYMBOL
+        )
         return builder.call(fn, [args[0], args[1]])
 
     return types.int64(types.int64, types.int64), codegen
