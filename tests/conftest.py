@@ -57,11 +57,12 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 
 @pytest.fixture(params=PATH_PARAMS)
-def path(request: pytest.FixtureRequest) -> PathCase:
+def path(request: pytest.FixtureRequest) -> Any:
     """Every path of ``lazyapply.testing.PATHS`` on every backend it takes.
 
     Skipped with the reason where the backend or a module the path needs is missing;
-    ``torch.compile`` cases are marked ``slow``.
+    ``torch.compile`` cases are marked ``slow`` and reset dynamo afterwards (what one
+    compile leaves behind can break the next kernel's: tests/test_paths.py).
     """
     case: PathCase = request.param
     reason = case.path.skip_reason(case.backend)
@@ -70,12 +71,14 @@ def path(request: pytest.FixtureRequest) -> PathCase:
     _apply_markers(request, case.backend)
     for marker in request.node.iter_markers("xfail_path"):
         if case.path.name in marker.args:
-            request.applymarker(
-                pytest.mark.xfail(
-                    reason=f"{case}: {marker.kwargs['reason']}", strict=True
-                )
-            )
-    return case
+            reason = f"{case}: {marker.kwargs['reason']}"
+            run = marker.kwargs.get("run", True)
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True, run=run))
+    yield case
+    if case.path.name == "torch compile":
+        import torch
+
+        torch._dynamo.reset()
 
 
 @pytest.fixture
@@ -130,7 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "xfail_backend(*backends, reason, strict=True): expected failure"
     )
     config.addinivalue_line(
-        "markers", "xfail_path(*path_names, reason): expected failure on these paths"
+        "markers",
+        "xfail_path(*path_names, reason, run=True): expected failure on these paths",
     )
 
 
