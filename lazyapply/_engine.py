@@ -48,10 +48,6 @@ def run(
     xp: Any,
 ) -> Any:
     """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter."""
-    if adapter.intercepts:  # hook (issues 10, 11): torch autograd, compile, export
-        out = adapter.intercept(func, args, kwargs, spec, xp, first)
-        if out is not None:
-            return out
     if adapter.defers and adapter.deferred(args):
         return _defer(adapter, first, func, args, kwargs, spec, xp)
     if spec.mode.signature is not None:
@@ -179,6 +175,15 @@ def _defer(
     xp: Any,
 ) -> Any:
     name = spec.name or kernel_name(func)
+    if not adapter.lays_out:
+        # Dynamo traces torch's deferred calls as bytecode and cannot trace the
+        # layout's caches: the strategy lays out where the outputs are made (the custom
+        # op's fake implementation, on fake tensors), with the same function.
+        check = OutputCheck(None, None, spec.output.multi, (False, False))
+        call = make_call(
+            adapter, first, func, kwargs, spec, check, xp, deferred=True, name=name
+        )
+        return adapter.defer(call, args, spec, None, first, None)  # type: ignore[arg-type]
     layout = output_layout(adapter, first, func, args, kwargs, spec, xp, name)
     mode = spec.mode
     kind = (

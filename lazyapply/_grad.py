@@ -44,7 +44,10 @@ class VjpKernel:
         positions: tuple[int, ...],
         n_args: int,
     ) -> None:
-        self.vjp = vjp
+        # A vjp given as a lazy function (it declares its own vjp, for second
+        # derivatives) is called here on the converted arrays: its kernel.
+        spec = getattr(vjp, "spec", None)
+        self.vjp = vjp.eager if isinstance(spec, CallSpec) else vjp  # type: ignore[attr-defined]
         self.name = name
         self.n_out = n_out
         self.multi = multi

@@ -487,3 +487,20 @@ def test_dense_kernel_on_sparse_says_declare_as_numpy() -> None:
     assert row.backend == "sparse"
     assert row.fix.startswith("pydata/sparse arrays are immutable")
     assert "declare as_numpy=True" in row.fix
+
+
+@pytest.mark.filterwarnings("error:__array_wrap__:DeprecationWarning")
+def test_numpy_function_on_torch_where_warnings_are_errors() -> None:
+    _needs(Backend.TORCH)
+
+    @lazy
+    def wave(a: Any) -> Any:
+        return np.sin(a) * 2
+
+    # torch 2.13 (the tested series) still goes through __array_wrap__.
+    with pytest.raises(CheckFailed) as err:
+        check_kernel(wave, A, backends=["torch"])
+    rows = err.value.report.failures
+    assert rows
+    assert all("__array_wrap__" in r.message for r in rows)
+    assert all("declare as_numpy=True" in r.fix for r in rows)

@@ -72,6 +72,10 @@ class Adapter:
     devices: ClassVar[bool] = True
     #: Whether chunk-wise modes run the kernel on blocks (checked block by block).
     splits: ClassVar[bool] = False
+    #: Whether the engine lays out deferred calls before ``defer`` (torch: no; Dynamo
+    #: traces them, and its strategy lays out in the custom op's fake implementation;
+    #: ``defer`` then gets no layout and no preparation).
+    lays_out: ClassVar[bool] = True
     #: Eager kernel calls, cached by the engine per (kernel, spec, xp, device).
     calls: dict[Any, KernelCall]
     #: The adapter of any array (given by detection, for libraries that hold another
@@ -82,21 +86,6 @@ class Adapter:
         self = super().__new__(cls)
         self.calls = {}
         return self
-
-    #: hook (issues 10, 11): the adapter sees every call first (``intercept``).
-    intercepts: ClassVar[bool] = False
-
-    def intercept(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        xp: Any,
-        first: Any,
-    ) -> Any:
-        """Run the call another way (an autograd node, a custom op), or ``None``."""
-        return None
 
     def namespace(self, x: Any) -> Any:
         """The array-API namespace of ``x``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import operator
 import os
 import re
@@ -333,7 +334,14 @@ def arg_shape(a: Any) -> Shape:
     shape = getattr(a, "shape", None)
     if shape is None:
         return ()
-    return tuple(
-        None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
-        for s in shape
-    )
+    return tuple(_size(s) for s in shape)
+
+
+def _size(s: Any) -> int | None:
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return None
+    if isinstance(s, (int, numbers.Integral)) or not hasattr(s, "__index__"):
+        return int(s)
+    # A symbolic size (torch's SymInt under dynamic shapes): int() would specialise
+    # the compiled graph to this size.
+    return s  # type: ignore[no-any-return]

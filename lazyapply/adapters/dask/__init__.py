@@ -31,6 +31,8 @@ __all__ = ["DaskAdapter"]
 class DaskAdapter(Adapter):
     name = "dask"
     defers = True
+    #: A NumPy array beside Dask arrays is taken as a Dask array (as dask.array does).
+    adopts_numpy = True
     splits = True
 
     def __init__(self) -> None:
@@ -101,6 +103,13 @@ class DaskAdapter(Adapter):
         first: Any,
         prepared: Any,
     ) -> Any:
+        import sys
+
+        np = sys.modules["numpy"]
+        if any(type(a) is np.ndarray for a in args):  # adopted, as dask.array does
+            from dask.array import asarray
+
+            args = tuple(asarray(a) if type(a) is np.ndarray else a for a in args)
         if not spec.mode.is_default:
             return defer_chunked(call, args, spec, layout, first._meta)
         return self.defer_whole(call, args, spec, layout, first._meta)

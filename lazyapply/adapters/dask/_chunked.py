@@ -53,7 +53,7 @@ def defer_chunked(
     mode = spec.mode
     loop_ndims = layout.loop_ndims or ()
     _check_unknown_chunks(mode, args, loop_ndims, call.name)
-    check_array_keywords(mode, args, call.kwargs, call.name)
+    check_array_keywords(mode, args, call.kwargs, call.name, loop_ndims)
     cores = tuple(tuple(int(s) for s in c) for c in layout.cores or ())  # type: ignore[arg-type]
     token = tokenize(
         kernel_token(call.func),
