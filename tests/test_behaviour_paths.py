@@ -94,11 +94,6 @@ DECLARATIONS = {
 
 @pytest.mark.parametrize("declared", list(DECLARATIONS))
 def test_several_outputs(path: PathCase, declared: str) -> None:
-    if path.path.name == "torch compile" and declared == "callables":
-        pytest.xfail(
-            "torch.compile returns only the first of the outputs that a shape "
-            "callable declares: a silent wrong"
-        )
     if path.path.batch and declared == "constants":
         pytest.skip(f"{path}: constant shapes are those of one batch element")
     kernel = path.declare(
@@ -135,12 +130,6 @@ def tagged_vjp(g: Any, out: Any, x: Any, *, s: Any) -> tuple[Any]:
     return (g * _marker(s),)
 
 
-@pytest.mark.xfail_path(
-    "jax jit callback",
-    "jax jit native",
-    "jax vmap",
-    reason="-0.0 after 0.0 gets 0.0's result: a silent wrong (a cache keyed by ==)",
-)
 @pytest.mark.xfail_path(
     "torch compile",
     reason="keyword statics 1, 1.0, np.float32(1) after 0.0 break the graph (dynamo: "
