@@ -307,3 +307,27 @@ def test_vjp_defvjp_declares_the_second_order_rule() -> None:
     for f in _modes(jax.grad(lambda a: jax.grad(lambda b: quartic(b).sum())(a).sum())):
         np.testing.assert_allclose(f(x), 12 * X**2, rtol=1e-5)
     check_grads(lambda a: quartic(a).sum(), (X,), order=2, modes=["rev"])
+
+
+# ------------------------------------------------------------ the native path
+def test_equal_statics_on_the_native_path() -> None:
+    numba = pytest.importorskip("numba", reason="numba is not installed")
+    from lazyapply import explain_native
+
+    @numba.vectorize(["float32(float32, float64)"])
+    def nb_signed(x: Any, s: Any) -> Any:  # pragma: no cover - compiled
+        return x * x * np.float32(np.copysign(1.0, s))
+
+    def nb_signed_vjp(g: Any, out: Any, x: Any, s: Any) -> Any:
+        return ((2 * x * g * np.copysign(1.0, s)).astype(x.dtype), None)
+
+    kernel = lazy(as_numpy=True, vjp=nb_signed_vjp)(nb_signed)
+    x = jnp.asarray(X, jnp.float32)
+    host = X.astype(np.float32)
+    for s in (0.0, -0.0, 1, 1.0, -1.0):
+        got = jax.jit(lambda a, s=s: kernel(a, s))(x)
+        assert explain_native(nb_signed).startswith("native"), explain_native(nb_signed)
+        np.testing.assert_allclose(got, nb_signed(host, s), rtol=1e-6)
+        grad = jax.jit(jax.grad(lambda a, s=s: kernel(a, s).sum()))(x)
+        expected = nb_signed_vjp(np.ones(4, np.float32), None, host, s)[0]
+        np.testing.assert_allclose(grad, expected, rtol=1e-6)
