@@ -192,20 +192,6 @@ def test_check_grads(jax: Any, case: str) -> None:
     check_grads(jax.jit(f), jargs, order=1, modes=["rev"], atol=2e-2, rtol=2e-2)
 
 
-def test_integer_input_gets_float0(jax: Any) -> None:
-    import jax.numpy as jnp
-
-    x, n = jnp.asarray(X, dtype="float32"), jnp.arange(6)
-    out, pull = jax.vjp(scale, x, n)
-    gx, gn = pull(jnp.ones_like(out))
-    np.testing.assert_allclose(gx, np.arange(6))
-    assert gn.dtype == jax.dtypes.float0
-    assert gn.shape == n.shape
-    # grad with respect to the float argument only, with an int operand beside it.
-    g = jax.jit(jax.grad(lambda x, n: jnp.sum(scale(x, n))))(x, n)
-    np.testing.assert_allclose(g, np.arange(6))
-
-
 @pytest.mark.parametrize("how", ["jvp", "jit(jacfwd)"])
 def test_forward_mode_without_jvp(jax: Any, how: str) -> None:
     import jax.numpy as jnp
@@ -238,15 +224,6 @@ def test_defjvp_gives_forward_mode(jax: Any) -> None:
     np.testing.assert_allclose(t, np.cos(X) * Y, rtol=1e-5)
     with pytest.raises(NotDifferentiableError, match=r"reverse-mode.*\.defvjp"):
         jax.grad(lambda x: jnp.sum(sin_scale_jvp_only(x, y)))(x)
-
-
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-def test_no_vjp_names_the_kernel(jax: Any, jit: bool) -> None:
-    import jax.numpy as jnp
-
-    fn = jax.grad(lambda x: jnp.sum(no_rule(x, x)))
-    with pytest.raises(NotDifferentiableError, match=r"^_sin_scale: .*\.defvjp"):
-        (jax.jit(fn) if jit else fn)(jnp.asarray(X))
 
 
 def test_bad_vjp_names_the_vjp(jax: Any) -> None:

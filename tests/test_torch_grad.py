@@ -1,18 +1,17 @@
 """PyTorch autograd through a declared vjp (issue 10, item 3), eagerly.
 
 Numba and SciPy kernels; float64 ``gradcheck``; ``.grad`` of every differentiable
-input; two outputs; the no-vjp error; ``no_grad``/``inference_mode`` take the plain
-path (no autograd node).
+input; two outputs; ``no_grad``/``inference_mode`` take the plain path (no autograd
+node). The no-vjp error and integer arguments: tests/test_behaviour_grad.py.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
-from lazyapply import NotDifferentiableError, lazy_apply  # noqa: E402
+from lazyapply import lazy_apply  # noqa: E402
 
 from .torch_kernels import (  # noqa: E402
     VJP_CALLS,
@@ -74,12 +73,6 @@ def test_lazy_apply_accepts_vjp() -> None:
     torch.testing.assert_close(y.grad, torch.sin(x) * 1.5)
 
 
-def test_no_vjp_names_the_kernel() -> None:
-    x, _ = _inputs()
-    with pytest.raises(NotDifferentiableError, match=r"ellipk .*defvjp"):
-        nograd(x * 0.5)
-
-
 @pytest.mark.parametrize("context", ["no_grad", "inference_mode"])
 def test_grad_disabled_takes_the_plain_path(context: str) -> None:
     x, y = _inputs()
@@ -99,17 +92,3 @@ def test_torch_kernel_without_vjp_is_differentiated_by_torch() -> None:
     x, _ = _inputs()
     lazy_apply(torch.sin, x).sum().backward()
     torch.testing.assert_close(x.grad, torch.cos(x))
-
-
-def test_integer_arguments_get_no_cotangent() -> None:
-    x, _ = _inputs()
-    k = torch.arange(6)
-    out = lazy_apply(
-        lambda a, b: np.sin(a) * b,
-        x,
-        k,
-        as_numpy=True,
-        vjp=lambda g, out, a, b: (g * np.cos(a) * b, None),
-    )
-    out.sum().backward()
-    torch.testing.assert_close(x.grad, torch.cos(x) * k)
