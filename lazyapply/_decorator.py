@@ -176,10 +176,11 @@ class LazyFunction(Generic[P, R]):
         Runs through the engine like the kernel (so on Dask it is a task, chunk by
         chunk where the kernel's mode allows) and returns one cotangent per
         positional argument (``None`` for arguments that are not differentiable).
+        ``@f.vjp.defvjp`` declares the vjp's own vjp (second derivatives).
         """
-        from lazyapply._grad import VjpFunction
+        from lazyapply._vjp_of import VjpOf
 
-        return VjpFunction(self._spec)
+        return VjpOf(self)
 
     def __repr__(self) -> str:
         given = ", ".join(

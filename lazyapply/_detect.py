@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import ArgumentTypeError, MixedNamespaceError, SpecError
+from lazyapply.spec import dtype_args  # re-exported: where adapters find it
 
 if TYPE_CHECKING:
     from lazyapply.adapters._base import Adapter
@@ -126,19 +127,6 @@ def _plain_sequence(seq: list[Any] | tuple[Any, ...], name: str) -> None:
                     "into one array"
                 )
                 raise ArgumentTypeError(msg)
-
-
-def dtype_args(args: tuple[Any, ...]) -> list[Any]:
-    """The arguments that take part in ``result_type``: arrays and Python scalars.
-
-    ``None`` and sequences of numbers pass to the kernel but have no dtype of their
-    own (NumPy would even read a tuple as a structured dtype).
-    """
-    return [
-        a
-        for a in args
-        if a is not None and type(a) is not list and type(a) is not tuple
-    ]
 
 
 def adapter_for(x: Any, name: str = "kernel") -> Adapter:

@@ -130,7 +130,7 @@ def _entry(name: str) -> Callable[[Partials], Partials]:
 
 
 def _sc() -> Any:
-    import scipy.special
+    import scipy.special  # type: ignore[import-untyped]
 
     return scipy.special
 

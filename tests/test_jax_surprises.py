@@ -286,3 +286,48 @@ def test_error_under_jit_names_the_kernel_and_the_fix() -> None:
     assert "ValueError: negative input" in last
     assert "outside jax.jit" in last
     assert issubclass(LazyApplyError, Exception)
+
+
+def test_vjp_defvjp_declares_the_second_order_rule() -> None:
+    @lazy(as_numpy=True, elementwise=True)
+    def quartic(x: Any) -> Any:
+        return x**4
+
+    @quartic.defvjp
+    def _quartic_vjp(g: Any, out: Any, x: Any) -> Any:
+        return (4 * x**3 * g,)
+
+    @quartic.vjp.defvjp
+    def _quartic_vjp_vjp(gg: Any, cts: Any, g: Any, out: Any, x: Any) -> Any:
+        return 4 * x**3 * gg[0], None, 12 * x**2 * g * gg[0]
+
+    x = jnp.asarray(X, jnp.float32)
+    (g1,) = quartic.vjp(jnp.ones(4), quartic(x), x)
+    np.testing.assert_allclose(g1, 4 * X**3, rtol=1e-5)
+    for f in _modes(jax.grad(lambda a: jax.grad(lambda b: quartic(b).sum())(a).sum())):
+        np.testing.assert_allclose(f(x), 12 * X**2, rtol=1e-5)
+    check_grads(lambda a: quartic(a).sum(), (X,), order=2, modes=["rev"])
+
+
+# ------------------------------------------------------------ the native path
+def test_equal_statics_on_the_native_path() -> None:
+    numba = pytest.importorskip("numba", reason="numba is not installed")
+    from lazyapply import explain_native
+
+    @numba.vectorize(["float32(float32, float64)"])
+    def nb_signed(x: Any, s: Any) -> Any:  # pragma: no cover - compiled
+        return x * x * np.float32(np.copysign(1.0, s))
+
+    def nb_signed_vjp(g: Any, out: Any, x: Any, s: Any) -> Any:
+        return ((2 * x * g * np.copysign(1.0, s)).astype(x.dtype), None)
+
+    kernel = lazy(as_numpy=True, vjp=nb_signed_vjp)(nb_signed)
+    x = jnp.asarray(X, jnp.float32)
+    host = X.astype(np.float32)
+    for s in (0.0, -0.0, 1, 1.0, -1.0):
+        got = jax.jit(lambda a, s=s: kernel(a, s))(x)
+        assert explain_native(nb_signed).startswith("native"), explain_native(nb_signed)
+        np.testing.assert_allclose(got, nb_signed(host, s), rtol=1e-6)
+        grad = jax.jit(jax.grad(lambda a, s=s: kernel(a, s).sum()))(x)
+        expected = nb_signed_vjp(np.ones(4, np.float32), None, host, s)[0]
+        np.testing.assert_allclose(grad, expected, rtol=1e-6)

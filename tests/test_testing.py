@@ -257,17 +257,7 @@ def two_declared(a: Any) -> Any:
 
 @pytest.mark.parametrize(
     "kernel",
-    [
-        pytest.param(
-            two_as_list,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="torch.compile returns only the first of the outputs declared "
-                "by a shape callable (a silent wrong, found by the path matrix)",
-            ),
-        ),
-        two_declared,
-    ],
+    [two_as_list, two_declared],
     ids=lambda k: k.__name__,
 )
 def test_honest_kernel_returning_a_list_passes(kernel: Any) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "Shape",
     "arg_shape",
     "broadcast_shapes",
+    "dtype_args",
     "kernel_name",
     "parse_output",
     "resolve_dtype",
@@ -312,7 +313,7 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
     except (KeyError, TypeError):
         pass
     from lazyapply.spec._dtypes import (
-        in_namespace,  # drop-in (issue 9): every NumPy dtype
+        in_namespace,  # every NumPy dtype, not only the array-API names
     )
 
     resolved = in_namespace(dtype, xp, name)
@@ -345,3 +346,16 @@ def _size(s: Any) -> int | None:
     # A symbolic size (torch's SymInt under dynamic shapes): int() would specialise
     # the compiled graph to this size.
     return s  # type: ignore[no-any-return]
+
+
+def dtype_args(args: tuple[Any, ...]) -> list[Any]:
+    """The arguments that take part in ``result_type``: arrays and Python scalars.
+
+    ``None`` and sequences of numbers pass to the kernel but have no dtype of their
+    own (NumPy would even read a tuple as a structured dtype).
+    """
+    return [
+        a
+        for a in args
+        if a is not None and type(a) is not list and type(a) is not tuple
+    ]

@@ -66,7 +66,7 @@ class DaskAdapter(Adapter):
         # Dask dtypes are NumPy dtypes: NumPy's result_type on them (Python scalars
         # weak, NEP 50) is what array_api_compat's gives, ~40x faster (graph build).
         native: Any = self.native  # (typed Any: mypy would narrow a to object)
-        from lazyapply._detect import dtype_args  # drop-in (issue 9): no sequences
+        from lazyapply.spec import dtype_args  # sequences have no dtype of their own
 
         return np.result_type(
             *(a.dtype if isinstance(a, native) else a for a in dtype_args(args))

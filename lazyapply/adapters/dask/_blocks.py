@@ -94,7 +94,7 @@ def kernel_token(func: Any) -> Any:
     """
     from dask.base import tokenize
 
-    from lazyapply._kernels import is_immutable  # drop-in (issue 9)
+    from lazyapply._kernels import is_immutable
 
     if not is_immutable(func):  # a partial, a callable object: keys follow state
         return tokenize(func)

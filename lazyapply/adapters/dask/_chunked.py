@@ -212,7 +212,7 @@ def _overlapping(
     block = BlockCall(call, loop_ndims)
     cores = ((),) * len(layout.dtypes)
     out = _blockwise(block, new_args, None, cores, layout.dtypes, meta, token)
-    # drop-in (issue 9): the visible output is named after the kernel, not "_trim".
+    # The visible output is named after the kernel, not "_trim" (task names show it).
     outs = [
         _renamed(trim_internal(o, depth, boundary), f"{call.name}-trim-{token}-{i}")
         for i, o in enumerate(out if layout.multi else (out,))

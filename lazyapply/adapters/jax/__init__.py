@@ -19,17 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import LazyApplyError, SpecError
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.jax._callback import Callback, readonly_inputs
-from lazyapply.adapters.jax._shard import in_shard, per_shard
-from lazyapply.adapters.jax._stage import (
-    Decision,
-    Route,
-    Stager,
-    Staging,
-    no_derivative,
-    signature,
-)
-from lazyapply.adapters.jax.native import native_decision  # imports no backend
+from lazyapply.adapters.jax._callback import readonly_inputs
+from lazyapply.adapters.jax._shard import in_shard
+from lazyapply.adapters.jax._stage import Stager, Staging, signature
 from lazyapply.spec import CallSpec, OutputSpec, Shape, kernel_name
 
 if TYPE_CHECKING:
@@ -187,50 +179,9 @@ class JaxAdapter(Adapter):
         layout: Layout,
     ) -> Staging:
         """A callback, native or per-shard staging, without derivatives."""
-        import jax
-        import numpy as np
+        from lazyapply.adapters.jax._route import plain_staging
 
-        spec = stager.spec
-        shapes = layout.shapes
-        if any(None in s for s in shapes):
-            msg = (
-                f"Output shape must be fully known when running inside jax.jit; "
-                f"{call.name} got shape={shapes if layout.multi else shapes[0]}. "
-                "Declare every size in shape= (JAX traces need static shapes)"
-            )
-            raise SpecError(msg)
-        arrays = [args[i] for i in positions]
-        ndims = tuple(np.ndim(a) for a in arrays)
-        batched = spec.mode.elementwise or spec.mode.signature is not None
-        align = None
-        if batched and layout.loop_ndims is not None:
-            align = tuple(layout.loop_ndims[i] for i in positions)
-        structs = tuple(
-            jax.ShapeDtypeStruct(s, d)  # type: ignore[no-untyped-call]
-            for s, d in zip(shapes, layout.dtypes, strict=True)
-        )
-        result = structs if layout.multi else structs[0]
-        loop = (align or ndims) if batched else None
-        decision, native = native_decision(
-            call, args, positions, structs, loop, spec.as_numpy
-        )
-        fn: Callable[..., Any]
-        if native is not None:
-            fn = native
-        else:
-            method = "broadcast_all" if batched else "sequential"
-            callback = Callback(call, args, positions, ndims, align)
-            fn = functools.partial(_pure_callback, callback, result, method)
-        local = functools.partial(
-            self.stage_local, stager, args, positions, call.kwargs
-        )
-        sharded = None
-        if not layout.declared[0] and loop is not None:
-            sharded = per_shard(local, arrays, loop, shapes, layout.multi, native)
-        if sharded is not None:
-            fn = sharded
-            decision = Decision(Route.SHARDED, str(decision))
-        return Staging(no_derivative(fn, stager.hint), decision)
+        return plain_staging(self, stager, call, args, positions, layout)
 
     def stage_local(
         self,
@@ -271,12 +222,6 @@ class JaxAdapter(Adapter):
         if not traced:  # concrete values (eager jax.grad): the kernel runs now
             return call.run(args, kwargs)
         return self.defer(call, args, spec, lay, first, stager)
-
-
-def _pure_callback(callback: Callback, result: Any, method: str, *ops: Any) -> Any:
-    import jax
-
-    return jax.pure_callback(callback, result, *ops, vmap_method=method)
 
 
 def _like(sharding: Any, shape: tuple[int, ...], o: Any) -> Any:

@@ -23,11 +23,11 @@ the transformation that is tracing it (:func:`_forward_mode`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import JvpKernel, VjpKernel, vjp_mode
+from lazyapply.adapters.jax._second import VjpOfVjp, eager_rule, own_vjp
 from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
 from lazyapply.spec import CallSpec, parse_output
 
@@ -51,17 +51,6 @@ def differentiable(
     rules = _Rules(adapter, stager, call, args, positions, layout)
     what = "+".join(k for k in ("vjp", "jvp") if getattr(stager.spec, k) is not None)
     return Staging(rules.staged, Decision(Route.DIFFERENTIABLE, what))
-
-
-def _own_vjp(rule: Any) -> Any:
-    """The vjp declared on a vjp (a ``@lazy(vjp=...)`` function), or ``None``."""
-    spec = getattr(rule, "spec", None)
-    return spec.vjp if isinstance(spec, CallSpec) else None
-
-
-def _eager(rule: Any) -> Any:
-    """The kernel of a rule given as a lazy function (called on NumPy in a callback)."""
-    return rule.eager if isinstance(getattr(rule, "spec", None), CallSpec) else rule
 
 
 class _Rules:
@@ -177,14 +166,16 @@ class _Rules:
         """The vjp kernel, its spec and stager: made once for this signature."""
         spec, floats, n = self.spec, self.floats, len(outs)
         rule = spec.vjp
-        kernel = VjpKernel(_eager(rule), self.name, n, self.multi, floats, len(args))
+        kernel = VjpKernel(
+            eager_rule(rule), self.name, n, self.multi, floats, len(args)
+        )
         name = kernel.__name__
         shapes = [tuple(args[i].shape) for i in floats]
         dtypes = [args[i].dtype for i in floats]
-        own = _own_vjp(rule)
+        own = own_vjp(rule)
         second = None
         if own is not None:
-            second = _VjpOfVjp(own, name, n, self.multi, floats, len(args))
+            second = VjpOfVjp(own, name, n, self.multi, floats, len(args))
         vspec = CallSpec(
             name, parse_output(shapes, dtypes, name), spec.as_numpy, strict=True,
             vjp=second,
@@ -250,79 +241,6 @@ class _Rules:
         stager = self.adapter.prepare(kernel, jspec)
         self.jvp_stager = stager
         return stager
-
-
-class _VjpOfVjp:
-    """The second-order rule of a vjp kernel, in the engine's flat calling convention.
-
-    The vjp is staged as ``VjpKernel(*grads, *outs, *args) -> picked cotangents``;
-    its own vjp is then called ``(gg, cts, *grads, *outs, *args)`` with ``gg`` and
-    ``cts`` holding the picked cotangents' cotangents and values. The user's rule
-    ``own(gg, cts, g, out, *args)`` sees them as full tuples (``None`` for arguments
-    without a cotangent) and returns one cotangent per argument of the vjp,
-    ``(g, out, *args)``, which are flattened back here.
-    """
-
-    __slots__ = ("multi", "n_args", "n_out", "name", "own", "positions")
-
-    def __init__(
-        self,
-        own: Callable[..., Any],
-        name: str,
-        n_out: int,
-        multi: bool,
-        positions: tuple[int, ...],
-        n_args: int,
-    ) -> None:
-        self.own = own
-        self.name = name
-        self.n_out = n_out
-        self.multi = multi
-        self.positions = positions
-        self.n_args = n_args
-
-    @property
-    def __name__(self) -> str:
-        return f"{self.name}_vjp"
-
-    def __call__(self, gg: Any, cts: Any, *flat: Any, **kwargs: Any) -> tuple[Any, ...]:
-        n = self.n_out
-        grads, outs, args = flat[:n], flat[n : 2 * n], flat[2 * n :]
-        full_gg: list[Any] = [None] * self.n_args
-        full_ct: list[Any] = [None] * self.n_args
-        for i, a, b in zip(self.positions, gg, cts, strict=True):
-            full_gg[i], full_ct[i] = a, b
-        g = tuple(grads) if self.multi else grads[0]
-        out = tuple(outs) if self.multi else outs[0]
-        got = _eager(self.own)(tuple(full_gg), tuple(full_ct), g, out, *args, **kwargs)
-        if not isinstance(got, (tuple, list)) or len(got) != 2 + self.n_args:
-            msg = (
-                f"{self.__name__}: the vjp's vjp must return one cotangent per "
-                f"argument of the vjp (g, out and the {self.n_args} argument(s) of "
-                f"{self.name}), got {got!r:.80}"
-            )
-            raise NotDifferentiableError(msg)
-        g_ct, out_ct, *rest = got
-        g_cts = tuple(g_ct) if self.multi else (g_ct,)
-        out_cts = tuple(out_ct) if self.multi else (out_ct,)
-        # None: no dependence; a zero cotangent for the floating-point ones.
-        flat_cts = (*g_cts, *out_cts, *rest)
-        return tuple(
-            _zeros_like(a) if c is None and _inexact(a) else c
-            for c, a in zip(flat_cts, flat, strict=True)
-        )
-
-
-def _inexact(a: Any) -> bool:
-    import numpy as np
-
-    return hasattr(a, "dtype") and np.issubdtype(a.dtype, np.inexact)
-
-
-def _zeros_like(a: Any) -> Any:
-    import numpy as np
-
-    return np.zeros_like(a)
 
 
 def _float0() -> Any:

@@ -148,9 +148,28 @@ def _explicit(
         PartitionSpec(*loop_spec, *(None,) * (op.ndim - top)) for op in operands
     )
     outs = [PartitionSpec(*loop_spec, *(None,) * (len(s) - top)) for s in out_shapes]
-    return jax.shard_map(  # type: ignore[no-any-return]
+    mapped = jax.shard_map(
         stage_local,
         mesh=mesh,
         in_specs=in_specs,
         out_specs=tuple(outs) if multi else outs[0],
     )
+    shardings = tuple(shd.NamedSharding(mesh, spec) for spec in in_specs)
+    return functools.partial(_resharded, mapped, shardings)
+
+
+def _resharded(
+    mapped: Callable[..., Any], shardings: tuple[Any, ...], *ops: Any
+) -> Any:
+    """Reshard operands whose core axes are sharded (or loop axes differ): each shard
+    needs whole core dimensions, and an explicit mesh's shard_map takes its operands
+    only as sharded as ``in_specs`` say."""
+    import jax
+
+    ops = tuple(
+        op
+        if jax.typeof(op).sharding.spec == sharding.spec
+        else jax.sharding.reshard(op, sharding)
+        for op, sharding in zip(ops, shardings, strict=True)
+    )
+    return mapped(*ops)

@@ -237,6 +237,8 @@ class _LikeArgs:
     def _key(self) -> tuple[Any, ...]:
         return (self.attr, self.offset, self.positions)
 
+    __static_key__ = _key  # specs holding it are equal by value (spec._static)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _LikeArgs) and self._key() == other._key()
 
