@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, SupportsIndex, TypeGuard, cast
 
+from lazyapply._caches import bounded
 from lazyapply._errors import SpecError
 
 __all__ = [
@@ -300,7 +301,7 @@ def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:
     return tuple(out)
 
 
-_DTYPE_CACHE: dict[tuple[type, Any, int], Any] = {}
+_DTYPE_CACHE = bounded("spec: dtypes resolved in a namespace", 1024)
 
 
 def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
@@ -319,7 +320,7 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
     resolved = in_namespace(dtype, xp, name)
     # Unhashable dtypes (rare) are resolved again next time. Only reached on a miss.
     with contextlib.suppress(TypeError):
-        _DTYPE_CACHE[key] = resolved
+        _DTYPE_CACHE.put(key, resolved)
     return resolved
 
 
