@@ -229,7 +229,15 @@ class BoundLazyFunction(Generic[P, R]):
     and dtype callables receive the instance too, like the kernel.
     """
 
-    __slots__ = ("__func__", "__self__", "_kernel", "_name", "_spec", "_xp")
+    __slots__ = (
+        "__func__",
+        "__self__",
+        "__weakref__",
+        "_kernel",
+        "_name",
+        "_spec",
+        "_xp",
+    )
 
     def __init__(self, func: LazyFunction[Any, R], instance: object) -> None:
         spec = func.spec
