@@ -3,7 +3,8 @@
 Four ways of making the same call: the kernel called directly, the reference
 ``array_api_extra.lazy_apply``, ``lazyapply.lazy_apply`` and a ``@lazyapply.lazy``
 kernel. Each with inferred output metadata ("plain"), with ``shape``/``dtype``
-declared ("declared"), and with ``as_numpy=True`` (where the direct call converts in
+declared ("declared"), strict with metadata inferred from 16 array arguments
+("strict, 16 arrays"), and with ``as_numpy=True`` (where the direct call converts in
 and out by hand). Overhead is a call's time minus the direct call's.
 """
 
@@ -23,6 +24,14 @@ N = 10
 
 def _kernel(x: Any) -> Any:
     return x + 1
+
+
+def _kernel16(*xs: Any) -> Any:
+    return xs[0] + 1
+
+
+#: Array arguments of the strict case: its metadata is inferred from all of them.
+MANY = 16
 
 
 def _numpy() -> tuple[Any, Any]:
@@ -127,6 +136,19 @@ def cases(backend: str) -> Iterator[tuple[str, dict[str, Callable[[], object]]]]
         declared["decorated"] = lambda: with_meta(x)
     yield "plain", plain
     yield "declared", declared
+    # Strict with inferred metadata (broadcast shape, result_type of 16 arrays): the
+    # @lazy default; the reference infers the same for its lazy backends.
+    xs = [x] * MANY
+    k16 = _kernel16
+    strict: dict[str, Callable[[], object]] = {
+        "direct": lambda: k16(*xs),
+        "reference": lambda: ref(k16, *xs),
+        "lazyapply": lambda: la(k16, *xs, strict=True),
+    }
+    if lazy is not None:
+        checked = lazy(k16)
+        strict["decorated"] = lambda: checked(*xs)
+    yield f"strict, {MANY} arrays", strict
     back = _to_native(backend)
     if back is None:
         return
@@ -173,4 +195,4 @@ def run(backends: list[str], settings: Settings, bar: Any) -> list[dict[str, Any
 
 def count(backends: list[str]) -> int:
     """Progress-bar steps this section takes."""
-    return sum((2 if b == "sparse" else 3) for b in backends if b in BACKENDS)
+    return sum((3 if b == "sparse" else 4) for b in backends if b in BACKENDS)

@@ -233,8 +233,10 @@ def markdown(rows: list[dict[str, Any]], command: str, machine: str) -> str:
             lines.append(f"| {row['case']} | {cells} | {_ok(extra, 0.1)} |")
         lines.append("")
     from .bench_native import markdown as native_markdown
+    from .bench_special import markdown as special_markdown
 
     lines += native_markdown(rows)
+    lines += special_markdown(rows)
     results = verdicts(rows)
     held = sum(ok for *_, ok in results)
     lines += [

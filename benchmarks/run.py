@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_jit,
         bench_memory,
         bench_native,
+        bench_special,
         bench_torch,
         report,
     )
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "dask": bench_dask.count(backends),
         "grad": bench_grad.count(backends),
         "memory": bench_memory.count(backends),
-        "native": bench_native.count(backends),
+        "native": bench_native.count(backends) + bench_special.count(backends),
         "torch": bench_torch.count(backends),
     }
     rows = []
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_memory.run(backends, megabytes, bar)
         if "native" in sections:
             rows += bench_native.run(backends, settings, bar)
+            rows += bench_special.run(backends, settings, bar)
         if "torch" in sections:
             rows += bench_torch.run(backends, settings, bar)
     command = "python -m benchmarks " + shlex.join(

@@ -68,3 +68,43 @@ html_theme_options = {
 html_sidebars = {"index": [], "getting_started": [], "backends": []}
 html_static_path: list[str] = []
 html_show_sourcelink = False
+
+
+def _special_table(app: object) -> None:
+    """Write the table of SciPy special functions that run natively (issue 20).
+
+    Generated from the code at every build (``special_coverage`` reads the loops
+    from each ufunc), so the page cannot drift from what lazyapply does.
+    """
+    out = DOCS / "user_guide" / "_generated" / "special_table.rst"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        from lazyapply.adapters.jax.native._special import special_coverage
+
+        rows = special_coverage()
+    except ImportError as exc:  # SciPy not installed: say so on the page
+        out.write_text(f"(The table needs SciPy: {exc}.)\n")
+        return
+    native = sum(1 for _, _, other in rows if not other)
+    lines = [
+        f"{len(rows)} ufuncs; every loop of {native} of them runs natively.",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 20 45 35",
+        "",
+        "   * - function",
+        "     - native loops",
+        "     - callback loops (why)",
+    ]
+    for name, loops, other in rows:
+        lines += [
+            f"   * - ``{name}``",
+            f"     - {', '.join(f'``{lp}``' for lp in loops) or '—'}",
+            f"     - {', '.join(f'``{lp}``' for lp in other) or '—'}",
+        ]
+    out.write_text("\n".join(lines) + "\n")
+
+
+def setup(app: object) -> None:
+    app.connect("builder-inited", _special_table)  # type: ignore[attr-defined]

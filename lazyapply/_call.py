@@ -10,14 +10,18 @@ path, the kernel is called from :meth:`KernelCall.run` and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lazyapply._check import OutputCheck
 from lazyapply._errors import KernelOutputError
-from lazyapply._hints import explain  # drop-in (issue 9)
-from lazyapply._outputs import convert_output  # drop-in (issue 9)
+from lazyapply._hints import explain
+from lazyapply._outputs import convert_output
 
-__all__ = ["KernelCall", "numpy_inputs"]
+if TYPE_CHECKING:
+    from lazyapply.adapters._base import Adapter
+    from lazyapply.spec import CallSpec
+
+__all__ = ["KernelCall", "make_call", "numpy_inputs"]
 
 
 def numpy_inputs(args: Sequence[Any], native: tuple[type, ...]) -> tuple[Any, ...]:
@@ -57,7 +61,7 @@ def _numpy_asarray() -> Callable[..., Any]:
 
 
 class KernelCall:
-    """A checked call of a kernel, built once by :func:`lazyapply._engine.make_call`.
+    """A checked call of a kernel, built once by :func:`make_call`.
 
     Parameters
     ----------
@@ -163,7 +167,7 @@ class KernelCall:
             if self.host is not None:
                 args = self.host(args)
             out = self.func(*args, **kwargs)  # the one call site of a user's kernel
-        except Exception as exc:  # drop-in (issue 9): clearer errors, on failure only
+        except Exception as exc:  # clearer errors for known mistakes, on failure only
             explain(exc, self.func, args, self.name, self.host is not None)
             raise
         if like is not None:  # strict, nothing declared, one array argument
@@ -224,8 +228,9 @@ class KernelCall:
                 "(did it forget a return statement?)"
             )
             raise KernelOutputError(msg)
-        # drop-in (issue 9): a non-array output always meets a declared dtype (a
-        # string where a float is declared is an error, even when not strict).
+        # A non-array output always meets a declared dtype, as the reference's
+        # asarray(out, dtype=) makes it (a string where a float is declared is an
+        # error, even when not strict).
         strict = self.strict or not hasattr(o, "shape")
         dtype = check.dtypes[i] if strict and check.dtypes is not None else None
         if not isinstance(o, self.out_types):
@@ -234,13 +239,15 @@ class KernelCall:
             o = self.move(o, self.device)
         if not self.strict:
             return o
-        error = check.shape_error(i, tuple(o.shape), lead, self.where())
+        error = check.shape_error(i, tuple(o.shape), lead, self.where)
         if error is not None:
             raise error
         if dtype is not None and o.dtype != dtype:
             if _same_but_byte_order(o.dtype, dtype):
                 return o
-            got = o.dtype  # drop-in (issue 9): a big-endian NumPy output, natively
+            got = (
+                o.dtype
+            )  # a big-endian NumPy output is its native dtype, as NumPy says
             if getattr(got, "byteorder", "=") == ">":
                 got = got.newbyteorder("=")
             if self.canon is not None and self.canon(got) == dtype:
@@ -251,7 +258,7 @@ class KernelCall:
     def _array(self, i: int, o: Any, dtype: Any, check: OutputCheck) -> Any:
         """An output that is not a caller's array: a NumPy array, a list, a scalar."""
         if dtype is None or hasattr(o, "shape"):
-            return convert_output(self.convert, o, self.where(), i)
+            return convert_output(self.convert, o, self.where, i)
         # An array-like becomes the expected dtype only where NumPy's same_kind casting
         # allows: 1.5 never becomes 1, a string never becomes a float.
         import numpy as np
@@ -263,7 +270,7 @@ class KernelCall:
                 got = f"{a.dtype} (from a {type(o).__name__})"
                 raise check.error(i, "dtype", dtype, got, self.where())
             a = a.astype(target)
-        return convert_output(self.convert, a, self.where(), i)
+        return convert_output(self.convert, a, self.where, i)
 
 
 def _numpy_dtype(dtype: Any) -> Any:
@@ -293,3 +300,40 @@ def _rebuild(state: dict[str, Any]) -> KernelCall:
     for key, value in state.items():
         setattr(call, key, value)
     return call
+
+
+def make_call(
+    adapter: Adapter,
+    first: Any,
+    func: Callable[..., Any],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+    check: OutputCheck,
+    xp: Any,
+    *,
+    deferred: bool,
+    name: str | None = None,
+) -> KernelCall:
+    """The one constructor of a :class:`KernelCall`, from the adapter's answers."""
+    if not name:
+        from lazyapply.spec import kernel_name
+
+        name = spec.name or kernel_name(func)
+    target = adapter.target(first, xp, deferred=deferred)
+    if spec.as_numpy:
+        target.check_host(name)
+    return KernelCall(
+        func,
+        kwargs,
+        spec=spec,
+        name=name,
+        backend=adapter.label(first),
+        host=target.host if spec.as_numpy else None,
+        check=check,
+        strict=deferred or spec.strict,
+        convert=target.convert,
+        out_types=target.out_types,
+        device=target.device,
+        move=target.move,
+        canon=target.canon,
+    )

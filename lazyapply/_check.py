@@ -8,6 +8,7 @@ each message is written once, here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from lazyapply._errors import KernelOutputError
@@ -63,9 +64,16 @@ class OutputCheck:
         return (OutputCheck, state)
 
     def shape_error(
-        self, i: int, got: tuple[int, ...], lead: tuple[int, ...], where: str
+        self,
+        i: int,
+        got: tuple[int, ...],
+        lead: tuple[int, ...],
+        where: str | Callable[[], str],
     ) -> KernelOutputError | None:
-        """A mismatch of output ``i``'s shape, after ``lead`` batch dimensions."""
+        """A mismatch of output ``i``'s shape, after ``lead`` batch dimensions.
+
+        ``where`` may be a callable, so a successful check formats no text.
+        """
         if self.shapes is None:
             return None
         expected = self.shapes[i]
@@ -76,7 +84,7 @@ class OutputCheck:
             e is None or e == g for e, g in zip(full, got, strict=True)
         ):
             return None
-        return self.error(i, "shape", full, got, where)
+        return self.error(i, "shape", full, got, where() if callable(where) else where)
 
     def error(
         self, i: int, what: str, expected: Any, got: Any, where: str

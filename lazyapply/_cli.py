@@ -196,8 +196,9 @@ def run_check(options: argparse.Namespace) -> int:
     if options.json:
         records = report.records()
         print(json.dumps({"kernel": options.target, "ok": ok, "rows": records}))
-    elif not ok:
-        print(f"{report.table()}\n{report.summary()}", file=sys.stderr)
+    elif not ok:  # -q: only the failing rows
+        rows = type(report)(report.failures) if options.quiet else report
+        print(f"{rows.table()}\n{report.summary()}", file=sys.stderr)
     elif options.quiet:
         print(report.summary())
     else:

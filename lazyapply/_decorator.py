@@ -176,10 +176,11 @@ class LazyFunction(Generic[P, R]):
         Runs through the engine like the kernel (so on Dask it is a task, chunk by
         chunk where the kernel's mode allows) and returns one cotangent per
         positional argument (``None`` for arguments that are not differentiable).
+        ``@f.vjp.defvjp`` declares the vjp's own vjp (second derivatives).
         """
-        from lazyapply._grad import VjpFunction
+        from lazyapply._vjp_of import VjpOf
 
-        return VjpFunction(self._spec)
+        return VjpOf(self)
 
     def __repr__(self) -> str:
         given = ", ".join(
@@ -228,7 +229,15 @@ class BoundLazyFunction(Generic[P, R]):
     and dtype callables receive the instance too, like the kernel.
     """
 
-    __slots__ = ("__func__", "__self__", "_kernel", "_name", "_spec", "_xp")
+    __slots__ = (
+        "__func__",
+        "__self__",
+        "__weakref__",
+        "_kernel",
+        "_name",
+        "_spec",
+        "_xp",
+    )
 
     def __init__(self, func: LazyFunction[Any, R], instance: object) -> None:
         spec = func.spec

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import ArgumentTypeError, MixedNamespaceError, SpecError
+from lazyapply.spec import dtype_args  # re-exported: where adapters find it
 
 if TYPE_CHECKING:
     from lazyapply.adapters._base import Adapter
@@ -128,19 +129,6 @@ def _plain_sequence(seq: list[Any] | tuple[Any, ...], name: str) -> None:
                 raise ArgumentTypeError(msg)
 
 
-def dtype_args(args: tuple[Any, ...]) -> list[Any]:
-    """The arguments that take part in ``result_type``: arrays and Python scalars.
-
-    ``None`` and sequences of numbers pass to the kernel but have no dtype of their
-    own (NumPy would even read a tuple as a structured dtype).
-    """
-    return [
-        a
-        for a in args
-        if a is not None and type(a) is not list and type(a) is not tuple
-    ]
-
-
 def adapter_for(x: Any, name: str = "kernel") -> Adapter:
     """The adapter of one array (e.g. a Dask chunk's ``_meta``)."""
     adapter = _TYPES.get(type(x), _TYPES)
@@ -168,12 +156,8 @@ def find_adapter(
         if adapter is None:
             adapter, first = ad, a  # type: ignore[assignment]
         elif ad is not adapter:
-            msg = (
-                f"{_name(func)}: arguments mix array libraries "
-                f"({adapter.label(first)} and {ad.label(a)}); convert them to one "  # type: ignore[union-attr]
-                "library before the call"
-            )
-            raise MixedNamespaceError(msg)
+            adapter, first = _mixed(args, func)
+            break
     if adapter is None:
         msg = (
             f"Must have at least one argument array ({_name(func)} got only Python "
@@ -181,6 +165,46 @@ def find_adapter(
         )
         raise SpecError(msg)
     return adapter, first
+
+
+def _mixed(args: tuple[Any, ...], func: Callable[..., Any] | str) -> tuple[Any, Any]:
+    """The adapter of arguments from several libraries, where one can take them all.
+
+    Off the hot path (only reached when two libraries meet). As NumPy promotes with
+    Python scalars, a NumPy scalar beside another library's arrays is a scalar of
+    the call, whatever that library (torch, JAX, Dask, CuPy...). A NumPy array
+    beside arrays of a library that adopts NumPy arrays (``adopts_numpy``: Dask and
+    JAX, as ``dask.array`` and ``jax.numpy`` do) is taken as one of that library's.
+    """
+    numpy = sys.modules.get("numpy")
+    found: list[tuple[Adapter, Any]] = []
+    numpy_arrays: list[tuple[Adapter, Any]] = []
+    for a in args:
+        ad = _TYPES.get(type(a))
+        if ad is None:
+            continue
+        if numpy is not None and isinstance(a, (numpy.generic, numpy.ndarray)):
+            if isinstance(a, numpy.ndarray):
+                numpy_arrays.append((ad, a))
+            continue  # a NumPy scalar: a scalar of the call
+        if all(ad is not f for f, _ in found):
+            found.append((ad, a))
+    if len(found) == 1:
+        adapter, first = found[0]
+        if not numpy_arrays or getattr(adapter, "adopts_numpy", False):
+            return adapter, first
+        found.append(numpy_arrays[0])
+    elif not found:  # NumPy arrays and scalars only: NumPy's adapter (not reached)
+        ad, a = numpy_arrays[0]
+        return ad, a
+    (adapter, first), (other, a) = found[:2]
+    msg = (
+        f"{_name(func)}: arguments mix array libraries "
+        f"({adapter.label(first)} and {other.label(a)}); convert them to one "
+        "library before the call. NumPy scalars may go with any library, and NumPy "
+        "arrays with Dask and JAX arrays"
+    )
+    raise MixedNamespaceError(msg)
 
 
 def _name(func: Callable[..., Any] | str) -> str:

@@ -1,12 +1,31 @@
 """The engine: it owns the sequence of every call, whatever the backend.
 
-1. The arguments' adapter (found by :func:`lazyapply._detect.find_adapter`) says
-   whether the call can run now or must be deferred (a Dask graph, a JAX trace).
-2. Once per kernel, backend and spec, the adapter may prepare what it needs
-   (:func:`prepared`): a ``jax.custom_jvp`` wrapper, a custom op, an FFI target.
-3. One :class:`~lazyapply._call.KernelCall`, built by :func:`make_call` and nowhere
-   else, runs the kernel: now (eager backends, cached per spec), inside a Dask task,
-   or inside a JAX host callback.
+entry (``@lazy``, ``lazy_apply``) → spec (:mod:`lazyapply.spec._build`) → adapter
+(:func:`lazyapply._detect.find_adapter`) → :func:`run`:
+
+1. The adapter says whether the call can run now or must be deferred (a Dask graph,
+   a JAX trace).
+2. Eager calls: one strategy per (kernel, spec, namespace, device), cached on the
+   adapter (:class:`~lazyapply._eager.Eager`); the output metadata a strict call
+   checks comes from the one metadata function
+   (:func:`lazyapply.spec._metadata.layout`) and is cached per argument signature
+   (shapes, dtypes), so strict and inferred costs what declared costs.
+3. Deferred calls: :func:`~lazyapply.spec._metadata.layout`, then what the adapter
+   prepared once per kernel and spec (:func:`prepared`), then ``adapter.defer``.
+4. One :class:`~lazyapply._call.KernelCall`, built by :func:`make_call` and nowhere
+   else, runs the kernel: now, inside a Dask task or inside a JAX host callback.
+
+:func:`run` is the only entry point, called by ``@lazy`` and ``lazy_apply`` (and by
+``f.vjp``, itself an entry point). Adapters never call it: code below the engine
+that needs a kernel run (a gradient rule, a custom op) asks for a prepared call:
+
+``prepare_call(adapter, first, func, args, kwargs, spec, xp, deferred=...)``
+    A :class:`PreparedCall` for one call: ``.run()`` runs it now (eager arrays),
+    ``.defer()`` hands it to the adapter's deferral (traced or lazy arrays).
+``lazyapply._grad.vjp_call(spec, grads, outs, args, kwargs, positions, multi,
+adapter=, first=)``
+    The same for a declared vjp (cotangents of ``positions``, declared with their
+    arguments' shapes and dtypes); ``lazyapply._grad.jvp_call(...)`` for a jvp.
 
 The engine never names a backend: everything backend-specific is an adapter's answer.
 """
@@ -14,26 +33,26 @@ The engine never names a backend: everything backend-specific is an adapter's an
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lazyapply._call import KernelCall
+from lazyapply._caches import weak
+from lazyapply._call import KernelCall, make_call
 from lazyapply._check import OutputCheck
-from lazyapply.spec import (
-    INFERRED,
-    CallSpec,
-    OutputSpec,
-    kernel_name,
-    resolve_dtype,
-)
-from lazyapply.spec._metadata import layout as output_layout
-from lazyapply.spec._metadata import output_for_call
+from lazyapply._eager import Eager
+from lazyapply.spec import CallSpec, kernel_name
+from lazyapply.spec._metadata import Layout, layout
 
 if TYPE_CHECKING:
     from lazyapply.adapters._base import Adapter
 
-__all__ = ["make_call", "prepared", "run"]
+__all__ = [
+    "PreparedCall",
+    "make_call",
+    "prepare_call",
+    "prepared",
+    "run",
+]
 
 _LOCK = threading.Lock()
 
@@ -48,125 +67,27 @@ def run(
     xp: Any,
 ) -> Any:
     """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter."""
-    if adapter.intercepts:  # hook (issues 10, 11): torch autograd, compile, export
-        out = adapter.intercept(func, args, kwargs, spec, xp, first)
-        if out is not None:
-            return out
     if adapter.defers and adapter.deferred(args):
         return _defer(adapter, first, func, args, kwargs, spec, xp)
-    if spec.mode.signature is not None:
-        # A plain call here, but core dimensions that do not match the arguments are
-        # an error on every backend, and shape= may give only core sizes.
-        from lazyapply.spec._modes import eager_signature_spec
-
-        spec = eager_signature_spec(spec, func, args, adapter.label(first))
     device = adapter.device(first) if adapter.devices else None
-    # Keyed by the spec's value through its precomputed hash (a Python-level
-    # __hash__ call costs more than the rest of the lookup); a hit is confirmed below.
+    # Keyed by the spec's precomputed hash (a Python-level __hash__ call costs more
+    # than the rest of the lookup); the spec itself is confirmed below.
     key = (func, spec._hash, xp, device)
     calls = adapter.calls
     try:
-        call = calls[key]
-        if call.spec is not spec and call.spec != spec:
+        eager = calls[key]
+        if eager.spec is not spec and eager.spec != spec:
             raise KeyError(key)  # two specs with one hash: rebuild, never mix them
     except KeyError:
-        call = _eager_call(adapter, first, func, spec, xp)
-        if len(calls) > 256:  # kernels made per call (lambdas): stay bounded
-            calls.clear()
-        calls[key] = call
+        eager = calls.put(key, Eager(adapter, first, func, spec, xp))
     except TypeError:  # an unhashable kernel or namespace: no cache
-        call = _eager_call(adapter, first, func, spec, xp)
-    if spec.infer and spec.mode.signature is not None:
-        # Strict gufunc calls check what Dask and jit infer from the signature.
-        layout = output_layout(adapter, first, func, args, kwargs, spec, xp, call.name)
-        check = OutputCheck(layout.shapes, layout.dtypes, layout.multi, layout.declared)
-        return call.run(args, kwargs, check=check)
-    if spec.shape_fn is not None or spec.dtype_fn is not None:
-        output = output_for_call(spec, call.name, args, kwargs)
-        check = _check(adapter, first, output, args, xp, call.name, spec.strict)
-        return call.run(args, kwargs, check=check)
-    if spec.infer:
-        if len(args) == 1 and spec.output is INFERRED:
-            return call.run(args, kwargs, like=first)  # the output keeps its metadata
-        return call.run(args, kwargs, check=_inferred(adapter, call, args, xp, first))
-    return call.run(args, kwargs)
-
-
-def _eager_call(
-    adapter: Adapter,
-    first: Any,
-    func: Callable[..., Any],
-    spec: CallSpec,
-    xp: Any,
-) -> KernelCall:
-    name = spec.name or kernel_name(func)
-    check = _check(adapter, first, spec.output, (), xp, name, strict=False)
-    return make_call(adapter, first, func, {}, spec, check, xp, deferred=False)
-
-
-def _check(
-    adapter: Adapter,
-    first: Any,
-    output: OutputSpec,
-    args: tuple[Any, ...],
-    xp: Any,
-    name: str,
-    strict: bool,
-) -> OutputCheck:
-    """Declared metadata, completed from ``args`` where ``strict`` needs it."""
-    ns = xp if xp is not None else adapter.namespace(first)
-    shapes, dtypes = output.shapes, output.dtypes
-    declared = (shapes is not None, dtypes is not None)
-    if strict and not output.declared:
-        shapes, dtypes = adapter.infer_output(output, args, ns, name)
-    elif dtypes is not None:
-        dtypes = tuple(resolve_dtype(d, ns, name) for d in dtypes)
-    if dtypes is not None:
-        dtypes = tuple(adapter.canonical(d) for d in dtypes)
-    return OutputCheck(shapes, dtypes, output.multi, declared)
-
-
-def _inferred(
-    adapter: Adapter, call: KernelCall, args: tuple[Any, ...], xp: Any, first: Any
-) -> OutputCheck:
-    """Strict eager calls without declarations: what Dask and jit would infer."""
-    declared = call.check
-    output = OutputSpec(declared.shapes, declared.dtypes, declared.multi)
-    return _check(adapter, first, output, args, xp, call.name, strict=True)
-
-
-def make_call(
-    adapter: Adapter,
-    first: Any,
-    func: Callable[..., Any],
-    kwargs: dict[str, Any],
-    spec: CallSpec,
-    check: OutputCheck,
-    xp: Any,
-    *,
-    deferred: bool,
-    name: str | None = None,
-) -> KernelCall:
-    """The one constructor of a :class:`KernelCall`, from the adapter's answers."""
-    name = name or spec.name or kernel_name(func)
-    target = adapter.target(first, xp, deferred=deferred)
-    if spec.as_numpy:
-        target.check_host(name)
-    return KernelCall(
-        func,
-        kwargs,
-        spec=spec,
-        name=name,
-        backend=adapter.label(first),
-        host=target.host if spec.as_numpy else None,
-        check=check,
-        strict=deferred or spec.strict,
-        convert=target.convert,
-        out_types=target.out_types,
-        device=target.device,
-        move=target.move,
-        canon=target.canon,
-    )
+        eager = Eager(adapter, first, func, spec, xp)
+    call = eager.call
+    if eager.plain:
+        return call.run(args, kwargs)
+    if eager.like and len(args) == 1:
+        return call.run(args, kwargs, like=first)  # the output keeps its metadata
+    return call.run(args, kwargs, check=eager.check(adapter, first, args, kwargs))
 
 
 def _defer(
@@ -178,8 +99,107 @@ def _defer(
     spec: CallSpec,
     xp: Any,
 ) -> Any:
+    return prepare_call(
+        adapter, first, func, args, kwargs, spec, xp, deferred=True
+    ).defer()
+
+
+class PreparedCall:
+    """A kernel call made ready for one set of arguments, by :func:`prepare_call`.
+
+    Attributes
+    ----------
+    call : KernelCall
+        The one call of the kernel, with the check of these arguments' outputs.
+    args, kwargs
+        The operands it is made for.
+    layout : Layout or None
+        The outputs' metadata (deferred calls only).
+    """
+
+    __slots__ = (
+        "adapter",
+        "args",
+        "call",
+        "check",
+        "first",
+        "kwargs",
+        "layout",
+        "spec",
+    )
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        first: Any,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        layout: Layout | None,
+        check: OutputCheck | None,
+    ) -> None:
+        self.adapter = adapter
+        self.first = first
+        self.call = call
+        self.args = args
+        self.kwargs = kwargs
+        self.spec = spec
+        self.layout = layout
+        self.check = check
+
+    def run(self) -> Any:
+        """Call the kernel now (concrete arrays) and return its checked outputs."""
+        return self.call.run(self.args, self.kwargs, check=self.check)
+
+    def defer(self) -> Any:
+        """Hand the call to its adapter's deferral (a graph task, a callback)."""
+        adapter = self.adapter
+        if self.layout is None and adapter.lays_out:
+            msg = "a call prepared with deferred=False runs now: call .run()"
+            raise TypeError(msg)
+        if not adapter.lays_out:  # the strategy lays out itself (torch's custom op)
+            return adapter.defer(
+                self.call, self.args, self.spec, None, self.first, None
+            )  # type: ignore[arg-type]
+        ready = prepared(adapter, self.call.func, self.spec)
+        return adapter.defer(
+            self.call, self.args, self.spec, self.layout, self.first, ready
+        )
+
+
+def prepare_call(
+    adapter: Adapter,
+    first: Any,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    spec: CallSpec,
+    xp: Any = None,
+    *,
+    deferred: bool,
+) -> PreparedCall:
+    """A :class:`PreparedCall` of ``func`` on ``args``, without entering :func:`run`.
+
+    For code below the engine (gradient rules, custom ops): ``deferred=False`` for
+    concrete arrays (``.run()``), ``True`` for traced or lazy ones (``.defer()``).
+    The outputs are checked as :func:`run` checks them.
+    """
     name = spec.name or kernel_name(func)
-    layout = output_layout(adapter, first, func, args, kwargs, spec, xp, name)
+    if not deferred:
+        eager = Eager(adapter, first, func, spec, xp)
+        check = None if eager.plain else eager.check(adapter, first, args, kwargs)
+        return PreparedCall(adapter, first, eager.call, args, kwargs, spec, None, check)
+    if not adapter.lays_out:
+        # Dynamo traces torch's deferred calls as bytecode and cannot trace the
+        # layout's caches: the strategy lays out where the outputs are made (the custom
+        # op's fake implementation, on fake tensors), with the same function.
+        check = OutputCheck(None, None, spec.output.multi, (False, False))
+        call = make_call(
+            adapter, first, func, kwargs, spec, check, xp, deferred=True, name=name
+        )
+        return PreparedCall(adapter, first, call, args, kwargs, spec, None, None)
+    lay = layout(adapter, first, func, args, kwargs, spec, xp, name)
     mode = spec.mode
     kind = (
         ""
@@ -191,15 +211,15 @@ def _defer(
         else f"signature {mode.signature}"
     )
     # Calls on blocks (Dask) check each block's core shape after its loop dimensions.
-    shapes = layout.cores if kind else layout.shapes
-    check = OutputCheck(shapes, layout.dtypes, layout.multi, layout.declared, kind)
+    shapes = lay.cores if kind else lay.shapes
+    check = OutputCheck(shapes, lay.dtypes, lay.multi, lay.declared, kind)
     call = make_call(
         adapter, first, func, kwargs, spec, check, xp, deferred=True, name=name
     )
-    return adapter.defer(call, args, spec, layout, first, prepared(adapter, func, spec))
+    return PreparedCall(adapter, first, call, args, kwargs, spec, lay, None)
 
 
-_PREPARED: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
+_PREPARED = weak("engine: adapter preparations per kernel")
 
 
 def prepared(adapter: Adapter, func: Callable[..., Any], spec: CallSpec) -> Any:
@@ -211,9 +231,7 @@ def prepared(adapter: Adapter, func: Callable[..., Any], spec: CallSpec) -> Any:
     """
     key = (adapter.name, spec)
     try:
-        per_kernel = _PREPARED[func]
-    except KeyError:
-        per_kernel = None
+        per_kernel = _PREPARED.get(func)
     except TypeError:  # not weak-referenceable: prepare every time
         return adapter.prepare(func, spec)
     if per_kernel is not None and key in per_kernel:
@@ -221,5 +239,7 @@ def prepared(adapter: Adapter, func: Callable[..., Any], spec: CallSpec) -> Any:
     with _LOCK:
         per_kernel = _PREPARED.setdefault(func, {})
         if key not in per_kernel:
+            if len(per_kernel) > 64:  # specs made per call for one kernel
+                per_kernel.clear()
             per_kernel[key] = adapter.prepare(func, spec)
         return per_kernel[key]

@@ -10,90 +10,31 @@ declared: the same output check serves every backend (eager, Dask task, jit call
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lazyapply._errors import KernelOutputError, NotDifferentiableError
+from lazyapply._caches import bounded
+from lazyapply._errors import NotDifferentiableError
+from lazyapply._grad_kernels import JvpKernel, VjpKernel
 from lazyapply.spec import CallSpec, parse_output
+
+if TYPE_CHECKING:
+    from lazyapply._engine import PreparedCall
+    from lazyapply.adapters._base import Adapter
 
 __all__ = [
     "JvpKernel",
     "VjpFunction",
     "VjpKernel",
     "differentiable_positions",
+    "jvp_call",
+    "jvp_spec",
     "run_jvp",
     "run_spec",
     "run_vjp",
+    "vjp_call",
     "vjp_mode",
+    "vjp_spec",
 ]
-
-
-class VjpKernel:
-    """``vjp`` called on flattened operands; returns the picked cotangents (a tuple).
-
-    Picklable (Dask tasks run it on worker processes).
-    """
-
-    __slots__ = ("multi", "n_args", "n_out", "name", "positions", "vjp")
-
-    def __init__(
-        self,
-        vjp: Callable[..., Any],
-        name: str,
-        n_out: int,
-        multi: bool,
-        positions: tuple[int, ...],
-        n_args: int,
-    ) -> None:
-        self.vjp = vjp
-        self.name = name
-        self.n_out = n_out
-        self.multi = multi
-        self.positions = positions
-        self.n_args = n_args
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            VjpKernel,
-            (
-                self.vjp,
-                self.name,
-                self.n_out,
-                self.multi,
-                self.positions,
-                self.n_args,
-            ),
-        )
-
-    @property
-    def __name__(self) -> str:  # task names and messages
-        return f"{self.name}_vjp"
-
-    def __call__(self, *flat: Any, **kwargs: Any) -> tuple[Any, ...]:
-        n = self.n_out
-        grads, outs, args = flat[:n], flat[n : 2 * n], flat[2 * n :]
-        g = tuple(grads) if self.multi else grads[0]
-        out = tuple(outs) if self.multi else outs[0]
-        cts = self.vjp(g, out, *args, **kwargs)
-        if self.n_args == 1 and not isinstance(cts, (tuple, list)):
-            cts = (cts,)
-        if not isinstance(cts, (tuple, list)) or len(cts) != self.n_args:
-            got = len(cts) if isinstance(cts, (tuple, list)) else type(cts).__name__
-            msg = (
-                f"{self.__name__}: the vjp must return one cotangent per positional "
-                f"argument of {self.name} ({self.n_args}), got {got}; return a tuple "
-                "with None for arguments that are not differentiable"
-            )
-            raise KernelOutputError(msg)
-        picked = tuple(cts[i] for i in self.positions)
-        for i, c in zip(self.positions, picked, strict=True):
-            if c is None:
-                msg = (
-                    f"{self.__name__}: the vjp returned None for argument {i} of "
-                    f"{self.name}, which is a floating-point array and needs a "
-                    "cotangent; return an array shaped like that argument"
-                )
-                raise KernelOutputError(msg)
-        return picked
 
 
 def differentiable_positions(args: Sequence[Any]) -> tuple[int, ...]:
@@ -161,30 +102,26 @@ def vjp_mode(
     return {"signature": f"{ins}->{side([sig.inputs[i] for i in positions])}"}
 
 
-def run_vjp(
+def vjp_spec(
     spec: CallSpec,
     grads: tuple[Any, ...],
     outs: tuple[Any, ...],
     args: tuple[Any, ...],
-    kwargs: dict[str, Any],
     positions: tuple[int, ...],
     multi: bool,
-) -> tuple[Any, ...]:
-    """Run ``spec.vjp`` through the engine; the cotangents of ``positions``.
+) -> tuple[VjpKernel, CallSpec]:
+    """The vjp kernel of ``spec`` and its spec, for these operands (cached).
 
     Each cotangent is declared with its argument's shape and dtype, so it is checked
     on every backend. The vjp runs chunk by chunk where the kernel's mode allows
     (:func:`vjp_mode`); under ``jax.vmap`` that mode picks the callback's batching.
-    Extend with keyword-only parameters only: the torch adapter calls it too.
     """
-
-    if spec.vjp is None or not positions:
-        return ()
+    assert spec.vjp is not None
     n = len(grads)
     shapes = [tuple(args[i].shape) for i in positions]
     dtypes = [args[i].dtype for i in positions]
-    # The vjp kernel and its spec, made once per kernel spec and argument metadata:
-    # a backward pass then costs about what a plain call does.
+    # Made once per kernel spec and argument metadata: a backward pass then costs
+    # about what a plain call does.
     out_shapes = tuple(tuple(getattr(o, "shape", ())) for o in outs)
     # type(d) before d: dtypes of two libraries are never compared (array-api-strict
     # warns when they are), tuples stop at the first unequal item.
@@ -208,55 +145,85 @@ def run_vjp(
             vspec = with_mode(vspec, kernel, **mode)
         hit = (kernel, vspec)
         if key is not None:
-            if len(_VJP_CALLS) > 256:
-                _VJP_CALLS.clear()
-            _VJP_CALLS[key] = hit
-    return run_spec(hit[0], (*grads, *outs, *args), kwargs, hit[1])  # type: ignore[no-any-return]
+            _VJP_CALLS.put(key, hit)
+    return hit
 
 
-_VJP_CALLS: dict[Any, tuple[VjpKernel, CallSpec]] = {}
+def run_vjp(
+    spec: CallSpec,
+    grads: tuple[Any, ...],
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    positions: tuple[int, ...],
+    multi: bool,
+) -> tuple[Any, ...]:
+    """Run ``spec.vjp`` through the engine's entry point; the cotangents of
+    ``positions``.
 
-
-class JvpKernel:
-    """``jvp`` called on flattened operands ``(*tangents, *args)``; returns outputs.
-
-    ``tangents`` holds the tangents of ``positions`` only; the kernel gets one per
-    positional argument, ``None`` elsewhere. Picklable, like :class:`VjpKernel`.
+    For ``f.vjp`` (an entry point). Code below the engine (gradient rules) uses
+    :func:`lazyapply._engine.vjp_call` instead. Extend with keyword-only
+    parameters only.
     """
+    if spec.vjp is None or not positions:
+        return ()
+    kernel, vspec = vjp_spec(spec, grads, outs, args, positions, multi)
+    return run_spec(kernel, (*grads, *outs, *args), kwargs, vspec)  # type: ignore[no-any-return]
 
-    __slots__ = ("jvp", "multi", "n_args", "name", "positions")
 
-    def __init__(
-        self,
-        jvp: Callable[..., Any],
-        name: str,
-        multi: bool,
-        positions: tuple[int, ...],
-        n_args: int,
-    ) -> None:
-        self.jvp = jvp
-        self.name = name
-        self.multi = multi
-        self.positions = positions
-        self.n_args = n_args
+_VJP_CALLS = bounded("grad: vjp kernels and specs", 256)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        state = (self.jvp, self.name, self.multi, self.positions, self.n_args)
-        return (JvpKernel, state)
 
-    @property
-    def __name__(self) -> str:  # task names and messages
-        return f"{self.name}_jvp"
+def jvp_spec(
+    spec: CallSpec,
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    multi: bool,
+) -> tuple[JvpKernel, CallSpec]:
+    """The jvp kernel of ``spec`` and its spec: outputs shaped like ``outs``.
 
-    def __call__(self, *flat: Any, **kwargs: Any) -> Any:
-        n = len(self.positions)
-        tangents: list[Any] = [None] * self.n_args
-        for i, t in zip(self.positions, flat[:n], strict=True):
-            tangents[i] = t
-        rest = flat[n:]
-        n_out = len(rest) - self.n_args
-        out = tuple(rest[:n_out]) if self.multi else rest[0]
-        return self.jvp(tuple(tangents), out, *rest[n_out:], **kwargs)
+    A tangent has its output's shape, so the kernel's own mode (elementwise or
+    gufunc) applies, with the tangents' core dimensions first.
+    """
+    if spec.jvp is None:
+        msg = f"{spec.name}: no jvp was declared; declare one with @{spec.name}.defjvp"
+        raise NotDifferentiableError(msg)
+    from lazyapply.spec._build import APPLY_DEFAULTS, build_spec
+
+    shapes = [tuple(o.shape) for o in outs]
+    dtypes = [o.dtype for o in outs]
+    key: Any = (spec, multi, positions, len(args), tuple(shapes))
+    try:
+        key += (tuple((type(d), d) for d in dtypes),)
+        hit = _JVP_CALLS.get(key)
+    except TypeError:  # symbolic sizes or an unhashable spec field
+        hit, key = None, None
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    kernel = JvpKernel(spec.jvp, spec.name, multi, positions, len(args))
+    options = {
+        **APPLY_DEFAULTS,
+        "shape": shapes if multi else shapes[0],
+        "dtype": dtypes if multi else dtypes[0],
+        "as_numpy": spec.as_numpy,
+        "strict": True,
+    }
+    if spec.mode.elementwise:
+        options["elementwise"] = True
+    elif spec.mode.signature is not None:
+        sig = spec.mode.signature
+        ins = [sig.inputs[i] for i in positions] + [*sig.outputs, *sig.inputs]
+        outs_text = ",".join(f"({','.join(d)})" for d in sig.outputs)
+        text = ",".join(f"({','.join(d)})" for d in ins)
+        options["signature"] = f"{text}->{outs_text}"
+    hit = (kernel, build_spec(kernel, options))
+    if key is not None:
+        _JVP_CALLS.put(key, hit)
+    return hit
+
+
+_JVP_CALLS = bounded("grad: jvp kernels and specs", 256)
 
 
 def run_jvp(
@@ -268,40 +235,13 @@ def run_jvp(
     positions: tuple[int, ...],
     multi: bool,
 ) -> Any:
-    """Run ``spec.jvp`` through the engine: the output tangent(s), shaped like ``outs``.
+    """Run ``spec.jvp`` through the engine's entry point: the output tangent(s).
 
-    ``tangents`` are those of ``positions``. A tangent has its output's shape, so the
-    kernel's own mode (elementwise or gufunc) applies unchanged.
+    ``tangents`` are those of ``positions``. Code below the engine uses
+    :func:`lazyapply._engine.jvp_call` instead.
     """
-    from lazyapply._lazy_apply import lazy_apply
-
-    if spec.jvp is None:
-        msg = f"{spec.name}: no jvp was declared; declare one with @{spec.name}.defjvp"
-        raise NotDifferentiableError(msg)
-    kernel = JvpKernel(spec.jvp, spec.name, multi, positions, len(args))
-    shapes = [tuple(o.shape) for o in outs]
-    dtypes = [o.dtype for o in outs]
-    mode: dict[str, Any] = {}
-    if spec.mode.elementwise:
-        mode = {"elementwise": True}
-    elif spec.mode.signature is not None:
-        sig = spec.mode.signature
-        ins = [sig.inputs[i] for i in positions] + [*sig.outputs, *sig.inputs]
-        outs_text = ",".join(f"({','.join(d)})" for d in sig.outputs)
-        text = ",".join(f"({','.join(d)})" for d in ins)
-        mode = {"signature": f"{text}->{outs_text}"}
-    return lazy_apply(
-        kernel,
-        *tangents,
-        *outs,
-        *args,
-        shape=shapes if multi else shapes[0],
-        dtype=dtypes if multi else dtypes[0],
-        as_numpy=spec.as_numpy,
-        strict=True,
-        **mode,
-        **kwargs,
-    )
+    kernel, jspec = jvp_spec(spec, outs, args, positions, multi)
+    return run_spec(kernel, (*tangents, *outs, *args), kwargs, jspec)
 
 
 class VjpFunction:
@@ -330,3 +270,56 @@ class VjpFunction:
         for i, c in zip(positions, picked, strict=True):
             full[i] = c
         return tuple(full)
+
+
+def vjp_call(
+    spec: CallSpec,
+    grads: tuple[Any, ...],
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    positions: tuple[int, ...],
+    multi: bool,
+    *,
+    adapter: Adapter,
+    first: Any,
+    xp: Any = None,
+    deferred: bool = False,
+) -> PreparedCall:
+    """The declared vjp of ``spec`` as a :class:`PreparedCall`.
+
+    Its outputs are the cotangents of ``positions`` (a tuple), each declared with
+    its argument's shape and dtype; its operands are ``(*grads, *outs, *args)``.
+    """
+    kernel, vspec = vjp_spec(spec, grads, outs, args, positions, multi)
+    operands = (*grads, *outs, *args)
+    from lazyapply._engine import prepare_call
+
+    return prepare_call(
+        adapter, first, kernel, operands, kwargs, vspec, xp, deferred=deferred
+    )
+
+
+def jvp_call(
+    spec: CallSpec,
+    tangents: tuple[Any, ...],
+    outs: tuple[Any, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    positions: tuple[int, ...],
+    multi: bool,
+    *,
+    adapter: Adapter,
+    first: Any,
+    xp: Any = None,
+    deferred: bool = False,
+) -> PreparedCall:
+    """The declared jvp of ``spec`` as a :class:`PreparedCall` (outputs shaped like
+    ``outs``; operands ``(*tangents, *outs, *args)``)."""
+    kernel, jspec = jvp_spec(spec, outs, args, positions, multi)
+    operands = (*tangents, *outs, *args)
+    from lazyapply._engine import prepare_call
+
+    return prepare_call(
+        adapter, first, kernel, operands, kwargs, jspec, xp, deferred=deferred
+    )

@@ -4,8 +4,8 @@
 clause at the call sites), so successful calls pay nothing. It recognises the error
 of a compiled kernel (Numba ``@njit``, Cython) that was handed arrays of a library it
 cannot read because ``as_numpy=True`` was not given, a float16 array that a Numba
-kernel cannot compile for, and a bfloat16 tensor that ``as_numpy=True`` cannot hand
-to NumPy, and raises a
+kernel cannot compile for, a kernel that writes into a read-only input (a JAX
+array), and a bfloat16 tensor that ``as_numpy=True`` cannot hand to NumPy, and raises a
 :class:`~lazyapply.SpecError` naming the kernel and the fix, chained to the original.
 """
 
@@ -36,6 +36,7 @@ def explain(
     if isinstance(exc, LazyApplyError):
         return
     _float16(exc, func, args, name)
+    _read_only(exc, args, name)
     if as_numpy:
         _bfloat16(exc, args, name)
         return
@@ -52,6 +53,26 @@ def explain(
         f"{name} ({lib}): a {kind} kernel cannot take {lib} arrays "
         f"({type(exc).__name__}: {first}); pass as_numpy=True so that it receives "
         "NumPy arrays and its outputs go back to the caller's library"
+    )
+    raise SpecError(msg) from exc
+
+
+def _read_only(exc: BaseException, args: tuple[Any, ...], name: str) -> None:
+    """A kernel that writes into a read-only input (a JAX array's NumPy view)."""
+    text = str(exc)
+    numba_typing = type(exc).__name__ == "TypingError" and "readonly" in text
+    if not (numba_typing or (isinstance(exc, ValueError) and "read-only" in text)):
+        return
+    flags = [getattr(getattr(a, "flags", None), "writeable", True) for a in args]
+    if all(flags):
+        return
+    which = ", ".join(str(i) for i, w in enumerate(flags) if not w)
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    msg = (
+        f"{name}: the kernel writes into its input (argument {which}), which is "
+        f"read-only ({type(exc).__name__}: {first}). JAX arrays are immutable and "
+        "lazyapply hands kernels read-only views of them; copy the input inside the "
+        "kernel before writing into it: x = x.copy()"
     )
     raise SpecError(msg) from exc
 

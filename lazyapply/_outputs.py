@@ -14,12 +14,15 @@ from lazyapply._errors import KernelOutputError
 __all__ = ["convert_output"]
 
 
-def convert_output(convert: Callable[[Any], Any], o: Any, where: str, i: int) -> Any:
+def convert_output(
+    convert: Callable[[Any], Any], o: Any, where: Callable[[], str], i: int
+) -> Any:
     """``convert(o)``, copying a NumPy output where the caller's library needs it.
 
     torch refuses NumPy arrays with negative strides (``np.flip``, ``a[::-1]``) or a
     non-native byte order; a native, contiguous copy converts. An output that still
-    does not convert gets a :class:`KernelOutputError` naming the kernel.
+    does not convert gets a :class:`KernelOutputError` naming the kernel (``where()``,
+    called only then).
     """
     import numpy as np
 
@@ -34,7 +37,7 @@ def convert_output(convert: Callable[[Any], Any], o: Any, where: str, i: int) ->
             if fixed is not o:
                 return convert(fixed)
         msg = (
-            f"{where}: output {i} is a {type(o).__name__} ({o!r:.60}) that does not "
+            f"{where()}: output {i} is a {type(o).__name__} ({o!r:.60}) that does not "
             f"convert to an array of the caller's library ({exc}); return an array"
         )
         raise KernelOutputError(msg) from exc

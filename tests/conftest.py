@@ -19,6 +19,7 @@ import pytest
 
 # The vocabulary is public (lazyapply.testing); tests import it from here or there.
 from lazyapply.testing import Backend, count_dask_computes, cuda_available
+from tests._path_case import PATH_PARAMS, PathCase
 
 __all__ = ["ALL_BACKENDS", "Backend", "count_dask_computes"]
 
@@ -53,6 +54,31 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         pytest.skip(f"{elem}: {reason}")
     _apply_markers(request, elem)
     return elem
+
+
+@pytest.fixture(params=PATH_PARAMS)
+def path(request: pytest.FixtureRequest) -> Any:
+    """Every path of ``lazyapply.testing.PATHS`` on every backend it takes.
+
+    Skipped with the reason where the backend or a module the path needs is missing;
+    ``torch.compile`` cases are marked ``slow`` and reset dynamo afterwards (what one
+    compile leaves behind can break the next kernel's: tests/test_paths.py).
+    """
+    case: PathCase = request.param
+    reason = case.path.skip_reason(case.backend)
+    if reason is not None:
+        pytest.skip(reason)
+    _apply_markers(request, case.backend)
+    for marker in request.node.iter_markers("xfail_path"):
+        if case.path.name in marker.args:
+            reason = f"{case}: {marker.kwargs['reason']}"
+            run = marker.kwargs.get("run", True)
+            request.applymarker(pytest.mark.xfail(reason=reason, strict=True, run=run))
+    yield case
+    if case.path.name == "torch compile":
+        import torch
+
+        torch._dynamo.reset()
 
 
 @pytest.fixture
@@ -105,6 +131,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "xfail_backend(*backends, reason, strict=True): expected failure"
+    )
+    config.addinivalue_line(
+        "markers",
+        "xfail_path(*path_names, reason, run=True): expected failure on these paths",
     )
 
 

@@ -290,3 +290,9 @@ def test_check_reports_records_progress_and_a_summary(tmp_path: Path) -> None:
     failed = [r for r in json.loads(bad.stdout)["rows"] if r["outcome"] == "FAIL"]
     assert failed
     assert all(r["fix"].startswith("declare shape=(3, 4)") for r in failed)
+    quiet_bad = cli("check", "kernels_cli:bad", "-q", "--backend", "dask", cwd=tmp_path)
+    assert quiet_bad.returncode == 1
+    lines = quiet_bad.stderr.splitlines()
+    assert lines[0].split()[:2] == ["kernel", "backend"]
+    assert all(" FAIL " in line for line in lines[1:-1])
+    assert lines[-1].startswith("check_kernel: bad FAILED (")

@@ -122,16 +122,6 @@ def test_zero_computes_and_kernel_runs_once_for_several_outputs() -> None:
     assert calls == [6]
 
 
-def test_exception_at_compute() -> None:
-    def broken(a: Any) -> Any:
-        msg = "broken kernel"
-        raise ZeroDivisionError(msg)
-
-    out = _lazy(broken, da.arange(4.0, chunks=2))
-    with pytest.raises(ZeroDivisionError, match="broken kernel"):
-        out.compute()
-
-
 # --------------------------------------------------------------- unknown (NaN) sizes
 def _unknown(n: int = 6) -> Any:
     x = da.arange(float(n), chunks=2)

@@ -97,32 +97,6 @@ def test_dtype_forms_map_to_namespace(backend: Backend, form: str) -> None:
     np.testing.assert_array_equal(backend.values_or_skip(out), np.arange(4.0))
 
 
-@lazy(
-    shape=lambda x: [x.shape, (x.shape[0],)],
-    dtype=lambda x: (x.dtype, x.dtype),
-)
-def with_row_sums(x: Any) -> tuple[Any, Any]:
-    return x * 2, _namespace(x).sum(x, axis=1)
-
-
-@lazy(shape=[(2, 3), (2,)], dtype=("float64", "float64"), as_numpy=True)
-def with_row_sums_constant(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return x * 2, x.sum(axis=1)
-
-
-@pytest.mark.parametrize("kernel", [with_row_sums, with_row_sums_constant])
-def test_several_outputs(backend: Backend, kernel: LazyFunction[..., Any]) -> None:
-    if kernel.options["as_numpy"] and not backend.converts_to_numpy:
-        pytest.skip(f"{backend}: the library refuses an implicit NumPy conversion")
-    a = np.arange(6.0).reshape(2, 3)
-    x = backend.asarray(a)
-    doubled, sums = backend.call(kernel, x)
-    assert doubled.shape == (2, 3)
-    assert sums.shape == (2,)
-    np.testing.assert_allclose(backend.values_or_skip(doubled), a * 2)
-    np.testing.assert_allclose(backend.values_or_skip(sums), a.sum(axis=1))
-
-
 def test_method(backend: Backend) -> None:
     x = backend.asarray(np.arange(3.0))
     scaler = kernels.Scaler(3.0)

@@ -72,6 +72,25 @@ def test_keyword_arrays_that_do_not_line_up_still_work() -> None:
     )
 
 
+def wsum(x: Any, w: Any = None) -> Any:
+    return (x * w).sum(axis=-1)
+
+
+def test_signature_keyword_array_on_loop_axes_is_refused() -> None:
+    da = pytest.importorskip("dask.array")
+    a = np.arange(24.0).reshape(4, 6)
+    x = da.from_array(a, chunks=(2, 3))
+    # Weights along the core dimension (never split): fine, NumPy's values.
+    w = np.arange(6.0)
+    out = lazy_apply(wsum, x, w=w, signature="(n)->()")
+    np.testing.assert_array_equal(out.compute(), wsum(a, w))
+    # Lined up with the loop axis, which is split in two: every block would get all.
+    with pytest.raises(
+        SpecError, match=r"wsum \(dask\): keyword argument w= .*signature"
+    ):
+        lazy_apply(wsum, x, w=np.ones((4, 6)), signature="(n)->()")
+
+
 # ------------------------------------------------------------ float16 into Numba
 def _numba_double() -> Any:
     numba = pytest.importorskip("numba")

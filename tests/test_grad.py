@@ -351,11 +351,11 @@ def test_rules_built_once_per_kernel_spec_and_statics(jax: Any) -> None:
     grad = jax.grad(lambda x, s: jnp.sum(times(x, s)))
     x = jnp.asarray(X)
     np.testing.assert_allclose(grad(x, 2.0), np.full(6, 2.0))
-    # The engine's per-kernel preparation holds the rules, one set per static value.
+    # The engine's per-kernel preparation holds the stagings, one per signature.
     adapter, _ = find_adapter((x,), "times")
-    rules = prepared(adapter, times.eager, times.spec)
-    assert len(rules.built) == 1
+    stager = prepared(adapter, times.eager, times.spec)
+    assert len(stager.stagings) == 1
     np.testing.assert_allclose(grad(x + 1, 2.0), np.full(6, 2.0))
-    assert len(rules.built) == 1  # the same rules again
+    assert len(stager.stagings) == 1  # the same rules again
     np.testing.assert_allclose(grad(x, 3.0), np.full(6, 3.0))  # a new static value
-    assert len(rules.built) == 2
+    assert len(stager.stagings) == 2

@@ -19,6 +19,8 @@ import pytest
 pytest.importorskip("jax", reason="jax is not installed")
 pytest.importorskip("numba", reason="numba is not installed")
 
+pytestmark = pytest.mark.slow  # one subprocess on 4 CPU devices, compiles included
+
 _SCRIPT = textwrap.dedent(
     """
     import numpy as np, numba, jax, jax.numpy as jnp
@@ -66,6 +68,28 @@ _SCRIPT = textwrap.dedent(
         seen.clear()
         check(np_sin, mesh, {}, np.sin(host), f"whole-{name}")
         print(f"whole-{name}-calls", sorted(set(seen)))
+
+    # A gufunc whose core dimension is sharded too (Explicit 2x2 mesh): the core
+    # axis is resharded whole, the loop axis stays sharded, one call per shard.
+    def np_norm(x):
+        seen.append(x.shape)
+        return np.sqrt((x * x).sum(-1))
+
+    mesh2 = jax.make_mesh((2, 2), ("a", "b"), axis_types=(AxisType.Explicit,) * 2)
+    wide = np.arange(32, dtype=np.float32).reshape(8, 4)
+    x = jax.device_put(jnp.asarray(wide), NamedSharding(mesh2, P("a", "b")))
+    seen.clear()
+    f = jax.jit(lambda a: lazy_apply(np_norm, a, as_numpy=True, signature="(n)->()"))
+    out = f(x)
+    np.testing.assert_allclose(np.asarray(out), np_norm(wide), rtol=1e-6)
+    print("core-sharded", tuple(out.sharding.spec), sorted(set(seen))[0])
+
+    # Eager: a NumPy result shaped like a sharded input keeps its sharding.
+    mesh1 = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
+    x = jax.device_put(jnp.asarray(host), NamedSharding(mesh1, P("d")))
+    out = lazy_apply(np.sin, x, as_numpy=True)
+    np.testing.assert_allclose(np.asarray(out), np.sin(host), rtol=1e-6)
+    print("eager-kept", out.sharding.is_equivalent_to(x.sharding, out.ndim))
     """
 )
 
@@ -119,3 +143,13 @@ def test_whole_array_kernel_gathers_runs_once(
     assert report[f"whole-{axis}-calls"] == "[(8, 2)]"
     _, gathered, _ = report[f"whole-{axis}"].split(" ", 2)
     assert gathered == "True"  # documented: the whole array reaches the kernel
+
+
+def test_signature_reshards_a_sharded_core_dimension(report: dict[str, str]) -> None:
+    spec, shard = report["core-sharded"].split(" ", 1)
+    assert spec == "('a',)"  # the loop axis keeps its sharding
+    assert shard == "(4, 4)"  # each call: half the loop, the whole core
+
+
+def test_eager_call_keeps_the_input_sharding(report: dict[str, str]) -> None:
+    assert report["eager-kept"] == "True"

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +104,62 @@ def test_lazy_functions_of_a_script_pickle(tmp_path: Path) -> None:
         "foreign LazyFunction [3.0, 3.0]",
         "cloudpickle LazyFunction [2.0, 2.0]",
     ]
+
+
+_CLUSTER_SCRIPT = """
+import sys
+
+import dask.array as da
+import numpy as np
+from distributed import Client
+
+from lazyapply import lazy
+
+
+@lazy(elementwise=True)
+def double(x):
+    return x * 2
+
+
+class Model:
+    def __init__(self, factor):
+        self.factor = factor
+
+    @lazy(elementwise=True)
+    def apply(self, x):
+        return x * self.factor
+
+
+if __name__ == "__main__":
+    x = np.arange(4.0)
+    with Client(sys.argv[1]) as client:  # workers with another __main__
+        a = client.submit(double, x).result()
+        b = client.submit(Model(3.0).apply, x).result()
+        c = client.submit(Model.apply, Model(4.0), x).result()
+        graph = Model(5.0).apply(da.from_array(x, chunks=2))
+        d = client.compute(graph).result()
+    print(a.tolist(), b.tolist(), c.tolist(), d.tolist())
+"""
+
+
+@pytest.mark.slow
+def test_lazy_functions_of_a_script_run_on_dask_workers(
+    dask_cluster: Any, tmp_path: Path
+) -> None:
+    pytest.importorskip("cloudpickle")
+    script = tmp_path / "cluster_script.py"
+    script.write_text(_CLUSTER_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), dask_cluster.scheduler_address],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": _ROOT},
+        cwd=tmp_path,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == (
+        "[0.0, 2.0, 4.0, 6.0] [0.0, 3.0, 6.0, 9.0] [0.0, 4.0, 8.0, 12.0] "
+        "[0.0, 5.0, 10.0, 15.0]"
+    )

@@ -257,17 +257,7 @@ def two_declared(a: Any) -> Any:
 
 @pytest.mark.parametrize(
     "kernel",
-    [
-        pytest.param(
-            two_as_list,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="torch.compile returns only the first of the outputs declared "
-                "by a shape callable (a silent wrong, found by the path matrix)",
-            ),
-        ),
-        two_declared,
-    ],
+    [two_as_list, two_declared],
     ids=lambda k: k.__name__,
 )
 def test_honest_kernel_returning_a_list_passes(kernel: Any) -> None:
@@ -470,3 +460,37 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(lazyapply.testing._check, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8
     assert result.failed == 0
+
+
+def test_dense_kernel_on_sparse_says_declare_as_numpy() -> None:
+    _needs(Backend.SPARSE)
+
+    @lazy
+    def fill(a: Any) -> Any:  # writes into a new array: dense NumPy code
+        out = np.empty_like(a)
+        out[...] = a * 2
+        return out
+
+    with pytest.raises(CheckFailed) as err:
+        check_kernel(fill, A, backends=["numpy", "sparse"])
+    (row,) = err.value.report.failures
+    assert row.backend == "sparse"
+    assert row.fix.startswith("pydata/sparse arrays are immutable")
+    assert "declare as_numpy=True" in row.fix
+
+
+@pytest.mark.filterwarnings("error:__array_wrap__:DeprecationWarning")
+def test_numpy_function_on_torch_where_warnings_are_errors() -> None:
+    _needs(Backend.TORCH)
+
+    @lazy
+    def wave(a: Any) -> Any:
+        return np.sin(a) * 2
+
+    # torch 2.13 (the tested series) still goes through __array_wrap__.
+    with pytest.raises(CheckFailed) as err:
+        check_kernel(wave, A, backends=["torch"])
+    rows = err.value.report.failures
+    assert rows
+    assert all("__array_wrap__" in r.message for r in rows)
+    assert all("declare as_numpy=True" in r.fix for r in rows)

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from lazyapply._caches import BoundedDict, bounded
 from lazyapply._call import numpy_inputs
 from lazyapply.spec import CallSpec, OutputSpec, Shape, resolve_dtype
 
@@ -72,31 +73,21 @@ class Adapter:
     devices: ClassVar[bool] = True
     #: Whether chunk-wise modes run the kernel on blocks (checked block by block).
     splits: ClassVar[bool] = False
-    #: Eager kernel calls, cached by the engine per (kernel, spec, xp, device).
-    calls: dict[Any, KernelCall]
+    #: Whether the engine lays out deferred calls before ``defer`` (torch: no; Dynamo
+    #: traces them, and its strategy lays out in the custom op's fake implementation;
+    #: ``defer`` then gets no layout and no preparation).
+    lays_out: ClassVar[bool] = True
+    #: Eager strategies, cached by the engine per (kernel, spec, xp, device).
+    calls: BoundedDict[Any, Any]
     #: The adapter of any array (given by detection, for libraries that hold another
     #: library's arrays, such as Dask's chunks); adapters never import detection.
     lookup: Callable[[Any, str], Adapter]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)
-        self.calls = {}
+        # Kernels made per call (lambdas) must not grow it without end.
+        self.calls = bounded(f"engine: eager calls ({cls.__name__})", 256)
         return self
-
-    #: hook (issues 10, 11): the adapter sees every call first (``intercept``).
-    intercepts: ClassVar[bool] = False
-
-    def intercept(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        xp: Any,
-        first: Any,
-    ) -> Any:
-        """Run the call another way (an autograd node, a custom op), or ``None``."""
-        return None
 
     def namespace(self, x: Any) -> Any:
         """The array-API namespace of ``x``."""
@@ -151,7 +142,7 @@ class Adapter:
     # ---------------------------------------------------------- metadata inference
     def result_type(self, xp: Any, args: tuple[Any, ...]) -> Any:
         """The inferred output dtype: ``result_type`` of every non-None argument."""
-        from lazyapply._detect import dtype_args  # drop-in (issue 9): no sequences
+        from lazyapply.spec import dtype_args  # sequences have no dtype of their own
 
         return xp.result_type(*dtype_args(args))
 

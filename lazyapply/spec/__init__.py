@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import operator
 import os
 import re
@@ -18,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, SupportsIndex, TypeGuard, cast
 
+from lazyapply._caches import bounded
 from lazyapply._errors import SpecError
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "Shape",
     "arg_shape",
     "broadcast_shapes",
+    "dtype_args",
     "kernel_name",
     "parse_output",
     "resolve_dtype",
@@ -298,7 +301,7 @@ def broadcast_shapes(shapes: Sequence[Shape], name: str) -> Shape:
     return tuple(out)
 
 
-_DTYPE_CACHE: dict[tuple[type, Any, int], Any] = {}
+_DTYPE_CACHE = bounded("spec: dtypes resolved in a namespace", 1024)
 
 
 def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
@@ -311,13 +314,13 @@ def resolve_dtype(dtype: Any, xp: Any, name: str = "kernel") -> Any:
     except (KeyError, TypeError):
         pass
     from lazyapply.spec._dtypes import (
-        in_namespace,  # drop-in (issue 9): every NumPy dtype
+        in_namespace,  # every NumPy dtype, not only the array-API names
     )
 
     resolved = in_namespace(dtype, xp, name)
     # Unhashable dtypes (rare) are resolved again next time. Only reached on a miss.
     with contextlib.suppress(TypeError):
-        _DTYPE_CACHE[key] = resolved
+        _DTYPE_CACHE.put(key, resolved)
     return resolved
 
 
@@ -333,7 +336,27 @@ def arg_shape(a: Any) -> Shape:
     shape = getattr(a, "shape", None)
     if shape is None:
         return ()
-    return tuple(
-        None if s is None or (isinstance(s, float) and math.isnan(s)) else int(s)
-        for s in shape
-    )
+    return tuple(_size(s) for s in shape)
+
+
+def _size(s: Any) -> int | None:
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return None
+    if isinstance(s, (int, numbers.Integral)) or not hasattr(s, "__index__"):
+        return int(s)
+    # A symbolic size (torch's SymInt under dynamic shapes): int() would specialise
+    # the compiled graph to this size.
+    return s  # type: ignore[no-any-return]
+
+
+def dtype_args(args: tuple[Any, ...]) -> list[Any]:
+    """The arguments that take part in ``result_type``: arrays and Python scalars.
+
+    ``None`` and sequences of numbers pass to the kernel but have no dtype of their
+    own (NumPy would even read a tuple as a structured dtype).
+    """
+    return [
+        a
+        for a in args
+        if a is not None and type(a) is not list and type(a) is not tuple
+    ]

@@ -12,6 +12,7 @@ kernel implies is added per kernel by :func:`with_implied_mode`.
 from __future__ import annotations
 
 import inspect
+import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -191,6 +192,22 @@ def _immutable(value: Any) -> bool:
     return value is None or type(value) is str or hasattr(value, "itemsize")
 
 
+# Option values matched by identity: immutable, and never equal across types.
+_OPTION_VALUES = (type(None), bool, str, types.FunctionType)
+_LAST_OPTIONS: list[tuple[Any, Any, Any, tuple[Any, ...], CallSpec]] = [
+    (None, None, None, (), _PLAIN[0])
+]
+
+
+def _same_items(items: tuple[Any, ...], last: tuple[Any, ...]) -> bool:
+    if len(items) != len(last):
+        return False
+    for (k, v), (lk, lv) in zip(items, last, strict=True):
+        if k != lk or v is not lv:
+            return False
+    return True
+
+
 def plain_spec(func: Callable[..., Any], as_numpy: bool) -> CallSpec:
     """The spec of a ``lazy_apply`` call without options (the hot path)."""
     spec = _PLAIN[1 if as_numpy else 0]
@@ -220,7 +237,23 @@ def apply_spec(
             if _immutable(shape) and _immutable(dtype):
                 _LAST[0] = (shape, dtype, as_numpy, spec)
     else:
-        spec = _cached(func, shape, dtype, as_numpy, options)
+        items = tuple(options.items())
+        last_options = _LAST_OPTIONS[0]
+        if (
+            shape is last_options[0]
+            and dtype is last_options[1]
+            and as_numpy is last_options[2]
+            and _same_items(items, last_options[3])
+        ):
+            spec = last_options[4]
+        else:
+            spec = _cached(func, shape, dtype, as_numpy, options)
+            if (
+                _immutable(shape)
+                and _immutable(dtype)
+                and all(type(v) in _OPTION_VALUES for _, v in items)
+            ):
+                _LAST_OPTIONS[0] = (shape, dtype, as_numpy, items, spec)
     return spec if type(func) is types.FunctionType else with_implied_mode(spec, func)
 
 
@@ -274,6 +307,10 @@ def with_implied_mode(spec: CallSpec, kernel: Callable[..., Any]) -> CallSpec:
         out = with_mode(spec, kernel, mode[0], mode[1])
     except SpecError:
         out = spec
+    if {"scipy.special", "lazyapply.special"} & sys.modules.keys():  # issue 20
+        from lazyapply.special import with_declared_derivatives
+
+        out = with_declared_derivatives(out, kernel)
     if per_kernel is None:
         per_kernel = {}
         if store is None:
@@ -292,6 +329,18 @@ _PARAMS_STRONG = bounded("spec: kernel parameter names (no weakref)", 256)
 
 def _parameters(func: Callable[..., Any]) -> frozenset[str]:
     """The names ``func`` takes as keywords (cached per kernel object)."""
+    last = _LAST_PARAMS[0]
+    if last[0] is func:  # the same kernel again: no weak reference to make
+        return last[1]
+    names = _find_parameters(func)
+    _LAST_PARAMS[0] = (func, names)
+    return names
+
+
+_LAST_PARAMS: list[tuple[Any, frozenset[str]]] = [(None, frozenset())]
+
+
+def _find_parameters(func: Callable[..., Any]) -> frozenset[str]:
     try:
         names = _PARAMS.get(func)
         store: Any = _PARAMS

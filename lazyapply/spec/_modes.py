@@ -21,7 +21,6 @@ from lazyapply.spec._signature import (
     SIGNATURE_FORMS,
     Signature,
     check_signature_args,
-    eager_signature_spec,
     mode_output,
     mode_output_shapes,
 )
@@ -32,7 +31,6 @@ __all__ = [
     "Depth",
     "Signature",
     "check_signature_args",
-    "eager_signature_spec",
     "infer_mode",
     "mode_output",
     "mode_output_shapes",

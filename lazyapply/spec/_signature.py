@@ -7,20 +7,17 @@ dimensions, then core dimensions) from the arguments' shapes.
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from lazyapply._errors import SpecError
-from lazyapply.spec import CallSpec, Mode, OutputSpec, Shape, arg_shape, kernel_name
+from lazyapply.spec import Mode, OutputSpec, Shape
 
 __all__ = [
     "SIGNATURE_FORMS",
     "Signature",
     "check_signature_args",
-    "eager_signature_spec",
     "mode_output",
     "mode_output_shapes",
 ]
@@ -264,32 +261,6 @@ def _output_shape(
         )
         raise SpecError(msg)
     return tuple(g if e is None else e for e, g in zip(expected, declared, strict=True))
-
-
-def eager_signature_spec(
-    spec: CallSpec, func: Callable[..., Any], args: Sequence[Any], backend: str
-) -> CallSpec:
-    """Check a signature against eager arguments; complete core-only ``shape=``."""
-    name = spec.name or kernel_name(func)
-    shapes = [arg_shape(a) for a in args]
-    if spec.output.shapes is None:
-        check_signature_args(spec.mode.signature, shapes, name, backend)
-        return spec
-    # One completed spec per (spec, argument shapes): adapters cache per spec object.
-    key = (id(spec), tuple(shapes), backend)
-    hit = _EAGER_SPECS.get(key)
-    if hit is not None and hit[0] is spec:
-        return hit[1]
-    full, _, _ = mode_output_shapes(spec.mode, spec.output, shapes, name, backend)
-    output = OutputSpec(full, spec.output.dtypes, spec.output.multi)
-    done = dataclasses.replace(spec, output=output)
-    if len(_EAGER_SPECS) > 256:
-        _EAGER_SPECS.clear()
-    _EAGER_SPECS[key] = (spec, done)
-    return done
-
-
-_EAGER_SPECS: dict[tuple[Any, ...], tuple[CallSpec, CallSpec]] = {}
 
 
 def _compatible(a: Shape, b: Shape) -> bool:

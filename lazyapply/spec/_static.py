@@ -7,7 +7,8 @@ the values themselves would hand one of them the other's compiled rule, graph or
 of zero and NaN, and looks inside tuples, lists and dicts. Objects without a value
 semantics of their own (functions, modules, instances) are keyed by identity, and the
 key holds them, so an id is never reused while the key lives. Dataclasses (specs,
-modes) are keyed by their fields.
+modes) are keyed by their fields, and an object whose class defines
+``__static_key__(self)`` by what that returns (itself keyed the same way).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def static_key(value: Any) -> Any:
                 value.str,
                 static_key(value.descr) if value.fields else None,
             )
+    own = getattr(t, "__static_key__", None)
+    if own is not None:  # an object that says which of its values make it what it is
+        return (Identity(t), static_key(own(value)))
     if hasattr(t, "__dataclass_fields__"):  # a frozen spec, mode or signature
         import dataclasses
 

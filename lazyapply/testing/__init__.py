@@ -17,12 +17,17 @@ Two things live here, both public:
   :class:`KernelReport` or raising :class:`CheckFailed` (an ``AssertionError``) with
   the table of runs.
 
+- :func:`clear_caches` and :func:`cache_report`: empty, and list the sizes of, every
+  store lazyapply keeps (specs, eager calls, compiled rules, tokens), all made through
+  ``lazyapply._caches``.
+
 ``import lazyapply.testing`` imports no array library other than NumPy, and not pytest:
 each backend is imported when a check needs it.
 """
 
 from __future__ import annotations
 
+from lazyapply._caches import cache_report, clear_caches
 from lazyapply.testing._backends import (
     Backend,
     cuda_available,
@@ -43,7 +48,9 @@ __all__ = [
     "KernelReport",
     "Path",
     "assert_lazy",
+    "cache_report",
     "check_kernel",
+    "clear_caches",
     "count_dask_computes",
     "cuda_available",
     "installed_backends",

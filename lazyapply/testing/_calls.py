@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import types
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -80,12 +81,18 @@ def compiled(
 ) -> Any:
     import torch
 
+    def call(*arrays: Any) -> Any:
+        return kernel(*arrays, **kw)
+
+    # A code object of its own for each run: dynamo keeps its compiled frames, guards
+    # and recompile limit per code object, and a frame of LazyFunction.__call__ (or of
+    # one shared wrapper) would collect every kernel of a test session.
+    fresh = types.FunctionType(
+        call.__code__.replace(), call.__globals__, "call", None, call.__closure__
+    )
     # aot_eager traces the op's fake implementation and autograd rule as Inductor
     # would, without generating C++: the same graph, a fraction of the time.
-    compiled = torch.compile(
-        functools.partial(kernel, **kw), fullgraph=True, backend="aot_eager"
-    )
-    return compiled(*args)
+    return torch.compile(fresh, fullgraph=True, backend="aot_eager")(*args)
 
 
 def autograd(

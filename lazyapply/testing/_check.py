@@ -116,8 +116,8 @@ def check_kernel(
         float64, 1e-5 for float32 (JAX without x64 computes in float32), 1e-3 for
         float16; integer and boolean results compare exactly.
     progress : callable, optional
-        Called with each backend's name before its runs (``python -m lazyapply
-        check`` prints a line per backend with it).
+        Called with each backend's name before its runs, skipped backends aside
+        (``python -m lazyapply check`` prints a line per backend with it).
     **kwargs
         Keyword arguments of the kernel (``backends``, ``rtol``, ``atol`` and
         ``progress`` are taken by ``check_kernel``).
@@ -148,15 +148,15 @@ def check_kernel(
     device, with the reference's shape and dtype (as the backend stores
     it: JAX without x64 keeps float64 as float32) and close values.
 
-    NumPy, NumPy read-only, array-api-strict (CPU, ``device1``), PyTorch (CPU,
-        ``meta``: shape, dtype and device only, CUDA), sparse, CuPy, JAX
-        The kernel runs eagerly (``as_numpy`` when it was declared so; backends that
-        refuse an implicit conversion to NumPy are then skipped with the reason).
-        Read-only inputs catch a kernel that writes into its arguments.
     A kernel that returns a tuple or a list returns several outputs, as lazyapply
     reads it: declare one shape (or dtype) per output, or a ``signature`` with
     several outputs, for Dask and ``jax.jit`` to know them before the kernel runs.
 
+    NumPy, NumPy read-only, array-api-strict (CPU; ``device1`` if named), PyTorch
+        (CPU, CUDA; ``meta`` if named: shape, dtype and device only), sparse, CuPy, JAX
+        The kernel runs eagerly (``as_numpy`` when it was declared so; backends that
+        refuse an implicit conversion to NumPy are then skipped with the reason).
+        Read-only inputs catch a kernel that writes into its arguments.
     JAX
         Also under ``jax.jit`` (the kernel must become a callback: the result inside
         the trace is a tracer) and under ``jax.vmap`` over a batch of two copies of
@@ -221,12 +221,12 @@ def check_kernel(
         raise CheckFailed(run.report) from exc
     run = Run(lazy_kernel, args, kwargs, reference, tolerance)
     for backend in _selected(backends):
-        if progress is not None:
-            progress(str(backend))
         reason = _skip_reason(lazy_kernel, backend)
         if reason is not None:
             run.row(backend, "-", "skip", reason)
             continue
+        if progress is not None:
+            progress(str(backend))
         run_paths(run, backend)
     if progress is not None:
         progress("pickle")

@@ -64,6 +64,13 @@ def fix_for(
             "its input cannot run there; leave this test backend out, or write the "
             "kernel with the array's namespace (array_api_compat.array_namespace(x))"
         )
+    if "__array_wrap__" in text:
+        return (
+            "NumPy functions on torch tensors go through torch's deprecated "
+            "__array_wrap__ (an error where warnings are errors, as in many test "
+            "suites): declare as_numpy=True so the kernel receives NumPy arrays, or "
+            "write it with torch operations"
+        )
     if "read-only" in text:
         return (
             "the kernel writes into its input: work on a copy (x = x.copy()) or "
@@ -88,6 +95,13 @@ def fix_for(
             "chunks; "
             "declare the mode it has (signature=, depth=), or drop the option to run "
             "it on the whole array"
+        )
+    if backend == "sparse" and not options.get("as_numpy"):
+        return (
+            "pydata/sparse arrays are immutable and never densified implicitly: "
+            "declare as_numpy=True if the kernel needs dense NumPy arrays (sparse "
+            "callers are then refused at the call), or write it with operations "
+            "that sparse supports"
         )
     if backend == "pickle":
         return (

@@ -108,8 +108,12 @@ class Path:
         return self.takes(kernel)
 
     def declare(self, f: Callable[..., Any], /, **options: Any) -> Kernel:
-        """``lazy(f, **options)`` with the options this path needs added."""
-        return lazy(f, **{**options, **self.options})
+        """``lazy(f, **options)`` with the options this path needs added.
+
+        An option given here wins over the path's own (a ``signature`` for the
+        kernel's number of arguments, say).
+        """
+        return lazy(f, **{**self.options, **options})
 
     # ------------------------------------------------------------ running
     def arrays(

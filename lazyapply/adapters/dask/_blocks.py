@@ -7,8 +7,9 @@ both Dask modules import it, and neither imports the other back.
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
+
+from lazyapply._caches import weak
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -82,7 +83,7 @@ def _merge(blocks: Any, n: int) -> Any:
     return concatenate_axes(blocks, list(range(first.ndim - n, first.ndim)))
 
 
-_FUNC_TOKENS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_FUNC_TOKENS = weak("dask: kernel tokens")
 
 
 def kernel_token(func: Any) -> Any:
@@ -94,7 +95,7 @@ def kernel_token(func: Any) -> Any:
     """
     from dask.base import tokenize
 
-    from lazyapply._kernels import is_immutable  # drop-in (issue 9)
+    from lazyapply._kernels import is_immutable
 
     if not is_immutable(func):  # a partial, a callable object: keys follow state
         return tokenize(func)

@@ -53,7 +53,7 @@ def defer_chunked(
     mode = spec.mode
     loop_ndims = layout.loop_ndims or ()
     _check_unknown_chunks(mode, args, loop_ndims, call.name)
-    check_array_keywords(mode, args, call.kwargs, call.name)
+    check_array_keywords(mode, args, call.kwargs, call.name, loop_ndims)
     cores = tuple(tuple(int(s) for s in c) for c in layout.cores or ())  # type: ignore[arg-type]
     token = tokenize(
         kernel_token(call.func),
@@ -212,7 +212,7 @@ def _overlapping(
     block = BlockCall(call, loop_ndims)
     cores = ((),) * len(layout.dtypes)
     out = _blockwise(block, new_args, None, cores, layout.dtypes, meta, token)
-    # drop-in (issue 9): the visible output is named after the kernel, not "_trim".
+    # The visible output is named after the kernel, not "_trim" (task names show it).
     outs = [
         _renamed(trim_internal(o, depth, boundary), f"{call.name}-trim-{token}-{i}")
         for i, o in enumerate(out if layout.multi else (out,))

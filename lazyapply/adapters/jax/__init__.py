@@ -1,26 +1,28 @@
-"""JAX: eager outside transformations, ``jax.pure_callback`` inside them.
+"""JAX: eager outside transformations, a staged call inside them.
 
 Concrete arrays run the kernel now. When any argument is a tracer (``jax.jit``,
-``jax.vmap``, ``jax.grad``), the kernel becomes a host callback with the declared
-``ShapeDtypeStruct``\\ s. Only the array arguments are operands of the callback: Python
-scalars, ``None`` and keyword arguments are baked into it, so they are never traced
-and scalars keep their weak type (``float32_array * 2.0`` stays ``float32``).
+``jax.vmap``, ``jax.grad``), the call is staged: one :class:`~._stage.Staging` per
+kernel, spec and argument signature, chosen once (host callback, native FFI target,
+per shard, or with the declared derivatives; see :mod:`._stage`). Only the array
+arguments are operands; Python and NumPy scalars, ``None`` and keyword arguments are
+baked into the staging, so they are never traced and Python scalars keep their weak
+type (``float32_array * 2.0`` stays ``float32``). A NumPy array beside JAX arrays is
+an operand, as ``jnp`` treats it. Every path hands the kernel read-only inputs.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from lazyapply._call import numpy_inputs
-from lazyapply._errors import LazyApplyError, NotDifferentiableError, SpecError
+from lazyapply._errors import LazyApplyError, SpecError
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.jax._callback import Callback
-from lazyapply.adapters.jax._shard import per_shard, stage_on_shard
-from lazyapply.adapters.jax.native import native_stage  # issue 12 (imports no backend)
-from lazyapply.spec import CallSpec, kernel_name
+from lazyapply.adapters.jax._callback import readonly_inputs
+from lazyapply.adapters.jax._shard import in_shard
+from lazyapply.adapters.jax._stage import Stager, Staging, signature
+from lazyapply.spec import CallSpec, OutputSpec, Shape, kernel_name
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -32,21 +34,23 @@ __all__ = ["JaxAdapter"]
 class JaxAdapter(Adapter):
     name = "jax"
     defers = True
+    #: A NumPy array beside JAX arrays is taken as a JAX array (as jnp does).
+    adopts_numpy = True
 
     def __init__(self) -> None:
         import jax
         import jax.numpy as jnp
+        import numpy as np
         from jax.core import Tracer
 
         self.native = (jax.Array,)  # tracers are instances of jax.Array too
+        self._operand_types = (jax.Array, np.ndarray)
         self._tracer = Tracer
         self._xp = jnp
         self._canon = jax.dtypes.canonicalize_dtype
 
     @staticmethod
     def claims(x: Any) -> bool:
-        import sys
-
         jax = sys.modules.get("jax")
         return jax is not None and isinstance(x, jax.Array)
 
@@ -56,17 +60,17 @@ class JaxAdapter(Adapter):
     def device(self, x: Any) -> Any:
         # An uncommitted array lives on the default device, where ``jnp.asarray``
         # puts a result without ``device=`` (10x faster than with it), and the result
-        # stays uncommitted like the input. A committed one keeps its device.
-        # drop-in (issue 9): an array on several devices (sharded or replicated) has a
-        # sharding, not a device; its results go to the default device.
-        if not x.committed or len(x.devices()) > 1:
+        # stays uncommitted like the input. A committed one keeps its device. An
+        # array on several devices has a sharding, not a device (see target). A
+        # NumPy value that JAX hands to a rule (eager jax.grad) has neither.
+        if not getattr(x, "committed", False) or len(x.devices()) > 1:
             return None
         return x.device
 
     def label(self, first: Any) -> str:
         if isinstance(first, self._tracer):
             return "jax (traced)"
-        return f"jax on {first.device}"
+        return f"jax on {getattr(first, 'device', 'cpu')}"
 
     def deferred(self, args: tuple[Any, ...]) -> bool:
         tracer = self._tracer
@@ -78,54 +82,45 @@ class JaxAdapter(Adapter):
     def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
         import numpy as np
 
+        host = functools.partial(readonly_inputs, types=self._operand_types)
         if deferred:  # inside a host callback: NumPy in, NumPy (or JAX) out
             types = (self.native[0], np.ndarray)
             return Target(
-                host=functools.partial(numpy_inputs, native=types),
-                convert=np.asarray,
-                out_types=types[::-1],
-                canon=self._canon,
+                host=host, convert=np.asarray, out_types=types[::-1], canon=self._canon
             )
         target = super().target(first, xp, deferred=False)
+        target.host = host
         target.canon = self._canon
         target.move = None  # JAX places results itself; outputs are never moved back
-        # drop-in (issue 9): a sharded array has devices(), and no single .device
-        off_cpu = [d for d in first.devices() if d.platform != "cpu"]
+        devices = first.devices() if hasattr(first, "devices") else ()
+        if len(devices) > 1:  # sharded: a result shaped like the input keeps it
+            target.convert = functools.partial(_like, first.sharding, first.shape)
+        off_cpu = [d for d in devices if d.platform != "cpu"]
         if off_cpu:
             target.refuse = functools.partial(_refuse_device, off_cpu[0])
         return target
 
-    def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
-        """The staged form of ``func``: a host callback without a derivative."""
-        import jax
+    def infer_output(
+        self, output: OutputSpec, args: tuple[Any, ...], xp: Any, name: str
+    ) -> tuple[tuple[Shape, ...], tuple[Any, ...]]:
+        np = sys.modules["numpy"]
+        if any(type(a) is np.ndarray for a in args):  # NumPy beside JAX: as jnp
+            args = tuple(
+                self._xp.asarray(a) if type(a) is np.ndarray else a for a in args
+            )
+        return super().infer_output(output, args, xp, name)
 
-        # lazyapply issue 10: declared derivatives get custom_vjp/custom_jvp rules.
-        if spec.vjp is not None or spec.jvp is not None:
-            from lazyapply.adapters.jax._grad import Differentiable
-
-            return Differentiable(self, func, spec)
+    def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Stager:
+        """The kernel's stager: its stagings, one per argument signature."""
         name = spec.name or kernel_name(func)
-
-        @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-        def staged(callback: Any, result: Any, vmap_method: str, *operands: Any) -> Any:
-            if not isinstance(callback, Callback):  # issue 12: native or per shard
-                return callback(*operands)
-            return jax.pure_callback(
-                callback, result, *operands, vmap_method=vmap_method
-            )
-
-        @staged.defjvp
-        def _no_derivative(*_: Any) -> Any:
-            msg = (  # issue 10: names the declarations that make it differentiable
-                f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
-                "callback (jax.pure_callback has no derivative). Declare its "
-                f"derivative: @{name}.defvjp (jax.grad, jax.vjp) and/or "
-                f"@{name}.defjvp (jax.jvp, jax.jacfwd), or lazy(..., vjp=..., "
-                "jvp=...); or apply jax.lax.stop_gradient to its inputs"
-            )
-            raise NotDifferentiableError(msg)
-
-        return staged
+        hint = (
+            f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
+            "callback (jax.pure_callback has no derivative). Declare its "
+            f"derivative: @{name}.defvjp (jax.grad, jax.vjp) and/or @{name}.defjvp "
+            "(jax.jvp, jax.jacfwd), or lazy(..., vjp=..., jvp=...); or apply "
+            "jax.lax.stop_gradient to its inputs"
+        )
+        return Stager(func, spec, hint)
 
     def defer(
         self,
@@ -136,45 +131,106 @@ class JaxAdapter(Adapter):
         first: Any,
         prepared: Any,
     ) -> Any:
-        """Stage the kernel as a host callback of the current JAX trace."""
-        import jax
-        import numpy as np
-
-        _no_traced_keywords(call, self._tracer)  # drop-in (issue 9)
-        if spec.vjp is not None or spec.jvp is not None:  # lazyapply issue 10
-            return prepared.stage(args, call.kwargs)
-
-        shapes = layout.shapes
-        if any(None in s for s in shapes):
-            msg = (
-                f"Output shape must be fully known when running inside jax.jit; "
-                f"{call.name} got shape={shapes if layout.multi else shapes[0]}. "
-                "Declare every size in shape= (JAX traces need static shapes)"
-            )
-            raise SpecError(msg)
-        positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
-        arrays = [args[i] for i in positions]
-        ndims = tuple(np.ndim(a) for a in arrays)
-        batched = spec.mode.elementwise or spec.mode.signature is not None
-        align = None
-        if batched and layout.loop_ndims is not None:
-            align = tuple(layout.loop_ndims[i] for i in positions)
-        callback = Callback(call, args, positions, ndims, align)
-        structs = tuple(
-            jax.ShapeDtypeStruct(s, d)  # type: ignore[no-untyped-call]
-            for s, d in zip(shapes, layout.dtypes, strict=True)
+        """Stage the call in the current JAX trace (built once per signature)."""
+        _no_traced_keywords(call, self._tracer)
+        args, positions = self.operands(args)
+        key = signature(args, positions, call.kwargs, in_shard())
+        staging = prepared.get(
+            key, lambda: self.build(prepared, call, args, positions, layout)
         )
-        result = structs if layout.multi else structs[0]
-        vmap_method = "broadcast_all" if batched else "sequential"
-        # Issue 12: native path (Numba as an XLA FFI target); per-shard calls
-        loop = (align or ndims) if batched else None
-        native = native_stage(call, args, positions, structs, loop, spec.as_numpy)
-        local = partial(stage_on_shard, self, call.func, args, positions, call.kwargs)
-        sharded = None if layout.declared[0] or loop is None else per_shard(
-            partial(local, spec), arrays, loop, shapes, layout.multi, native,
-        )  # fmt: skip
-        direct = sharded or (None if isinstance(native, str) else native)
-        return prepared(direct or callback, result, vmap_method, *arrays)
+        return staging(*(args[i] for i in positions))
+
+    def operands(
+        self, args: tuple[Any, ...]
+    ) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+        """The arguments with NumPy arrays as JAX values; the operands' positions."""
+        types = self._operand_types
+        ndarray = types[1]
+        positions = tuple(i for i, a in enumerate(args) if isinstance(a, types))
+        # NumPy arrays (and the NumPy values JAX hands to rules in eager jax.grad,
+        # which also claim to be jax.Arrays) become JAX values, as jnp takes them.
+        if any(isinstance(args[i], ndarray) for i in positions):
+            asarray = self._xp.asarray
+            args = tuple(asarray(a) if isinstance(a, ndarray) else a for a in args)
+        return args, positions
+
+    def build(
+        self,
+        stager: Stager,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        positions: tuple[int, ...],
+        layout: Layout,
+    ) -> Staging:
+        """Choose and build the staging of one signature (see :mod:`._stage`)."""
+        spec = stager.spec
+        if spec.vjp is not None or spec.jvp is not None:
+            from lazyapply.adapters.jax._grad import differentiable
+
+            return differentiable(self, stager, call, args, positions, layout)
+        return self.plain(stager, call, args, positions, layout)
+
+    def plain(
+        self,
+        stager: Stager,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        positions: tuple[int, ...],
+        layout: Layout,
+    ) -> Staging:
+        """A callback, native or per-shard staging, without derivatives."""
+        from lazyapply.adapters.jax._route import plain_staging
+
+        return plain_staging(self, stager, call, args, positions, layout)
+
+    def stage_local(
+        self,
+        stager: Stager,
+        args: tuple[Any, ...],
+        positions: tuple[int, ...],
+        kwargs: dict[str, Any],
+        *operands: Any,
+    ) -> Any:
+        """Stage ``stager``'s kernel with new operands (one shard's, a vjp's)."""
+        local = list(args)
+        for i, a in zip(positions, operands, strict=True):
+            local[i] = a
+        return self.stage_kernel(stager, tuple(local), kwargs)
+
+    def stage_kernel(
+        self, stager: Stager, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Stage a kernel that the adapter calls itself (a vjp, one shard's call).
+
+        The engine's sequence for a deferred call: the one metadata function, the one
+        :class:`~lazyapply._call.KernelCall` constructor, then :meth:`defer`.
+        """
+        from lazyapply._check import OutputCheck
+        from lazyapply._engine import make_call
+        from lazyapply.spec._metadata import layout as output_layout
+
+        args, positions = self.operands(args)
+        func, spec = stager.func, stager.spec
+        first = args[positions[0]]
+        name = spec.name or kernel_name(func)
+        lay = output_layout(self, first, func, args, kwargs, spec, None, name)
+        check = OutputCheck(lay.shapes, lay.dtypes, lay.multi, lay.declared)
+        traced = self.deferred(args)
+        call = make_call(
+            self, first, func, kwargs, spec, check, None, deferred=traced, name=name
+        )
+        if not traced:  # concrete values (eager jax.grad): the kernel runs now
+            return call.run(args, kwargs)
+        return self.defer(call, args, spec, lay, first, stager)
+
+
+def _like(sharding: Any, shape: tuple[int, ...], o: Any) -> Any:
+    """A kernel's NumPy result, on the input's sharding when shaped like the input."""
+    import jax
+
+    if getattr(o, "shape", None) == shape:
+        return jax.device_put(o, sharding)
+    return jax.numpy.asarray(o)
 
 
 def _refuse_device(device: Any, name: str) -> None:

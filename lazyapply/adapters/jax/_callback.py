@@ -3,16 +3,41 @@
 Only the array arguments are operands of ``jax.pure_callback``; Python scalars,
 ``None`` and sequences of numbers are baked into the :class:`Callback`, which calls
 the one :class:`~lazyapply._call.KernelCall` with the arguments in their places.
+:func:`readonly_inputs` is how every JAX path hands arrays to a kernel: read-only
+NumPy views, since a JAX array is immutable and the kernel must not change it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lazyapply._errors import LazyApplyError
+from lazyapply.adapters.jax._stage import align_loops
+
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
 
-__all__ = ["Callback"]
+__all__ = ["Callback", "readonly_inputs"]
+
+
+def readonly_inputs(args: tuple[Any, ...], types: tuple[type, ...]) -> tuple[Any, ...]:
+    """The arguments with each array (an instance of ``types``) as a read-only view.
+
+    A view whose ``writeable`` flag is off refuses ``x[i] = v`` and ``x.flat[i] = v``
+    alike; a NumPy array given beside JAX arrays is protected too, as ``jnp`` copies
+    it. A kernel that needs scratch space writes into ``x = x.copy()``.
+    """
+    import numpy as np
+
+    out = list(args)
+    for i, a in enumerate(args):
+        if isinstance(a, types):
+            v = np.asarray(a)
+            if v.flags.writeable:
+                v = v.view()
+                v.flags.writeable = False
+            out[i] = v
+    return tuple(out)
 
 
 class Callback:
@@ -42,28 +67,23 @@ class Callback:
         if arrays and arrays[0].ndim > self.ndims[0]:  # batched by vmap in one call
             lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
             if self.align is not None:
-                arrays = _align(arrays, lead, self.align)
+                arrays = align_loops(arrays, lead, self.align)
         args = self.args.copy()
         for i, a in zip(self.positions, arrays, strict=True):
             args[i] = a
         call = self.call
-        return call.run(tuple(args), call.kwargs, lead)
-
-
-def _align(
-    arrays: tuple[Any, ...], lead: tuple[int, ...], loop_ndims: tuple[int, ...]
-) -> tuple[Any, ...]:
-    """Insert size-1 loop axes after vmap's batch axes so that loop dims align.
-
-    ``vmap_method="broadcast_all"`` puts the batch axes first in every operand; an
-    operand with fewer loop dimensions than another (``x`` of shape ``(3, 4)`` with
-    ``y`` of shape ``(4,)``) would then broadcast its batch axis against a loop axis.
-    """
-    top = max(loop_ndims)
-    out = []
-    for a, n in zip(arrays, loop_ndims, strict=True):
-        if n < top:
-            out.append(a.reshape((*lead, *(1,) * (top - n), *a.shape[len(lead) :])))
-        else:
-            out.append(a)
-    return tuple(out)
+        try:
+            return call.run(tuple(args), call.kwargs, lead)
+        except LazyApplyError:
+            raise
+        except Exception as exc:
+            # XLA turns this into a JaxRuntimeError whose text ends with this line
+            # (JAX 0.10 keeps neither the exception nor its notes): make that line
+            # name the kernel and the way to see the kernel's own traceback.
+            first = (str(exc).strip().splitlines() or [""])[0]
+            msg = (
+                f"{call.name} (jax (traced)): the kernel raised "
+                f"{type(exc).__name__}: {first}. Call it outside jax.jit (on "
+                "concrete arrays) to see its own traceback"
+            )
+            raise LazyApplyError(msg) from exc

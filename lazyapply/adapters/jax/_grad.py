@@ -1,113 +1,89 @@
 """JAX derivatives of a lazy kernel: its declared vjp and jvp as custom rules.
 
-A kernel with a declared vjp becomes one ``jax.custom_vjp`` of its array operands,
-built once per kernel, spec and static arguments (:func:`build_differentiable`). Its
-primal is the plain staging (a host callback under a trace); its backward calls
-:func:`lazyapply._grad.run_vjp` on the residuals, which is again a callback when
-traced, batched under ``vmap`` as the kernel's mode allows.
+A kernel with declared derivatives is staged (once per signature, see :mod:`._stage`)
+as a ``jax.custom_vjp`` and/or a ``jax.custom_jvp`` of its operands. The primal is the
+plain staging of the kernel (callback, native or per shard). The backward rule stages
+the vjp kernel through the same adapter (:meth:`JaxAdapter.stage_kernel`: the one
+metadata function and one prepared :class:`~lazyapply._call.KernelCall`, never the
+engine's entry point), so it is itself a callback when traced and batched under
+``vmap`` as the kernel's mode allows; it runs now on concrete values (eager
+``jax.grad``).
+
+Higher order: the vjp is a kernel too. When the vjp declares its own vjp (the
+function given to ``defvjp`` is a ``@lazy(vjp=...)`` function), the vjp's staging is
+differentiable again, so ``jax.grad(jax.grad(f))`` and ``jax.jacrev(jax.jacrev(f))``
+work; without one, the error names the declaration to add.
 
 JAX does not allow one function to carry both ``custom_vjp`` and ``custom_jvp``, and a
 ``pure_callback`` has no transpose, so reverse mode cannot be derived from a declared
-jvp (nor forward mode from a vjp). Both rules are therefore built, and the call picks
-one from the transformation that is tracing it: a forward-mode tracer (``jax.jvp``,
-``jacfwd``) gets the ``custom_jvp``, anything else the ``custom_vjp``. A mode whose rule
-is missing raises :class:`~lazyapply.NotDifferentiableError` naming the kernel and the
-``def*`` to add. The choice sees only the operands: forward mode applied *outside* a
-``jax.jit`` (``jax.jvp(jax.jit(f))``) reaches the jitted ``custom_vjp`` and gets JAX's
-own error; put ``jit`` outside ``jvp`` instead.
+jvp (nor forward mode from a vjp). Both rules are built, and the call picks one from
+the transformation that is tracing it (:func:`_forward_mode`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
-from lazyapply._grad import run_jvp, run_vjp
-from lazyapply.spec import CallSpec
+from lazyapply._grad import jvp_spec, vjp_spec
+from lazyapply.adapters.jax._second import VjpOfVjp, own_vjp
+from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
 
 if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
     from lazyapply.adapters.jax import JaxAdapter
+    from lazyapply.spec._metadata import Layout
 
-__all__ = ["Differentiable", "build_differentiable"]
-
-
-class Differentiable:
-    """A kernel's preparation (``JaxAdapter.prepare``) when it declares derivatives.
-
-    Made once per kernel and spec by the engine; holds the rules built for each set
-    of static arguments (Python scalars, ``None``, keyword arguments), which are baked
-    into the rules as they are into the plain callback.
-    """
-
-    def __init__(self, adapter: JaxAdapter, kernel: Callable[..., Any], spec: CallSpec):
-        self.adapter = adapter
-        self.kernel = kernel
-        self.spec = spec
-        self.built: dict[Any, Callable[..., Any]] = {}
-
-    def stage(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Stage ``kernel(*args, **kwargs)`` with its rules (some args are traced)."""
-        import jax
-
-        positions = tuple(i for i, a in enumerate(args) if isinstance(a, jax.Array))
-        statics = tuple(None if i in positions else a for i, a in enumerate(args))
-        staged = build_differentiable(self, statics, positions, kwargs)
-        return staged(*(args[i] for i in positions))
+__all__ = ["differentiable"]
 
 
-def build_differentiable(
-    prepared: Differentiable,
-    statics: tuple[Any, ...],
+def differentiable(
+    adapter: JaxAdapter,
+    stager: Stager,
+    call: KernelCall,
+    args: tuple[Any, ...],
     positions: tuple[int, ...],
-    kwargs: dict[str, Any],
-) -> Callable[..., Any]:
-    """The kernel as a differentiable JAX function of its array operands.
-
-    Cached on the kernel's preparation, per ``(statics, positions, kwargs)``:
-    ``statics`` are the positional arguments with ``None`` at the operands'
-    ``positions``. Unhashable static values build a fresh function (only slower).
-    """
-    rules = functools.partial(_Rules, prepared, statics, positions, kwargs)
-    try:
-        key = (
-            tuple((type(a), a) for a in statics),
-            positions,
-            tuple(sorted((k, type(v), v) for k, v in kwargs.items())),
-        )
-        staged = prepared.built.get(key)
-    except TypeError:
-        return rules().staged
-    if staged is None:
-        staged = rules().staged
-        if len(prepared.built) > 256:  # bounded; a rebuild is only microseconds
-            prepared.built.clear()
-        prepared.built[key] = staged
-    return staged
+    layout: Layout,
+) -> Staging:
+    """The staging of one signature of a kernel with declared derivatives."""
+    rules = _Rules(adapter, stager, call, args, positions, layout)
+    what = "+".join(k for k in ("vjp", "jvp") if getattr(stager.spec, k) is not None)
+    return Staging(rules.staged, Decision(Route.DIFFERENTIABLE, what))
 
 
 class _Rules:
-    """The primal, the ``custom_vjp`` and the ``custom_jvp`` of one kernel call."""
+    """The primal, the ``custom_vjp`` and the ``custom_jvp`` of one signature."""
 
     def __init__(
         self,
-        prepared: Differentiable,
-        statics: tuple[Any, ...],
+        adapter: JaxAdapter,
+        stager: Stager,
+        call: KernelCall,
+        args: tuple[Any, ...],
         positions: tuple[int, ...],
-        kwargs: dict[str, Any],
+        layout: Layout,
     ) -> None:
         import jax
+        import jax.numpy as jnp
 
-        self.adapter = prepared.adapter
-        self.kernel = prepared.kernel
-        self.spec = spec = prepared.spec
-        # The primal runs the plain kernel: without rules, so no recursion here.
-        self.plain = dataclasses.replace(spec, vjp=None, jvp=None)
-        self.statics = statics
+        self.adapter = adapter
+        self.spec = spec = stager.spec
+        self.name = call.name
+        primal = stager.derived.get("primal")
+        if primal is None:  # the kernel without rules: no recursion into this class
+            plain = dataclasses.replace(spec, vjp=None, jvp=None)
+            primal = stager.derived["primal"] = Stager(stager.func, plain, stager.hint)
+        self.primal_stager = primal
+        self.plain = adapter.plain(primal, call, args, positions, layout)
+        self.kwargs = call.kwargs
+        self.statics = tuple(None if i in positions else a for i, a in enumerate(args))
         self.positions = positions
-        self.kwargs = kwargs
+        self.floats = tuple(
+            i for i in positions if jnp.issubdtype(args[i].dtype, jnp.inexact)
+        )
+        self.multi = layout.multi
+        self.vjp_stager: Stager | None = None
         self.by_vjp: Any = None
         self.by_jvp: Any = None
         if spec.vjp is not None:
@@ -117,11 +93,6 @@ class _Rules:
             self.by_jvp = jax.custom_jvp(self.primal)
             self.by_jvp.defjvp(self.jvp_rule)
 
-    def asarray(self, a: Any) -> Any:
-        import jax
-
-        return a if isinstance(a, jax.Array) else jax.numpy.asarray(a)
-
     def args(self, operands: tuple[Any, ...]) -> tuple[Any, ...]:
         args = list(self.statics)
         for i, a in zip(self.positions, operands, strict=True):
@@ -129,14 +100,11 @@ class _Rules:
         return tuple(args)
 
     def primal(self, *operands: Any) -> Any:
-        from lazyapply._engine import run
-
-        # Through the engine: a callback when traced, the kernel now when concrete
-        # (eager jax.grad calls the forward rule with concrete arrays).
+        """The kernel: staged when traced, run now on concrete values (eager grad)."""
+        if self.adapter.deferred(operands):
+            return self.plain(*operands)
         args = self.args(operands)
-        return run(
-            self.adapter, operands[0], self.kernel, args, self.kwargs, self.plain, None
-        )
+        return self.adapter.stage_kernel(self.primal_stager, args, self.kwargs)
 
     def staged(self, *operands: Any) -> Any:
         """Call the rule that the tracing transformation needs."""
@@ -145,9 +113,9 @@ class _Rules:
             return (self.by_vjp or self.by_jvp)(*operands)
         rule = self.by_jvp if forward else self.by_vjp
         if rule is None:
-            name = self.spec.name
+            name = self.name
             how, what = (
-                ("jvp", "forward-mode (jax.jvp, jax.jacfwd)")
+                ("jvp", "forward-mode (jax.jvp, jax.jacfwd, jax.hessian)")
                 if forward
                 else ("vjp", "reverse-mode (jax.grad, jax.vjp, jax.jacrev)")
             )
@@ -156,46 +124,93 @@ class _Rules:
                 f"{how}, and {name} has none; declare it with @{name}.def{how} or "
                 f"lazy(..., {how}=...)"
             )
+            if forward and self.by_vjp is not None:
+                msg += (
+                    "; for second derivatives from vjps alone use reverse over "
+                    "reverse (jax.jacrev(jax.jacrev(f)), jax.grad(jax.grad(f)))"
+                )
             raise NotDifferentiableError(msg)
         return rule(*operands)
 
     def fwd(self, *operands: Any) -> tuple[Any, Any]:
-        out = self.primal(*operands)
+        # The rules, not the plain staging: an outer differentiation of this forward
+        # pass (grad of grad) uses them again, or says what to declare.
+        out = self.staged(*operands)
         return out, (operands, out)
 
     def bwd(self, res: tuple[Any, Any], g: Any) -> tuple[Any, ...]:
+        import jax.numpy as jnp
+
         operands, out = res
+        outs = out if self.multi else (out,)
+        gs = g if self.multi else (g,)
+        # jax.vjp's caller may pass NumPy cotangents (check_grads does); an integer
+        # output's cotangent is float0, which no kernel can take: zeros instead.
+        grads = tuple(
+            jnp.zeros(o.shape, o.dtype)
+            if getattr(c, "dtype", None) == _float0() or c is None
+            else jnp.asarray(c)
+            for c, o in zip(gs, outs, strict=True)
+        )
+        if not self.floats:
+            return (None,) * len(self.positions)
         args = self.args(operands)
-        multi = isinstance(out, tuple)
-        # jax.vjp's caller may pass NumPy cotangents (check_grads does).
-        grads = tuple(map(self.asarray, g if multi else (g,)))
-        outs = out if multi else (out,)
-        floats = _float_positions(args, self.positions)
-        cts = run_vjp(self.spec, grads, outs, args, self.kwargs, floats, multi)
-        by_pos = dict(zip(floats, cts, strict=True))
+        stager = self.vjp_stager or self._vjp_stager(outs, args)
+        cts = self.adapter.stage_kernel(stager, (*grads, *outs, *args), self.kwargs)
+        by_pos = dict(zip(self.floats, cts, strict=True))
         # None: a zero cotangent, which JAX turns into float0 for integer operands.
         return tuple(by_pos.get(i) for i in self.positions)
+
+    def _vjp_stager(self, outs: tuple[Any, ...], args: tuple[Any, ...]) -> Stager:
+        """The vjp kernel, its spec and stager: made once for this signature."""
+        grads = outs  # only their number matters to the vjp's spec
+        kernel, vspec = vjp_spec(self.spec, grads, outs, args, self.floats, self.multi)
+        name = kernel.__name__
+        own = own_vjp(self.spec.vjp)
+        if own is not None:  # second derivatives: the vjp's own vjp, flattened
+            second = VjpOfVjp(
+                own, self.name, len(outs), self.multi, self.floats, len(args)
+            )
+            vspec = dataclasses.replace(vspec, vjp=second)
+        stager = self.adapter.prepare(kernel, vspec)
+        stager.hint = (
+            f"{name}: the vjp of {self.name} has no vjp of its own, so {self.name} "
+            "cannot be differentiated twice (jax.grad(jax.grad(f)), jax.hessian). "
+            f"Declare it with @{self.name}.vjp.defvjp, or give @{self.name}.defvjp a "
+            "function decorated with @lazy(vjp=...); that rule, vjp(gg, cts, g, out, "
+            "*args), returns one cotangent per argument of the vjp (g, out, *args)"
+        )
+        self.vjp_stager = stager
+        return stager
 
     def jvp_rule(
         self, primals: tuple[Any, ...], tangents: tuple[Any, ...]
     ) -> tuple[Any, Any]:
+        import jax.numpy as jnp
+
         out = self.primal(*primals)
         args = self.args(primals)
-        multi = isinstance(out, tuple)
-        floats = _float_positions(args, self.positions)
+        outs = out if self.multi else (out,)
         by_pos = dict(zip(self.positions, tangents, strict=True))
-        picked = tuple(self.asarray(by_pos[i]) for i in floats)
-        outs = out if multi else (out,)
-        t_out = run_jvp(self.spec, picked, outs, args, self.kwargs, floats, multi)
+        picked = tuple(jnp.asarray(by_pos[i]) for i in self.floats)
+        stager = self._jvp_stager(outs, args)
+        t_out = self.adapter.stage_kernel(stager, (*picked, *outs, *args), self.kwargs)
         return out, t_out
 
+    def _jvp_stager(self, outs: tuple[Any, ...], args: tuple[Any, ...]) -> Stager:
+        found = getattr(self, "jvp_stager", None)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        kernel, jspec = jvp_spec(self.spec, outs, args, self.floats, self.multi)
+        stager = self.adapter.prepare(kernel, jspec)
+        self.jvp_stager = stager
+        return stager
 
-def _float_positions(
-    args: tuple[Any, ...], positions: tuple[int, ...]
-) -> tuple[int, ...]:
-    import jax.numpy as jnp
 
-    return tuple(i for i in positions if jnp.issubdtype(args[i].dtype, jnp.inexact))
+def _float0() -> Any:
+    import jax
+
+    return jax.dtypes.float0
 
 
 def _forward_mode(operands: tuple[Any, ...]) -> bool | None:

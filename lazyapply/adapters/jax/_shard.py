@@ -15,12 +15,13 @@ on the whole array, and the result is re-sharded as the program asks.
 
 from __future__ import annotations
 
+import functools
 import string
 import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["in_shard", "per_shard", "stage_on_shard"]
+__all__ = ["in_shard", "per_shard"]
 
 # Set while one shard's call is staged, so that it is not partitioned again.
 _LOCAL = threading.local()
@@ -31,24 +32,11 @@ def in_shard() -> bool:
     return bool(getattr(_LOCAL, "on", False))
 
 
-def stage_on_shard(
-    adapter: Any,
-    func: Callable[..., Any],
-    args: tuple[Any, ...],
-    positions: tuple[int, ...],
-    kwargs: dict[str, Any],
-    spec: Any,
-    *shards: Any,
-) -> Any:
-    """Stage the kernel through the engine with the operands replaced by one shard's."""
-    from lazyapply._engine import run
-
-    local = list(args)
-    for i, a in zip(positions, shards, strict=True):
-        local[i] = a
+def _on_shard(stage_local: Callable[..., Any], *shards: Any) -> Any:
+    """Stage one shard's call, marked so that it is not partitioned again."""
     _LOCAL.on = True
     try:
-        return run(adapter, shards[0], func, tuple(local), kwargs, spec, None)
+        return stage_local(*shards)
     finally:
         _LOCAL.on = False
 
@@ -63,9 +51,11 @@ def per_shard(
 ) -> Callable[..., Any] | None:
     """A function of the operands partitioned along their loop dimensions, or None.
 
-    ``stage_local(*shards)`` stages the kernel for operands of any (local) shape.
+    ``stage_local(*shards)`` stages the kernel for operands of any (local) shape;
+    ``native`` is the native path's staging (``None``: the callback path).
     ``None`` when the call is not worth partitioning (one device, broadcasting).
     """
+    stage_local = functools.partial(_on_shard, stage_local)
     import jax
     import jax.sharding as shd
     from jax.experimental import custom_partitioning as cp
@@ -77,7 +67,7 @@ def per_shard(
 
     if jax.device_count() < 2 or not operands or in_shard():
         return None
-    if isinstance(native, str):  # the callback path (native is the reason)
+    if native is None:  # the callback path
         return _explicit(stage_local, operands, loop_ndims, out_shapes, multi)
     top = max(loop_ndims)
     loops = {tuple(op.shape[:n]) for op, n in zip(operands, loop_ndims, strict=True)}
@@ -158,9 +148,28 @@ def _explicit(
         PartitionSpec(*loop_spec, *(None,) * (op.ndim - top)) for op in operands
     )
     outs = [PartitionSpec(*loop_spec, *(None,) * (len(s) - top)) for s in out_shapes]
-    return jax.shard_map(  # type: ignore[no-any-return]
+    mapped = jax.shard_map(
         stage_local,
         mesh=mesh,
         in_specs=in_specs,
         out_specs=tuple(outs) if multi else outs[0],
     )
+    shardings = tuple(shd.NamedSharding(mesh, spec) for spec in in_specs)
+    return functools.partial(_resharded, mapped, shardings)
+
+
+def _resharded(
+    mapped: Callable[..., Any], shardings: tuple[Any, ...], *ops: Any
+) -> Any:
+    """Reshard operands whose core axes are sharded (or loop axes differ): each shard
+    needs whole core dimensions, and an explicit mesh's shard_map takes its operands
+    only as sharded as ``in_specs`` say."""
+    import jax
+
+    ops = tuple(
+        op
+        if jax.typeof(op).sharding.spec == sharding.spec
+        else jax.sharding.reshard(op, sharding)  # type: ignore[no-untyped-call]
+        for op, sharding in zip(ops, shardings, strict=True)
+    )
+    return mapped(*ops)

@@ -9,27 +9,42 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.torch._grad import apply_with_grad, needs_grad
+from lazyapply.adapters.torch._grad import (
+    Prepared,
+    apply_with_grad,
+    needs_grad,
+    not_differentiable,
+)
 from lazyapply.adapters.torch._op import call_op
 from lazyapply.spec import CallSpec
+
+if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
+    from lazyapply.spec._metadata import Layout
 
 __all__ = ["TorchAdapter"]
 
 
 class TorchAdapter(Adapter):
     name = "torch"
-    # Its deferral strategies (custom op, autograd node) are chosen in ``intercept``.
-    defers = False
+    # Deferred: a custom op under torch.compile/export/torch.func, an autograd node.
+    defers = True
+    # Dynamo traces deferred calls and cannot trace the layout's caches or the
+    # preparation lock: the op's fake implementation and the eager strategies lay out.
+    lays_out = False
 
     def __init__(self) -> None:
         import torch
 
         self.native = (torch.Tensor,)
         self._torch = torch
-        self._xp: Any = None
+        import array_api_compat.torch as xp
+
+        # Set once here: Dynamo guards on adapter attributes it reads while tracing.
+        self._xp = xp
         # torch.compiler.is_compiling is folded to True by Dynamo (no guard on a flag).
         self._compiling = torch.compiler.is_compiling
         self._plain = (torch.Tensor, torch.nn.Parameter)
@@ -44,50 +59,67 @@ class TorchAdapter(Adapter):
         return torch is not None and isinstance(x, torch.Tensor)
 
     def namespace(self, x: Any) -> Any:
-        if self._xp is None:
-            import array_api_compat.torch as xp
-
-            self._xp = xp
         return self._xp
 
     def label(self, first: Any) -> str:
         return f"torch on {first.device}"
 
-    # --- hook (issues 10, 11): autograd node, custom op under compile -----------
-    intercepts: ClassVar[bool] = True
-
-    def intercept(
-        self,
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        spec: CallSpec,
-        xp: Any,
-        first: Any,
-    ) -> Any:
-        """The call's result where autograd or a compiler must see it, else ``None``.
+    # --- strategies: the engine asks ``deferred``, then ``defer`` ---------------
+    def deferred(self, args: tuple[Any, ...]) -> bool:
+        """Whether autograd, a compiler or a torch.func transform must see the call.
 
         Compiling or exporting, a tensor subclass (the fake and functional tensors of
-        a trace), a torch.func transform of an as_numpy kernel: the kernel's custom
-        op. (A kernel of torch code gets torch.func's tensors as they are.) A tensor
-        that requires grad: one autograd node whose backward is the vjp.
+        a trace), a torch.func wrapped tensor, or a tensor that requires grad with
+        grad mode on. Anything else (eager, no grad) runs now, on the fast path.
         """
-        if (
-            self._compiling()
-            or type(first) not in self._plain
-            or (spec.as_numpy and self._wrapped(first))
-        ):
-            return call_op(self._torch, func, spec, args, kwargs)
-        # (A kernel of torch code without a vjp: torch differentiates its code.)
-        if (
-            (first.requires_grad or len(args) > 1)
-            and (spec.vjp is not None or spec.as_numpy)
-            and needs_grad(args)
-        ):
-            return apply_with_grad(self, func, args, kwargs, spec, xp, first)
-        return None
+        if self._compiling():
+            return True
+        plain, wrapped = self._plain, self._wrapped
+        for a in args:
+            if type(a) in plain:
+                if a.requires_grad or wrapped(a):
+                    return a.requires_grad is False or self._torch.is_grad_enabled()
+            elif isinstance(a, self._torch.Tensor):
+                return True
+        return False
 
-    # --- end hook ------------------------------------------------------------
+    def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
+        return Prepared(func, spec)
+
+    def defer(
+        self,
+        call: KernelCall,
+        args: tuple[Any, ...],
+        spec: CallSpec,
+        layout: Layout | None,
+        first: Any,
+        prepared: Any,
+    ) -> Any:
+        """The custom op (compiling, exporting, a subclass, torch.func with
+        ``as_numpy``), one autograd node running the vjp, or the checked call.
+
+        ``layout`` is ``None`` (``lays_out``): Dynamo traces this method, so the op's
+        fake implementation lays out; the eager strategies lay out here.
+        """
+        torch_code = not spec.as_numpy and spec.vjp is None
+        if self._compiling() or type(first) not in self._plain:
+            if torch_code:
+                # Torch code, compiled: Dynamo traces the kernel's own operations (and
+                # autograd differentiates them); an opaque op would hide them.
+                return call.run(args, call.kwargs)
+            if spec.vjp is None and needs_grad(args):
+                not_differentiable(call.name, self.label(first))
+            return call_op(self._torch, call.func, spec, args, call.kwargs)
+        if spec.as_numpy and self._wrapped(first):  # torch.func: the op's rules
+            return call_op(self._torch, call.func, spec, args, call.kwargs)
+        from lazyapply._engine import prepared as ready
+
+        prep = ready(self, call.func, spec)
+        checked = prep.checked_call(self, first, args, call.kwargs)
+        if needs_grad(args) and (spec.vjp is not None or spec.as_numpy):
+            return apply_with_grad(self, checked, args, spec, first, prep)
+        # Torch code without a vjp, or under torch.func: torch sees its operations.
+        return checked.run(args, call.kwargs)
 
     def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
         target = super().target(first, xp, deferred=deferred)

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from lazyapply._errors import NotDifferentiableError
-from lazyapply._grad import differentiable_positions, run_vjp
-from lazyapply.spec import CallSpec, Mode, OutputSpec, kernel_name
+from lazyapply._grad import differentiable_positions
+from lazyapply.spec import CallSpec, Mode, OutputSpec
 
 __all__ = ["apply_with_grad", "needs_grad", "register_op_autograd", "vjp_op_spec"]
 
@@ -33,59 +33,105 @@ def needs_grad(args: tuple[Any, ...]) -> bool:
     return False
 
 
+class Prepared:
+    """What the torch adapter keeps per kernel and spec: its vjp's checked calls.
+
+    One :class:`~lazyapply._call.KernelCall` of the vjp per argument metadata, made
+    by the engine's ``make_call``: a backward pass runs it without entering the
+    engine again (one engine pass per forward and backward step).
+    """
+
+    __slots__ = ("calls", "func", "spec", "vjp_calls")
+
+    def __init__(self, func: Any, spec: CallSpec) -> None:
+        self.func = func
+        self.spec = spec
+        self.calls: dict[Any, Any] = {}
+        self.vjp_calls: dict[Any, Any] = {}
+
+    def checked_call(
+        self, adapter: Any, first: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The kernel's call checked against :func:`layout`, per argument metadata."""
+        from lazyapply.adapters.torch._fake import kernel_call
+
+        return kernel_call(self.calls, self.func, self.spec, args, kwargs, first)
+
+    def vjp_call(
+        self,
+        adapter: Any,
+        first: Any,
+        n: int,
+        multi: bool,
+        positions: tuple[int, ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The checked call of the vjp for these arguments' metadata."""
+        from lazyapply._check import OutputCheck
+        from lazyapply._engine import make_call
+        from lazyapply._grad import VjpKernel
+
+        shapes = tuple(tuple(args[i].shape) for i in positions)
+        dtypes = tuple(args[i].dtype for i in positions)
+        key = (n, multi, positions, len(args), shapes, dtypes, first.device)
+        hit = self.vjp_calls.get(key)
+        if hit is None:
+            spec = self.spec
+            kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
+            vspec = CallSpec(
+                kernel.__name__,
+                OutputSpec(shapes, dtypes, True),
+                spec.as_numpy,
+                strict=True,
+            )
+            check = OutputCheck(shapes, dtypes, True, (True, True))
+            hit = make_call(
+                adapter, first, kernel, kwargs, vspec, check, None, deferred=True
+            )
+            if len(self.vjp_calls) > 64:
+                self.vjp_calls.clear()
+            self.vjp_calls[key] = hit
+        return hit
+
+
+def not_differentiable(name: str, backend: str) -> None:
+    """Raise :class:`~lazyapply.NotDifferentiableError` for an opaque kernel."""
+    msg = (
+        f"{name} ({backend}): an argument requires grad, but the kernel runs on "
+        "NumPy copies (as_numpy=True) and declares no vjp, so neither autograd nor "
+        f"torch.compile can differentiate it; declare one with @{name}.defvjp or "
+        "vjp=, or call it under torch.no_grad() or on x.detach()"
+    )
+    raise NotDifferentiableError(msg)
+
+
 def apply_with_grad(
     adapter: Any,
-    func: Any,
+    call: Any,
     args: tuple[Any, ...],
-    kwargs: dict[str, Any],
     spec: CallSpec,
-    xp: Any,
     first: Any,
+    prepared: Prepared,
 ) -> Any:
     """The eager call, recorded as one autograd node whose backward is the vjp."""
     import torch
 
     if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
-        name = spec.name or kernel_name(func)
-        msg = (
-            f"{name} ({adapter.label(first)}): an argument requires grad, but the "
-            "kernel runs on NumPy copies (as_numpy=True) and declares no vjp; declare "
-            f"one with @{name}.defvjp or vjp=, or call it under torch.no_grad() or on "
-            "x.detach()"
-        )
-        raise NotDifferentiableError(msg)
+        not_differentiable(call.name, adapter.label(first))
     node = _node_class(torch)
-    return node.apply(_Call(adapter, func, kwargs, spec, xp, first), *args)
-
-
-def _plain(
-    adapter: Any,
-    func: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    spec: CallSpec,
-    xp: Any,
-    first: Any,
-) -> Any:
-    from lazyapply._engine import run
-
-    # Not intercepted again: no tensor here requires grad (detached, or grad off).
-    return run(adapter, first, func, args, kwargs, spec, xp)
+    return node.apply(_Call(adapter, call, prepared, first), *args)
 
 
 class _Call:
     """What the autograd node needs besides the tensors (one per call)."""
 
-    __slots__ = ("adapter", "first", "func", "kwargs", "spec", "xp")
+    __slots__ = ("adapter", "call", "first", "prepared")
 
-    def __init__(
-        self, adapter: Any, func: Any, kwargs: Any, spec: CallSpec, xp: Any, first: Any
-    ) -> None:
+    def __init__(self, adapter: Any, call: Any, prepared: Prepared, first: Any) -> None:
         self.adapter = adapter
-        self.func = func
-        self.kwargs = kwargs
-        self.spec = spec
-        self.xp = xp
+        self.call = call
+        self.prepared = prepared
         self.first = first
 
 
@@ -99,17 +145,14 @@ def _node_class(torch: Any) -> Any:
 
     class LazyKernelNode(torch.autograd.Function):  # type: ignore[misc]
         @staticmethod
-        def forward(ctx: Any, call: _Call, *args: Any) -> Any:
+        def forward(ctx: Any, c: _Call, *args: Any) -> Any:
             plain = tuple(
                 a.detach() if isinstance(a, torch.Tensor) else a for a in args
             )
-            first = call.first.detach()
-            out = _plain(
-                call.adapter, call.func, plain, call.kwargs, call.spec, call.xp, first
-            )
-            multi = isinstance(out, tuple)
+            out = c.call.run(plain, c.call.kwargs)
+            multi = c.call.check.multi
             outs = out if multi else (out,)
-            ctx.call, ctx.multi, ctx.args = call, multi, plain
+            ctx.c, ctx.multi, ctx.args = c, multi, plain
             ctx.save_for_backward(*outs)
             frozen = [o for o in outs if not o.dtype.is_floating_point]
             if frozen:
@@ -118,15 +161,23 @@ def _node_class(torch: Any) -> Any:
 
         @staticmethod
         def backward(ctx: Any, *grads: Any) -> Any:
-            call, args = ctx.call, ctx.args
+            c, args = ctx.c, ctx.args
             outs = ctx.saved_tensors
             positions = tuple(
                 i for i in differentiable_positions(args) if ctx.needs_input_grad[i + 1]
             )
-            picked = run_vjp(
-                call.spec, grads, outs, args, call.kwargs, positions, ctx.multi
-            )
             full: list[Any] = [None] * (len(args) + 1)
+            if not positions:
+                return tuple(full)
+            grads = tuple(
+                torch.zeros_like(o) if g is None else g
+                for g, o in zip(grads, outs, strict=True)
+            )
+            kwargs = c.call.kwargs
+            vjp = c.prepared.vjp_call(
+                c.adapter, c.first, len(grads), ctx.multi, positions, args, kwargs
+            )
+            picked = vjp.run((*grads, *outs, *args), kwargs)
             for i, g in zip(positions, picked, strict=True):
                 full[i + 1] = g
             return tuple(full)
@@ -136,8 +187,11 @@ def _node_class(torch: Any) -> Any:
 
 
 def register_op_autograd(op: Any, spec: CallSpec) -> None:
-    """Wire a kernel's custom op (``_torch_op``) to its vjp via ``run_vjp``."""
-    from lazyapply.adapters.torch._op import join_site
+    """Wire a kernel's custom op to its vjp, itself a custom op (traceable)."""
+    import torch
+
+    from lazyapply._grad import VjpKernel
+    from lazyapply.adapters.torch._op import TENSOR, join_site, prepare_op, site_of
 
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         tensors, site = inputs
@@ -149,14 +203,20 @@ def register_op_autograd(op: Any, spec: CallSpec) -> None:
         tensors, outs = saved[: ctx.n], saved[ctx.n :]
         args, kwargs = join_site(ctx.site, tensors)
         positions = differentiable_positions(args)
-        picked = run_vjp(
-            spec, tuple(grads), tuple(outs), args, kwargs, positions, spec.output.multi
+        arg_of = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        if not positions:
+            return [None] * len(arg_of), None
+        n = len(outs)
+        multi = spec.output.multi or n > 1
+        kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
+        flat = (*grads, *outs, *args)
+        template = tuple(TENSOR if isinstance(a, torch.Tensor) else a for a in flat)
+        vjp_op = prepare_op(kernel, spec)
+        picked = vjp_op(
+            [a for a in flat if isinstance(a, torch.Tensor)], site_of(template, kwargs)
         )
         by_arg = dict(zip(positions, picked, strict=True))
         # The op's operands are the tensor arguments in order: map positions to them.
-        import torch
-
-        arg_of = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         return [by_arg.get(i) for i in arg_of], None
 
     op.register_autograd(backward, setup_context=setup_context)
@@ -177,17 +237,36 @@ class _LikeArgs:
     def _key(self) -> tuple[Any, ...]:
         return (self.attr, self.offset, self.positions)
 
+    __static_key__ = _key  # specs holding it are equal by value (spec._static)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _LikeArgs) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __repr__(self) -> str:  # stable across processes: it names the vjp's op
+    def stable_identity(self) -> tuple[Any, ...]:  # names the vjp's op
+        return self._key()
+
+    def __repr__(self) -> str:
         return f"_LikeArgs{self._key()!r}"
 
     def __call__(self, *flat: Any, **kwargs: Any) -> list[Any]:
         return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
+
+
+_LIKE: dict[tuple[Any, ...], _LikeArgs] = {}
+
+
+def _like(attr: str, offset: int, positions: tuple[int, ...]) -> _LikeArgs:
+    """One object per fields: specs compare callables by identity (static_key)."""
+    key = (attr, offset, positions)
+    hit = _LIKE.get(key)
+    if hit is None:
+        if len(_LIKE) > 1024:
+            _LIKE.clear()
+        hit = _LIKE[key] = _LikeArgs(attr, offset, positions)
+    return hit
 
 
 def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
@@ -203,7 +282,7 @@ def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
         # argument), and the op's name, which a cached compiled backward holds, must
         # not depend on it. (torch.func.vmap of a vjp op is therefore sequential.)
         Mode(),
-        shape_fn=_LikeArgs("shape", offset, kernel.positions),
-        dtype_fn=_LikeArgs("dtype", offset, kernel.positions),
+        shape_fn=_like("shape", offset, kernel.positions),
+        dtype_fn=_like("dtype", offset, kernel.positions),
         strict=True,
     )

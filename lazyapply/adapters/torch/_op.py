@@ -27,44 +27,60 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import secrets
 import threading
 from typing import Any
 
 from lazyapply.adapters.torch._fake import fake_outputs, run_checked
+from lazyapply.adapters.torch._identity import op_digest
 from lazyapply.spec import CallSpec, kernel_name
+from lazyapply.spec._static import Unkeyable, static_key
 
-__all__ = ["call_op", "join_site", "prepare_op", "site_of"]
+__all__ = ["TENSOR", "call_op", "join_site", "prepare_op", "site_of"]
 
 _LOCK = threading.Lock()
-# (kernel key, spec) -> (kernel, spec, op): the kernel is held so its id stays unique.
-_OPS: dict[Any, tuple[Any, CallSpec, Any]] = {}
-_NAMES: set[str] = set()
-# Call sites: static part -> int, and back. The int is derived from the static
-# values' repr, so a graph that Inductor cached in another process finds its sites.
+# op name -> (kernel, spec, op): the kernel is held so that its name stays its own.
+_OPS: dict[str, tuple[Any, CallSpec, Any]] = {}
+# (kernel key, spec) -> op name (the hot lookup)
+_NAMED: dict[Any, str] = {}
+# Call sites: static key of the static part -> int, and back. The int is derived from
+# the static key's repr (float.hex for floats: 0.0 and -0.0 differ; 1, 1.0 and True
+# differ by type), so a graph that Inductor cached in another process finds its sites.
 _SITE_IDS: dict[Any, int] = {}
 _SITES: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
 _SCHEMA = "(Tensor[] tensors, int site) -> Tensor[]"
 # Marks a tensor's place among the positional arguments: a string, because Dynamo
 # traces the code that builds templates and compares only constants it knows.
-_TENSOR = "<lazyapply tensor argument>"
+TENSOR = "<lazyapply tensor argument>"
+# Ops of kernels without a stable identity carry this process's token in their name:
+# a graph cached by another process never names them.
+_TOKEN = secrets.token_hex(4)
 
 
 # --------------------------------------------------------------------- call sites
 def site_of(template: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """The call site of a template (tensors replaced by ``_TENSOR``) and kwargs."""
+    """The call site of a template (tensors replaced by ``TENSOR``) and kwargs.
+
+    Keyed by :func:`~lazyapply.spec._static.static_key`, never by ``==``: ``0.0``
+    and ``-0.0``, ``1``, ``1.0`` and ``True`` get different sites.
+    """
+    key: Any
     try:
-        key: Any = (template, tuple(sorted(kwargs.items())))
-        hash(key)
-    except TypeError:  # an unhashable keyword argument: one site per value object
-        key = (template, tuple(kwargs), tuple(map(id, kwargs.values())))
+        key = static_key((template, tuple(sorted(kwargs.items()))))
+        stable = True
+    except (Unkeyable, TypeError, RecursionError):
+        # An array among the static values: one site per value object (held).
+        key = (static_key(template), tuple(kwargs), tuple(map(id, kwargs.values())))
+        stable = False
     site = _SITE_IDS.get(key)
     if site is None:
         with _LOCK:
             site = _SITE_IDS.get(key)
             if site is None:
-                digest = hashlib.blake2b(repr(key).encode(), digest_size=7).digest()
+                text = repr(key) if stable else f"{_TOKEN}{key!r}"
+                digest = hashlib.blake2b(text.encode(), digest_size=7).digest()
                 site = int.from_bytes(digest, "big")
-                while site in _SITES:  # a collision (or an id-keyed site): next one
+                while site in _SITES:  # a collision: the next free integer
                     site += 1
                 _SITES[site] = (template, dict(kwargs))
                 _SITE_IDS[key] = site
@@ -75,7 +91,7 @@ def join_site(site: int, tensors: Any) -> tuple[tuple[Any, ...], dict[str, Any]]
     """The kernel's positional and keyword arguments, from the op's operands."""
     template, kwargs = _SITES[site]
     it = iter(tensors)
-    return tuple(next(it) if a == _TENSOR else a for a in template), kwargs
+    return tuple(next(it) if a == TENSOR else a for a in template), kwargs
 
 
 # ----------------------------------------------------------------------------- op
@@ -95,20 +111,18 @@ def prepare_op(kernel: Any, spec: CallSpec) -> Any:
         from lazyapply.adapters.torch._grad import vjp_op_spec
 
         spec = vjp_op_spec(kernel, spec)
-    try:
-        key: Any = (_kernel_key(kernel), spec)
-        hash(key)
-    except TypeError:  # an unhashable spec field (a dtype object): key on identity
-        key = (_kernel_key(kernel), id(spec))
-    hit = _OPS.get(key)
-    if hit is not None:
-        return hit[2]
+    key: Any = (_kernel_key(kernel), spec)
+    name = _NAMED.get(key)
+    if name is not None:
+        return _OPS[name][2]
     with _LOCK:
-        hit = _OPS.get(key)
-        if hit is None:
-            op = _register(kernel, spec)
-            hit = _OPS[key] = (kernel, spec, op)
-    return hit[2]
+        name = _NAMED.get(key)
+        if name is None:
+            name = _op_name(kernel, spec)
+            if name not in _OPS:
+                _OPS[name] = (kernel, spec, _register(kernel, spec, name))
+            _NAMED[key] = name
+    return _OPS[name][2]
 
 
 def _op_name(kernel: Any, spec: CallSpec) -> str:
@@ -121,48 +135,40 @@ def _op_name(kernel: Any, spec: CallSpec) -> str:
         qualname = getattr(kernel, "__qualname__", None) or kernel_name(kernel)
         base = f"{module}.{qualname}"
     base = re.sub(r"\W+", "_", base.replace(".", "__")).strip("_") or "kernel"
-    # The spec's digest, not a counter: a graph that Inductor cached in another process
-    # names the op, so the name must not depend on the order of registration.
-    name = digest = f"{base}_{_digest(spec)}"
+    # A digest of the kernel's code, closure and defaults, its vjp's and its spec's,
+    # not a counter: a graph that Inductor cached in another process names the op,
+    # and must find exactly this code under that name.
+    digest = op_digest(kernel, spec)
+    name = f"{base}_{digest}" if digest is not None else f"{base}_p{_TOKEN}"
     n = 1
-    while name in _NAMES:  # two specs that print alike (lambdas): rare
+    while name in _OPS and not _same(_OPS[name], kernel, spec):
+        # Another kernel object with the same identity (equal code and closure made
+        # twice), or one without a stable identity: a name of this process only.
         n += 1
-        name = f"{digest}_{n}"
-    _NAMES.add(name)
-    return f"lazyapply::{name}"
+        name = f"{base}_p{_TOKEN}_{n}"
+    return name
 
 
-def _digest(spec: CallSpec) -> str:
-    """A short digest of what the spec says, stable across processes."""
-    import hashlib
-
-    fns = (spec.shape_fn, spec.dtype_fn, spec.vjp, spec.jvp)
-    fields = (spec.output, spec.as_numpy, spec.mode, spec.strict, *map(_where, fns))
-    return hashlib.sha1(repr(fields).encode(), usedforsecurity=False).hexdigest()[:8]
+def _same(hit: tuple[Any, CallSpec, Any], kernel: Any, spec: CallSpec) -> bool:
+    return _kernel_key(hit[0]) == _kernel_key(kernel) and hit[1] == spec
 
 
-def _where(fn: Any) -> str | None:
-    if fn is None or not hasattr(fn, "__qualname__"):
-        return None if fn is None else repr(fn)  # lazyapply's objects: no address
-    return f"{getattr(fn, '__module__', '')}.{fn.__qualname__}"
-
-
-def _register(kernel: Any, spec: CallSpec) -> Any:
+def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
     import torch
 
     from lazyapply.adapters.torch import _grad as _torch_grad
 
-    name = spec.name or kernel_name(kernel)
+    label = spec.name or kernel_name(kernel)
     plain = dataclasses.replace(spec, vjp=None)
     calls: dict[Any, Any] = {}  # checked kernel calls, per argument metadata
 
     def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
-        return run_checked(calls, kernel, plain, name, args, kwargs, tensors)
+        return run_checked(calls, kernel, plain, label, args, kwargs, tensors)
 
     def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
-        shapes, dtypes = fake_outputs(spec, name, args, kwargs)
+        shapes, dtypes = fake_outputs(kernel, spec, label, args, kwargs, tensors)
         device = tensors[0].device
         return [
             torch.empty(s, dtype=d, device=device)
@@ -170,7 +176,7 @@ def _register(kernel: Any, spec: CallSpec) -> Any:
         ]
 
     op = torch.library.custom_op(
-        _op_name(kernel, spec), impl, mutates_args=(), schema=_SCHEMA
+        f"lazyapply::{name}", impl, mutates_args=(), schema=_SCHEMA
     )
     op.register_fake(fake)
     if spec.vjp is not None:
@@ -182,41 +188,41 @@ def _register(kernel: Any, spec: CallSpec) -> Any:
     return op
 
 
-def op_name_of(
+def op_name_of(kernel: Any, spec: CallSpec) -> str:
+    """The name (in ``torch.ops.lazyapply``) of the op of ``kernel`` and ``spec``."""
+    return str(prepare_op(kernel, spec)._name)
+
+
+def register_vjp(
     kernel: Any,
     spec: CallSpec,
     template: tuple[Any, ...],
     kwargs: dict[str, Any],
     positions: tuple[int, ...],
-) -> str:
-    """The name (in ``torch.ops.lazyapply``) of the op of ``kernel`` and ``spec``.
+    n_out: int,
+) -> bool:
+    """Register the vjp's op and call site of a call with ``n_out`` outputs now.
 
-    A kernel with a vjp registers its vjp's op and call site now, too: a compiled
-    backward loaded from Inductor's cache in a new process is never traced, yet
-    calls them.
+    A compiled backward loaded from Inductor's cache in a new process is never
+    traced, yet calls them.
     """
-    op = prepare_op(kernel, spec)
-    n_args = len(template)
     if spec.vjp is not None and positions:
         from lazyapply._grad import VjpKernel
 
-        n_out = (
-            len(spec.output.shapes) if spec.output.multi and spec.output.shapes else 1
-        )
-        vjp = VjpKernel(
-            spec.vjp, spec.name, n_out, spec.output.multi, positions, n_args
-        )
+        multi = spec.output.multi or n_out > 1  # as the op's backward has it
+        vjp = VjpKernel(spec.vjp, spec.name, n_out, multi, positions, len(template))
         prepare_op(vjp, spec)
-        site_of((_TENSOR,) * (2 * n_out) + template, kwargs)
-    return str(op._name)
+        site_of((TENSOR,) * (2 * n_out) + template, kwargs)
+    return True
 
 
-# Dynamo runs these two at trace time and keeps their results as constants of the
-# graph: registering an op or a call site cannot be traced, only done. This is what
+# Dynamo runs these at trace time and keeps their results as constants of the graph:
+# registering an op or a call site cannot be traced, only done. This is what
 # torch._dynamo.assume_constant_result does; set here so that torch._dynamo is not
 # imported with this module.
 op_name_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
 site_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
+register_vjp._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def call_op(
@@ -225,22 +231,19 @@ def call_op(
     """Call ``kernel`` through its custom op (while compiling or exporting).
 
     Dynamo traces this function: it imports nothing (an import breaks the graph).
+    The number of outputs is what the op's fake implementation (the one metadata
+    function) made.
     """
     tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    template = tuple(_TENSOR if isinstance(a, torch.Tensor) else a for a in args)
-    # Floating-point tensors: the arguments a vjp returns cotangents for.
-    positions = tuple(
-        i
-        for i, a in enumerate(args)
-        if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
-    )
-    name = op_name_of(kernel, spec, template, kwargs, positions)
-    op = getattr(torch.ops.lazyapply, name)
+    template = tuple(TENSOR if isinstance(a, torch.Tensor) else a for a in args)
+    op = getattr(torch.ops.lazyapply, op_name_of(kernel, spec))
     outs = op(tensors, site_of(template, kwargs))
-    if spec.output.multi or (
-        spec.output.shapes is None
-        and spec.mode.signature is not None
-        and len(spec.mode.signature.outputs) > 1
-    ):
-        return tuple(outs)
-    return outs[0]
+    if spec.vjp is not None:
+        # Floating-point tensors: the arguments a vjp returns cotangents for.
+        positions = tuple(
+            i
+            for i, a in enumerate(args)
+            if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
+        )
+        register_vjp(kernel, spec, template, kwargs, positions, len(outs))
+    return tuple(outs) if spec.output.multi or len(outs) > 1 else outs[0]

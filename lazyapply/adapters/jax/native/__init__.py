@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["explain_native", "native_stage"]
+__all__ = ["explain_native", "native_decision", "native_stage"]
 
 logger = logging.getLogger("lazyapply.native")
 
@@ -123,6 +123,28 @@ def native_stage(
     target = built[0]
     _decide(func, name, f"native: {target}{getattr(built[1], 'note', '')}")
     return _stager(target, template, args, positions, structs, loop_ndims)
+
+
+def native_decision(
+    template: Any,
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    structs: tuple[Any, ...],
+    loop_ndims: tuple[int, ...] | None,
+    as_numpy: bool = True,
+) -> tuple[Any, Callable[..., Any] | None]:
+    """:func:`native_stage` as a decision: ``(Decision, staging or None)``.
+
+    The route is ``native`` (the reason names the FFI target) with the staging
+    function, or ``callback`` (the reason says why not) with ``None``.
+    """
+    from lazyapply.adapters.jax._stage import Decision, Route
+
+    staged = native_stage(template, args, positions, structs, loop_ndims, as_numpy)
+    if isinstance(staged, str):
+        return Decision(Route.CALLBACK, staged), None
+    target = explain_native(template.func) or ""
+    return Decision(Route.NATIVE, target.removeprefix("native: ")), staged
 
 
 def _refusal(

@@ -170,8 +170,9 @@ def cython_entries(func: Any) -> list[Entry] | str:
             found.append((key, sig))
     if not found:
         return (
-            f"{module_name}.{name} exports no C entry point (declare it cpdef in a "
-            ".pxd, or cdef api / cpdef api, so that Cython puts it in __pyx_capi__)"
+            f"{module_name}.{name} is a Cython function that exports no C entry "
+            "point (only functions of C scalars declared cpdef api / cdef api, or "
+            "cpdef in a .pxd, are in __pyx_capi__ and run natively)"
         )
     good = [
         Entry(module_name, key, sig)  # type: ignore[arg-type]

@@ -1,3 +1,7 @@
+# Numba intrinsics and cfuncs are untyped, and are called with fewer arguments than
+# their Python signatures take (typingctx is supplied by Numba):
+# mypy: disable-error-code="no-untyped-call,call-arg,var-annotated,no-any-return"
+# pyright: reportCallIssue=false
 """Machine code for foreign kernels: one XLA FFI handler, and loops around C entries.
 
 :data:`HANDLER` is one Numba ``cfunc`` for every foreign kernel, whatever its types

@@ -25,7 +25,7 @@ import numpy as np
 
 from lazyapply.adapters.jax.native import _capi
 
-__all__ = ["special_stage"]
+__all__ = ["special_coverage", "special_stage"]
 
 TARGET = "lazyapply_foreign_loop"
 _LOCK = threading.Lock()
@@ -71,7 +71,7 @@ def special_stage(
     reason = _check(template, chars, nin, structs)
     if reason:
         return reason
-    values = []
+    values: list[Any] = []
     for i, a in enumerate(args):
         if i in positions:
             values.append(None)
@@ -130,7 +130,7 @@ def _attributes(dts: list[np.dtype[Any]], fn: int, data: int) -> dict[str, Any]:
 
 
 def _ufunc_loop(ufunc: Any, kinds: list[Any]) -> Any:
-    import scipy.special as sc
+    import scipy.special as sc  # type: ignore[import-untyped]
 
     actions = {k: v for k, v in sc.geterr().items() if k != "memory"}
     if any(v != "ignore" for v in actions.values()):
@@ -213,7 +213,37 @@ def _register() -> str:
         if not _REGISTERED:
             from lazyapply.adapters.jax.native._loops import HANDLER
 
-            handler = capsule(HANDLER.address)
+            handler = capsule(int(HANDLER.address))  # type: ignore[arg-type]
             jax.ffi.register_ffi_target(TARGET, handler, platform="cpu")
             _REGISTERED.append(HANDLER)
     return TARGET
+
+
+def special_coverage() -> list[tuple[str, list[str], list[str]]]:
+    """Which loops of each ``scipy.special`` ufunc run natively (the docs' table).
+
+    ``(name, native loops, other loops with the reason)`` per ufunc, in name order;
+    aliases (``digamma`` of ``psi``) are listed under each name. Loops whose dtypes
+    JAX has no arrays for (``long double``) stay on the callback path; float64,
+    int64 and complex128 loops need ``jax_enable_x64``.
+    """
+    import scipy.special as sc  # type: ignore[import-untyped]
+
+    rows = []
+    for name in sorted(dir(sc)):
+        ufunc = getattr(sc, name)
+        if not isinstance(ufunc, np.ufunc):
+            continue
+        native: list[str] = []
+        other: list[str] = []
+        for loop in ufunc.types:
+            chars = loop.replace("->", "")
+            if any(np.dtype(c).kind not in "biufc" or c == "g" for c in chars):
+                other.append(f"{loop} (no JAX dtype for long double)")
+                continue
+            found = _capi.ufunc_loop(ufunc, chars)
+            (other if isinstance(found, str) else native).append(
+                f"{loop} ({found})" if isinstance(found, str) else loop
+            )
+        rows.append((name, native, other))
+    return rows

@@ -1,0 +1,92 @@
+"""The staging of a call without derivatives: native, per shard, or a host callback.
+
+Chosen once per signature (see :mod:`._stage`): the native path when the kernel
+compiles for it (:func:`~.native.native_decision`), else ``jax.pure_callback`` of the
+one :class:`~lazyapply._call.KernelCall`; either runs once per shard when the
+operands are sharded along loop dimensions (:func:`~._shard.per_shard`). Wrapped in
+a ``custom_jvp`` whose rule says which derivative to declare.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from lazyapply._errors import SpecError
+from lazyapply.adapters.jax._callback import Callback
+from lazyapply.adapters.jax._shard import per_shard
+from lazyapply.adapters.jax._stage import (
+    Decision,
+    Route,
+    Stager,
+    Staging,
+    no_derivative,
+)
+from lazyapply.adapters.jax.native import native_decision
+
+if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
+    from lazyapply.adapters.jax import JaxAdapter
+    from lazyapply.spec._metadata import Layout
+
+__all__ = ["plain_staging"]
+
+
+def plain_staging(
+    adapter: JaxAdapter,
+    stager: Stager,
+    call: KernelCall,
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    layout: Layout,
+) -> Staging:
+    """A callback, native or per-shard staging, without derivatives."""
+    import jax
+    import numpy as np
+
+    spec = stager.spec
+    shapes = layout.shapes
+    if any(None in s for s in shapes):
+        msg = (
+            f"Output shape must be fully known when running inside jax.jit; "
+            f"{call.name} got shape={shapes if layout.multi else shapes[0]}. "
+            "Declare every size in shape= (JAX traces need static shapes)"
+        )
+        raise SpecError(msg)
+    arrays = [args[i] for i in positions]
+    ndims = tuple(np.ndim(a) for a in arrays)
+    batched = spec.mode.elementwise or spec.mode.signature is not None
+    align = None
+    if batched and layout.loop_ndims is not None:
+        align = tuple(layout.loop_ndims[i] for i in positions)
+    structs = tuple(
+        jax.ShapeDtypeStruct(s, d)  # type: ignore[no-untyped-call]
+        for s, d in zip(shapes, layout.dtypes, strict=True)
+    )
+    result = structs if layout.multi else structs[0]
+    loop = (align or ndims) if batched else None
+    decision, native = native_decision(
+        call, args, positions, structs, loop, spec.as_numpy
+    )
+    fn: Callable[..., Any]
+    if native is not None:
+        fn = native
+    else:
+        method = "broadcast_all" if batched else "sequential"
+        callback = Callback(call, args, positions, ndims, align)
+        fn = functools.partial(_pure_callback, callback, result, method)
+    local = functools.partial(adapter.stage_local, stager, args, positions, call.kwargs)
+    sharded = None
+    if not layout.declared[0] and loop is not None:
+        sharded = per_shard(local, arrays, loop, shapes, layout.multi, native)
+    if sharded is not None:
+        fn = sharded
+        decision = Decision(Route.SHARDED, str(decision))
+    return Staging(no_derivative(fn, stager.hint), decision)
+
+
+def _pure_callback(callback: Callback, result: Any, method: str, *ops: Any) -> Any:
+    import jax
+
+    return jax.pure_callback(callback, result, *ops, vmap_method=method)
