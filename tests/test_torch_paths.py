@@ -84,6 +84,29 @@ def test_several_outputs_under_vmap() -> None:
     np.testing.assert_allclose(s.numpy(), np.sin(m.numpy()))
 
 
+def test_vmap_with_an_unbatched_first_argument() -> None:
+    kernel = lazy(lambda a, b: np.sin(a) * b, as_numpy=True, elementwise=True)
+    a = torch.rand(3, dtype=torch.float64)
+    b = torch.rand(2, 3, dtype=torch.float64)
+    got = torch.func.vmap(kernel, in_dims=(None, 0))(a, b)
+    np.testing.assert_allclose(got.numpy(), np.sin(a.numpy()) * b.numpy())
+
+
+def test_vmap_of_a_whole_array_kernel_runs_once_per_element() -> None:
+    calls = []
+
+    def centred(a: Any) -> Any:
+        calls.append(a.shape)
+        return a - a.mean()
+
+    kernel = lazy(centred, as_numpy=True)
+    m = torch.rand(3, 4, dtype=torch.float64)
+    got = torch.func.vmap(kernel)(m)
+    expected = m.numpy() - m.numpy().mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(got.numpy(), expected)
+    assert calls == [(4,)] * 3
+
+
 # ------------------------------------------------------------ non-contiguous outputs
 @lazy(as_numpy=True, shape=lambda a: (a.shape[1], a.shape[0]))
 def transpose(a: Any) -> Any:

@@ -83,6 +83,10 @@ class TorchAdapter(Adapter):
                 return True
         return False
 
+    def _any_wrapped(self, args: tuple[Any, ...]) -> bool:
+        tensor, wrapped = self._torch.Tensor, self._wrapped
+        return any(isinstance(a, tensor) and wrapped(a) for a in args)
+
     def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
         return Prepared(func, spec)
 
@@ -110,7 +114,7 @@ class TorchAdapter(Adapter):
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
             return call_op(self._torch, call.func, spec, args, call.kwargs)
-        if spec.as_numpy and self._wrapped(first):  # torch.func: the op's rules
+        if spec.as_numpy and self._any_wrapped(args):  # torch.func: the op's rules
             return call_op(self._torch, call.func, spec, args, call.kwargs)
         from lazyapply._engine import prepared as ready
 
