@@ -64,8 +64,8 @@ def _mixed_pairs() -> list[Any]:
     pairs = []
     for a, b in (
         (Backend.NUMPY, Backend.TORCH),
-        (Backend.NUMPY, Backend.JAX),
-        (Backend.NUMPY, Backend.DASK),
+        # NumPy beside JAX or Dask is adopted by that library, as jnp and dask.array
+        # do (tests/test_jax_surprises.py); it stays an error beside the others.
         (Backend.NUMPY, Backend.ARRAY_API_STRICT),
         (Backend.NUMPY, Backend.SPARSE),
         (Backend.TORCH, Backend.JAX),
