@@ -18,7 +18,7 @@ from ._timing import Settings, compare
 
 __all__ = ["count", "run"]
 
-SIZES = (1_000,)
+SIZES = (10, 1_000)
 
 
 def _kernel(x: Any) -> Any:

@@ -229,7 +229,15 @@ class BoundLazyFunction(Generic[P, R]):
     and dtype callables receive the instance too, like the kernel.
     """
 
-    __slots__ = ("__func__", "__self__", "_kernel", "_name", "_spec", "_xp")
+    __slots__ = (
+        "__func__",
+        "__self__",
+        "__weakref__",
+        "_kernel",
+        "_name",
+        "_spec",
+        "_xp",
+    )
 
     def __init__(self, func: LazyFunction[Any, R], instance: object) -> None:
         spec = func.spec
@@ -257,6 +265,8 @@ class BoundLazyFunction(Generic[P, R]):
         return sig.replace(parameters=tuple(sig.parameters.values())[1:])
 
     def __getattr__(self, name: str) -> Any:  # __name__, __doc__, eager, options ...
+        if name in _BOUND_SLOTS:  # unset slot (Dynamo builds a copy): no recursion
+            raise AttributeError(name)
         return getattr(self.__func__, name)
 
     def __repr__(self) -> str:
@@ -376,3 +386,6 @@ def lazy(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         check_names(options, None)
         return functools.partial(LazyFunction, **options)
     return LazyFunction(func, **options)
+
+
+_BOUND_SLOTS = frozenset(BoundLazyFunction.__slots__)

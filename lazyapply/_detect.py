@@ -178,7 +178,7 @@ def _mixed(args: tuple[Any, ...], func: Callable[..., Any] | str) -> tuple[Any, 
     """
     numpy = sys.modules.get("numpy")
     found: list[tuple[Adapter, Any]] = []
-    numpy_arrays: list[Any] = []
+    numpy_arrays: list[tuple[Adapter, Any]] = []
     for a in args:
         ad = _TYPES.get(type(a))
         if ad is None:
@@ -195,7 +195,8 @@ def _mixed(args: tuple[Any, ...], func: Callable[..., Any] | str) -> tuple[Any, 
             return adapter, first
         found.append(numpy_arrays[0])
     elif not found:  # NumPy arrays and scalars only: NumPy's adapter (not reached)
-        return numpy_arrays[0]
+        ad, a = numpy_arrays[0]
+        return ad, a
     (adapter, first), (other, a) = found[:2]
     msg = (
         f"{_name(func)}: arguments mix array libraries "

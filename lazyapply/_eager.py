@@ -55,8 +55,12 @@ class Eager:
         callables = spec.shape_fn is not None or spec.dtype_fn is not None
         signature = spec.mode.signature is not None
         self.plain = not (spec.infer or signature or callables)
+        # (Not with as_numpy: the NumPy output is converted first, then checked by
+        # the cached check rather than one built per call.)
         self.like = (
-            spec.infer and spec.output is INFERRED and not (signature or callables)
+            spec.infer
+            and spec.output is INFERRED
+            and not (signature or callables or spec.as_numpy)
         )
         self.checks: dict[Any, OutputCheck] | None = None if callables else {}
 

@@ -63,8 +63,9 @@ def test_at_least_one_array(backend: Backend, args: tuple[Any, ...]) -> None:
 def _mixed_pairs() -> list[Any]:
     pairs = []
     for a, b in (
-        # NumPy beside JAX or Dask is adopted, not mixed (tests/test_jax_surprises.py).
         (Backend.NUMPY, Backend.TORCH),
+        # NumPy beside JAX or Dask is adopted by that library, as jnp and dask.array
+        # do (tests/test_jax_surprises.py); it stays an error beside the others.
         (Backend.NUMPY, Backend.ARRAY_API_STRICT),
         (Backend.NUMPY, Backend.SPARSE),
         (Backend.TORCH, Backend.JAX),

@@ -479,12 +479,14 @@ def test_native_failure_python_cannot_reproduce_is_a_lazyapply_bug() -> None:
     x = jnp.arange(3.0)
     compiled = jax.jit(lambda a: lazy_apply(frozen_flag, a, as_numpy=True))
     runnable = compiled.lower(x).compile()  # native code with FROZEN = True
-    globals()["FROZEN"] = False  # the Python re-run compiles with False
+    globals()["FROZEN"] = False
+    frozen_flag.recompile()  # the Python re-run runs code compiled with False
     try:
         with pytest.raises(jax.errors.JaxRuntimeError) as info:
             runnable(x).block_until_ready()
     finally:
         globals()["FROZEN"] = True
+        frozen_flag.recompile()
     text = str(info.value)
     assert "lazyapply bug" in text
     assert "frozen_flag" in text

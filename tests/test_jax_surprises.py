@@ -331,3 +331,17 @@ def test_equal_statics_on_the_native_path() -> None:
         grad = jax.jit(jax.grad(lambda a, s=s: kernel(a, s).sum()))(x)
         expected = nb_signed_vjp(np.ones(4, np.float32), None, host, s)[0]
         np.testing.assert_allclose(grad, expected, rtol=1e-6)
+
+
+def test_adopted_numpy_array_takes_part_in_the_inferred_shape() -> None:
+    da = pytest.importorskip("dask.array", reason="dask is not installed")
+
+    @lazy
+    def add(x: Any, y: Any) -> Any:
+        return x + y
+
+    wide = np.arange(12.0).reshape(3, 4)
+    expected = np.ones(4) + wide
+    np.testing.assert_allclose(add(da.ones(4), wide).compute(), expected)
+    np.testing.assert_allclose(add(jnp.ones(4), wide), expected)
+    np.testing.assert_allclose(jax.jit(lambda a: add(a, wide))(jnp.ones(4)), expected)

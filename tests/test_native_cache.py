@@ -178,3 +178,48 @@ def test_cache_root_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     if sys.platform.startswith("linux"):
         assert cache_root() == tmp_path / "xdg" / "lazyapply"
     assert cache_root().name in ("lazyapply", "Cache")
+
+
+def _module(name: str, source: str) -> Any:
+    import types
+
+    module = types.ModuleType(name)
+    exec(textwrap.dedent(source), module.__dict__)
+    return module
+
+
+def test_identity_follows_code_helpers_and_global_values() -> None:
+    from lazyapply.adapters.jax.native._cache import Uncacheable, kernel_identity
+
+    def kernel_of(scale: float, helper_body: str) -> Any:
+        helpers = _module(
+            "helpers",
+            f"import numba\n@numba.njit\ndef f(x):\n    return {helper_body}\n",
+        )
+        mod = _module(
+            "kmod",
+            """
+            import numba
+            import numpy as np
+            SCALE = 0.0
+
+            @numba.njit
+            def kernel(x):
+                return helpers.f(np.sin(x)) * SCALE
+            """,
+        )
+        mod.helpers, mod.SCALE = helpers, scale
+        return mod.kernel
+
+    base = kernel_identity(kernel_of(2.0, "x + 1"))
+    assert kernel_identity(kernel_of(2.0, "x + 1")) == base  # same code: same key
+    assert kernel_identity(kernel_of(3.0, "x + 1")) != base  # a global's value
+    assert kernel_identity(kernel_of(-0.0, "x + 1")) != kernel_identity(
+        kernel_of(0.0, "x + 1")
+    )
+    assert kernel_identity(kernel_of(2.0, "x + 2")) != base  # a helper's body
+    mod = _module(
+        "kmod2", "import numba\nTABLE = {}\n@numba.njit\ndef k(x):\n    return TABLE\n"
+    )
+    with pytest.raises(Uncacheable, match="global 'TABLE'"):
+        kernel_identity(mod.k)

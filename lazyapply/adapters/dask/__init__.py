@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from lazyapply.adapters._base import Adapter, Target
 from lazyapply.adapters.dask._blocks import kernel_token
 from lazyapply.adapters.dask._chunked import defer_chunked
-from lazyapply.spec import CallSpec
+from lazyapply.spec import CallSpec, OutputSpec, Shape
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -57,6 +57,11 @@ class DaskAdapter(Adapter):
 
     def device(self, x: Any) -> Any:
         return None
+
+    def infer_output(
+        self, output: OutputSpec, args: tuple[Any, ...], xp: Any, name: str
+    ) -> tuple[tuple[Shape, ...], tuple[Any, ...]]:
+        return super().infer_output(output, _adopted(args), xp, name)
 
     def result_type(self, xp: Any, args: tuple[Any, ...]) -> Any:
         if xp is not self._xp:
@@ -103,13 +108,7 @@ class DaskAdapter(Adapter):
         first: Any,
         prepared: Any,
     ) -> Any:
-        import sys
-
-        np = sys.modules["numpy"]
-        if any(type(a) is np.ndarray for a in args):  # adopted, as dask.array does
-            from dask.array import asarray
-
-            args = tuple(asarray(a) if type(a) is np.ndarray else a for a in args)
+        args = _adopted(args)
         if not spec.mode.is_default:
             return defer_chunked(call, args, spec, layout, first._meta)
         return self.defer_whole(call, args, spec, layout, first._meta)
@@ -204,3 +203,15 @@ def _convert_meta(meta: Any, host: Callable[..., Any], name: str) -> None:
 
     if not isinstance(meta, np.ndarray):
         host((meta,))  # the chunk library's own refusal, now
+
+
+def _adopted(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """NumPy arrays beside Dask arrays as Dask arrays, as ``dask.array`` takes them."""
+    import sys
+
+    np = sys.modules["numpy"]
+    if not any(type(a) is np.ndarray for a in args):
+        return args
+    from dask.array import asarray
+
+    return tuple(asarray(a) if type(a) is np.ndarray else a for a in args)

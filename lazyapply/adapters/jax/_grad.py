@@ -26,10 +26,9 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
-from lazyapply._grad import JvpKernel, VjpKernel, vjp_mode
-from lazyapply.adapters.jax._second import VjpOfVjp, eager_rule, own_vjp
+from lazyapply._grad import jvp_spec, vjp_spec
+from lazyapply.adapters.jax._second import VjpOfVjp, own_vjp
 from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
-from lazyapply.spec import CallSpec, parse_output
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -164,34 +163,22 @@ class _Rules:
 
     def _vjp_stager(self, outs: tuple[Any, ...], args: tuple[Any, ...]) -> Stager:
         """The vjp kernel, its spec and stager: made once for this signature."""
-        spec, floats, n = self.spec, self.floats, len(outs)
-        rule = spec.vjp
-        kernel = VjpKernel(
-            eager_rule(rule), self.name, n, self.multi, floats, len(args)
-        )
+        grads = outs  # only their number matters to the vjp's spec
+        kernel, vspec = vjp_spec(self.spec, grads, outs, args, self.floats, self.multi)
         name = kernel.__name__
-        shapes = [tuple(args[i].shape) for i in floats]
-        dtypes = [args[i].dtype for i in floats]
-        own = own_vjp(rule)
-        second = None
-        if own is not None:
-            second = VjpOfVjp(own, name, n, self.multi, floats, len(args))
-        vspec = CallSpec(
-            name, parse_output(shapes, dtypes, name), spec.as_numpy, strict=True,
-            vjp=second,
-        )  # fmt: skip
-        mode = vjp_mode(spec, outs, args, floats)
-        if mode:
-            from lazyapply.spec._modes import with_mode
-
-            vspec = with_mode(vspec, kernel, **mode)
+        own = own_vjp(self.spec.vjp)
+        if own is not None:  # second derivatives: the vjp's own vjp, flattened
+            second = VjpOfVjp(
+                own, self.name, len(outs), self.multi, self.floats, len(args)
+            )
+            vspec = dataclasses.replace(vspec, vjp=second)
         stager = self.adapter.prepare(kernel, vspec)
         stager.hint = (
             f"{name}: the vjp of {self.name} has no vjp of its own, so {self.name} "
             "cannot be differentiated twice (jax.grad(jax.grad(f)), jax.hessian). "
-            f"Declare it: give @{self.name}.defvjp a function decorated with "
-            f"@lazy(vjp=...), whose vjp(gg, cts, g, out, *args) returns one cotangent "
-            "per argument of the vjp (g, out, *args)"
+            f"Declare it with @{self.name}.vjp.defvjp, or give @{self.name}.defvjp a "
+            "function decorated with @lazy(vjp=...); that rule, vjp(gg, cts, g, out, "
+            "*args), returns one cotangent per argument of the vjp (g, out, *args)"
         )
         self.vjp_stager = stager
         return stager
@@ -214,30 +201,7 @@ class _Rules:
         found = getattr(self, "jvp_stager", None)
         if found is not None:
             return found  # type: ignore[no-any-return]
-        spec = self.spec
-        kernel = JvpKernel(spec.jvp, self.name, self.multi, self.floats, len(args))
-        name = kernel.__name__
-        shapes = [tuple(o.shape) for o in outs]
-        dtypes = [o.dtype for o in outs]
-        output = parse_output(
-            shapes if self.multi else shapes[0],
-            dtypes if self.multi else dtypes[0],
-            name,
-        )
-        jspec = CallSpec(name, output, spec.as_numpy, strict=True)
-        mode: dict[str, Any] = {}
-        if spec.mode.elementwise:
-            mode = {"elementwise": True}
-        elif spec.mode.signature is not None:
-            sig = spec.mode.signature
-            ins = [sig.inputs[i] for i in self.floats] + [*sig.outputs, *sig.inputs]
-            text = ",".join(f"({','.join(d)})" for d in ins)
-            outs_text = ",".join(f"({','.join(d)})" for d in sig.outputs)
-            mode = {"signature": f"{text}->{outs_text}"}
-        if mode:
-            from lazyapply.spec._modes import with_mode
-
-            jspec = with_mode(jspec, kernel, **mode)
+        kernel, jspec = jvp_spec(self.spec, outs, args, self.floats, self.multi)
         stager = self.adapter.prepare(kernel, jspec)
         self.jvp_stager = stager
         return stager

@@ -169,7 +169,7 @@ def _resharded(
     ops = tuple(
         op
         if jax.typeof(op).sharding.spec == sharding.spec
-        else jax.sharding.reshard(op, sharding)
+        else jax.sharding.reshard(op, sharding)  # type: ignore[no-untyped-call]
         for op, sharding in zip(ops, shardings, strict=True)
     )
     return mapped(*ops)

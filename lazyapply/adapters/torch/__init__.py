@@ -12,7 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.torch._grad import Prepared, apply_with_grad, needs_grad
+from lazyapply.adapters.torch._grad import (
+    Prepared,
+    apply_with_grad,
+    needs_grad,
+    not_differentiable,
+)
 from lazyapply.adapters.torch._op import call_op
 from lazyapply.spec import CallSpec
 
@@ -78,6 +83,10 @@ class TorchAdapter(Adapter):
                 return True
         return False
 
+    def _any_wrapped(self, args: tuple[Any, ...]) -> bool:
+        tensor, wrapped = self._torch.Tensor, self._wrapped
+        return any(isinstance(a, tensor) and wrapped(a) for a in args)
+
     def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
         return Prepared(func, spec)
 
@@ -96,11 +105,16 @@ class TorchAdapter(Adapter):
         ``layout`` is ``None`` (``lays_out``): Dynamo traces this method, so the op's
         fake implementation lays out; the eager strategies lay out here.
         """
-        if (
-            self._compiling()
-            or type(first) not in self._plain
-            or (spec.as_numpy and self._wrapped(first))
-        ):
+        torch_code = not spec.as_numpy and spec.vjp is None
+        if self._compiling() or type(first) not in self._plain:
+            if torch_code:
+                # Torch code, compiled: Dynamo traces the kernel's own operations (and
+                # autograd differentiates them); an opaque op would hide them.
+                return call.run(args, call.kwargs)
+            if spec.vjp is None and needs_grad(args):
+                not_differentiable(call.name, self.label(first))
+            return call_op(self._torch, call.func, spec, args, call.kwargs)
+        if spec.as_numpy and self._any_wrapped(args):  # torch.func: the op's rules
             return call_op(self._torch, call.func, spec, args, call.kwargs)
         from lazyapply._engine import prepared as ready
 

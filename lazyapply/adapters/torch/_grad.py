@@ -95,6 +95,17 @@ class Prepared:
         return hit
 
 
+def not_differentiable(name: str, backend: str) -> None:
+    """Raise :class:`~lazyapply.NotDifferentiableError` for an opaque kernel."""
+    msg = (
+        f"{name} ({backend}): an argument requires grad, but the kernel runs on "
+        "NumPy copies (as_numpy=True) and declares no vjp, so neither autograd nor "
+        f"torch.compile can differentiate it; declare one with @{name}.defvjp or "
+        "vjp=, or call it under torch.no_grad() or on x.detach()"
+    )
+    raise NotDifferentiableError(msg)
+
+
 def apply_with_grad(
     adapter: Any,
     call: Any,
@@ -107,13 +118,7 @@ def apply_with_grad(
     import torch
 
     if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
-        msg = (
-            f"{call.name} ({adapter.label(first)}): an argument requires grad, but the "
-            "kernel runs on NumPy copies (as_numpy=True) and declares no vjp; declare "
-            f"one with @{call.name}.defvjp or vjp=, or call it under torch.no_grad() "
-            "or on x.detach()"
-        )
-        raise NotDifferentiableError(msg)
+        not_differentiable(call.name, adapter.label(first))
     node = _node_class(torch)
     return node.apply(_Call(adapter, call, prepared, first), *args)
 
@@ -240,11 +245,28 @@ class _LikeArgs:
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __repr__(self) -> str:  # stable across processes: it names the vjp's op
+    def stable_identity(self) -> tuple[Any, ...]:  # names the vjp's op
+        return self._key()
+
+    def __repr__(self) -> str:
         return f"_LikeArgs{self._key()!r}"
 
     def __call__(self, *flat: Any, **kwargs: Any) -> list[Any]:
         return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
+
+
+_LIKE: dict[tuple[Any, ...], _LikeArgs] = {}
+
+
+def _like(attr: str, offset: int, positions: tuple[int, ...]) -> _LikeArgs:
+    """One object per fields: specs compare callables by identity (static_key)."""
+    key = (attr, offset, positions)
+    hit = _LIKE.get(key)
+    if hit is None:
+        if len(_LIKE) > 1024:
+            _LIKE.clear()
+        hit = _LIKE[key] = _LikeArgs(attr, offset, positions)
+    return hit
 
 
 def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
@@ -260,7 +282,7 @@ def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
         # argument), and the op's name, which a cached compiled backward holds, must
         # not depend on it. (torch.func.vmap of a vjp op is therefore sequential.)
         Mode(),
-        shape_fn=_LikeArgs("shape", offset, kernel.positions),
-        dtype_fn=_LikeArgs("dtype", offset, kernel.positions),
+        shape_fn=_like("shape", offset, kernel.positions),
+        dtype_fn=_like("dtype", offset, kernel.positions),
         strict=True,
     )

@@ -64,6 +64,9 @@ def _function(fn: Any, depth: int) -> Any:
             _value(fn.args, depth),
             _value(fn.keywords, depth),
         )
+    identity = getattr(fn, "stable_identity", None)  # lazyapply's own callables
+    if identity is not None:
+        return (type(fn).__qualname__, identity())
     reduce = getattr(type(fn), "__reduce__", None)
     if type(fn).__name__ in {"VjpKernel", "JvpKernel"} and reduce is not None:
         cls, fields = fn.__reduce__()

@@ -181,10 +181,9 @@ def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
     op.register_fake(fake)
     if spec.vjp is not None:
         _torch_grad.register_op_autograd(op, spec)
-    if spec.mode.elementwise or spec.mode.signature is not None:
-        from lazyapply.adapters.torch._vmap import register_op_vmap
+    from lazyapply.adapters.torch._vmap import register_op_vmap
 
-        register_op_vmap(op, kernel, spec)
+    register_op_vmap(op, kernel, spec)
     return op
 
 

@@ -10,6 +10,7 @@ leading dimension itself, so the batch costs one kernel call.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from lazyapply.spec import CallSpec, OutputSpec
@@ -25,8 +26,16 @@ def _core_ndims(spec: CallSpec, args: tuple[Any, ...]) -> list[int]:
 
 
 def register_op_vmap(op: Any, kernel: Any, spec: CallSpec) -> None:
-    """Register the batching rule of ``op`` (kernel ``kernel`` called as ``spec``)."""
+    """Register the batching rule of ``op`` (kernel ``kernel`` called as ``spec``).
+
+    Elementwise and gufunc kernels: one batched call. A whole-array kernel: one call
+    per batch element (as ``jax.vmap`` does with a sequential callback), stacked.
+    """
     from lazyapply.adapters.torch._op import join_site, prepare_op
+
+    if not (spec.mode.elementwise or spec.mode.signature is not None):
+        op.register_vmap(functools.partial(_one_by_one, op))
+        return
 
     # The batched call has one more dimension than a declared full output shape.
     sig = spec.mode.signature
@@ -61,3 +70,20 @@ def register_op_vmap(op: Any, kernel: Any, spec: CallSpec) -> None:
         return list(outs), [0] * len(outs)
 
     op.register_vmap(rule)
+
+
+def _one_by_one(op: Any, info: Any, in_dims: Any, tensors: Any, site: int) -> Any:
+    """The op once per batch element, outputs stacked along a new first axis."""
+    import torch
+
+    dims = in_dims[0]
+    size = info.batch_size
+    runs = []
+    for b in range(size):
+        one = [
+            t if d is None else t.select(d, b)
+            for t, d in zip(tensors, dims, strict=True)
+        ]
+        runs.append(op(one, site))
+    outs = [torch.stack([r[i] for r in runs]) for i in range(len(runs[0]))]
+    return outs, [0] * len(outs)

@@ -37,6 +37,12 @@ def _type_name(nbtype: Any, ndim: int) -> str:
     return f"{nbtype}[{', '.join(':' * ndim)}]" if ndim else str(nbtype)
 
 
+def _signature(ins: Any, scalars: Any, outs: Any) -> str:
+    """``float64[:], float64 -> float64[:]``: for logs and error messages."""
+    args = [_type_name(dt, nd) for dt, nd in ins] + [str(s) for s in scalars]
+    return ", ".join(args) + " -> " + ", ".join(_type_name(dt, nd) for dt, nd in outs)
+
+
 def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
     """The handler for signature ``key`` (see ``native._target``), or a refusal."""
     import jax
@@ -52,19 +58,15 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
     layout, scalars, names = _layout(args, positions, template.kwargs)
     keys = tuple(template.kwargs)
     kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
-    sig = (
-        ", ".join([_type_name(dt, nd) for dt, nd in ins] + [str(s) for s in scalars])
-        + " -> "
-        + ", ".join(_type_name(dt, nd) for dt, nd in outs)
-    )
+    sig = _signature(ins, scalars, outs)
     failure = FailureInfo(
         template, tuple(layout), keys, tuple(np.dtype(d) for d, _ in key[4]), kinds, sig
     )
     n = len(args)
     env: dict[str, Any] = {}
     if kind == "jit":
-        body, checked = _jit_body(names, keys, n, len(outs), template.check.multi)
-        env["kernel"] = template.func
+        body, wrapper = _jit_body(names, keys, n, outs, template.check.multi)
+        env.update(_jit_env(template.func, wrapper))
         checked = (template.func,)
     else:
         if keys:
@@ -81,9 +83,15 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
             if isinstance(found, str):
                 return found
             body = found
-    from lazyapply.adapters.jax.native._store import expect_tuple, put, store
+    from lazyapply.adapters.jax.native import _store
 
-    env.update(store=store, put=put, expect_tuple=expect_tuple)
+    env.update(
+        check_store=_store.check_store,
+        as_scalar=_store.as_scalar,
+        check_element=_store.check_element,
+    )
+    if kind == "jit" and template.check.multi:
+        env["expect_tuple"] = _store.expect_tuple(len(outs))
     x64 = bool(jax.config.jax_enable_x64)  # type: ignore[attr-defined]
     return Plan(
         kernel=template.func,
@@ -124,19 +132,49 @@ def _layout(
 
 
 def _jit_body(
-    names: list[str], keys: tuple[str, ...], n: int, n_out: int, multi: bool
-) -> tuple[list[str], tuple[Any, ...]]:
-    """Call the kernel; copy its result(s) into the buffers (shapes checked)."""
-    call = [*names[:n], *(f"{k}={v}" for k, v in zip(keys, names[n:], strict=True))]
-    lines = ["    try:", f"        res = kernel({', '.join(call)})"]
-    if multi:
-        lines.append(f"        expect_tuple(res, {n_out})")
-        stores = [f"store(o{k}, res[{k}])" for k in range(n_out)]
+    names: list[str], keys: tuple[str, ...], n: int, outs: Any, multi: bool
+) -> tuple[list[str], str]:
+    """Call the kernel; copy its result(s) into the buffers (shapes checked).
+
+    Returns the lines and, for a call with keywords, the source of a ``kcall``
+    wrapper taking everything positionally (:func:`._handler.guarded` takes a tuple).
+    """
+    from lazyapply.adapters.jax.native._store import store_lines
+
+    args = "".join(f"{a}, " for a in names[:n])
+    if keys:  # keywords go through a small wrapper (an intrinsic takes a tuple)
+        call = [*names[:n], *(f"{k}={v}" for k, v in zip(keys, names[n:], strict=True))]
+        params = sorted({a for a in names if a != "None"})
+        args = "".join(f"{a}, " for a in params)
+        lines = [f"    got = guarded(kcall, ({args}))"]
+        wrapper = (
+            f"def kcall({', '.join(params)}):\n    return kernel({', '.join(call)})\n"
+        )
     else:
-        stores = ["store(o0, res)"]
-    lines.append("        ok = " + " and ".join(stores))
-    lines += ["    except Exception:", "        ok = False"]
-    return lines, ()
+        lines = [f"    got = guarded(kernel, ({args}))"]
+        wrapper = ""
+    lines += ["    ok = got[0]", "    if ok:", "        res = got[1]"]
+    if multi:
+        lines.append("        expect_tuple(res)")
+    for k, (dtype, ndim) in enumerate(outs):
+        got = "res"
+        if multi:  # a name: Numba types res[k] once
+            lines.append(f"        r{k} = res[{k}]")
+            got = f"r{k}"
+        lines += store_lines(k, got, dtype, ndim, "        ")
+    return lines, wrapper
+
+
+def _jit_env(kernel: Any, wrapper: str) -> dict[str, Any]:
+    """The kernel, and the keyword wrapper compiled from ``wrapper`` (if any)."""
+    import numba
+
+    env = {"kernel": kernel}
+    if wrapper:
+        namespace: dict[str, Any] = {}
+        exec(wrapper, {"kernel": kernel}, namespace)
+        env["kcall"] = numba.njit(namespace["kcall"])
+    return env
 
 
 def _element_function(func: Any) -> Any:
@@ -197,32 +235,42 @@ def _ufunc_body(layout: list[Any], ins: Any, outs: Any) -> list[str]:
     if len(outs) != 1:
         return ["    ok = False"]
     rank = outs[0][1]
-    flat = [f"xf{i} = carray(P_x{i}(x{i}_a), (x{i}_n,))" for i in range(len(ins))]
+    flat = [f"xf{i} = V_x{i}(x{i}_a, (x{i}_n,))" for i in range(len(ins))]
     same = " and ".join(f"x{i}_n == o0_n" for i in range(len(ins))) or "True"
     fast = [f"xf{p[1]}[j]" if p[0] == "a" else f"s{p[1]}" for p in layout]
     lines = [
-        "    of0 = carray(P_o0(o0_a), (o0_n,))",
+        "    of0 = V_o0(o0_a, (o0_n,))",
         *(f"    {f}" for f in flat),
-        "    try:",
-        f"        if {same}:",
-        "            for j in range(o0_n):",
-        f"                put(of0, j, element({', '.join(fast)}))",
-        "        else:",
-        "            j = 0",
+        f"    if {same}:",
+        "        for j in range(o0_n):",
+        *_element_call(fast, "j", "            "),
+        "    else:",
+        "        j = 0",
     ]
     shape = [f"o0_s{d}" for d in range(rank)]
     ops = [
         (f"x{i}", [f"x{i}_s{d}" for d in range(nd)]) for i, (_, nd) in enumerate(ins)
     ]
-    opened, offsets, pad = _loops(shape, ops, 3)
+    opened, offsets, pad = _loops(shape, ops, 2)
     slow = [
         f"xf{p[1]}[{offsets[f'x{p[1]}']}]" if p[0] == "a" else f"s{p[1]}"
         for p in layout
     ]
     lines += opened
-    lines += [f"{pad}put(of0, j, element({', '.join(slow)}))", f"{pad}j += 1"]
-    lines += ["    except Exception:", "        ok = False"]
+    lines += [*_element_call(slow, "j", pad), f"{pad}j += 1"]
     return lines
+
+
+def _element_call(args: list[str], j: str, pad: str) -> list[str]:
+    """Call the element function; store its value, or note the failure."""
+    return [
+        f"{pad}got = guarded(element, ({''.join(a + ', ' for a in args)}))",
+        f"{pad}if got[0]:",
+        f"{pad}    check_element(of0, got[1])",
+        f"{pad}    of0[{j}] = got[1]",
+        f"{pad}else:",
+        f"{pad}    ok = False",
+    ]
 
 
 def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str] | str:
@@ -254,7 +302,7 @@ def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str]
         )
         view = ", ".join(dims[lead:]) if core else ("" if scalar else "1")
         size = " * ".join(dims[:lead]) or "1"
-        lines.append(f"    v{i} = readonly(carray(P_x{i}(x{i}_a), ({size}, {view})))")
+        lines.append(f"    v{i} = V_x{i}(x{i}_a, ({size}, {view}))")
         ops.append((f"x{i}", dims[:lead]))
         call.append(f"v{i}[{{x{i}}}]")
     for k, (_, nd) in enumerate(outs):
@@ -262,12 +310,15 @@ def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str]
         dims = [f"o{k}_s{d}" for d in range(nd)]
         view = ", ".join(dims[loop_rank:]) or "1"
         size = " * ".join(dims[:loop_rank]) or "1"
-        lines.append(f"    w{k} = carray(P_o{k}(o{k}_a), ({size}, {view}))")
+        lines.append(f"    w{k} = V_o{k}(o{k}_a, ({size}, {view}))")
         call.append(f"w{k}[j]")
-    lines += ["    try:", "        j = 0"]
-    opened, offsets, pad = _loops(shape, ops, 2)
+    lines.append("    j = 0")
+    opened, offsets, pad = _loops(shape, ops, 1)
     lines += opened
-    args = ", ".join(c.format(**offsets) for c in call)
-    lines += [f"{pad}element({args})", f"{pad}j += 1"]
-    lines += ["    except Exception:", "        ok = False"]
+    args = "".join(c.format(**offsets) + ", " for c in call)
+    lines += [
+        f"{pad}if not guarded(element, ({args}))[0]:",
+        f"{pad}    ok = False",
+        f"{pad}j += 1",
+    ]
     return lines

@@ -122,15 +122,23 @@ def _feed(hasher: Any, obj: Any, seen: set[int], depth: int) -> None:
     hasher.update(repr(getattr(obj, "signature", None)).encode())
     _feed_code(hasher, py.__code__)
     hasher.update(_value_bytes(py.__defaults__, f"{name}'s defaults"))
-    for global_name in sorted(_global_names(py.__code__)):
+    names = sorted(_global_names(py.__code__))
+    for global_name in names:
         if global_name not in py.__globals__:
-            continue  # a builtin (range, len...)
+            continue  # a builtin (range, len...) or an attribute name
         value = py.__globals__[global_name]
         hasher.update(global_name.encode())
         if _py_func(value) is not None or isinstance(value, pytypes.FunctionType):
             _feed(hasher, value, seen, depth + 1)
         else:
             hasher.update(_value_bytes(value, f"global {global_name!r} of {name}"))
+        if isinstance(value, pytypes.ModuleType):
+            # helpers.f(x): the Numba functions the kernel may reach through a module
+            for attr in names:
+                found = getattr(value, attr, None)
+                if _py_func(found) is not None:
+                    hasher.update(f"{global_name}.{attr}".encode())
+                    _feed(hasher, found, seen, depth + 1)
 
 
 def _feed_code(hasher: Any, code: pytypes.CodeType) -> None:

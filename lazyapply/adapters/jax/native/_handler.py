@@ -10,17 +10,21 @@ and returns it. Inside the body these names exist:
 
 - ``x0, x1, ...``: the operands as read-only C-contiguous arrays of their own shape
   (a write into one does not compile: JAX arrays are immutable), ``x0_n`` their sizes,
-  ``x0_a`` their data addresses;
+  ``x0_a`` their data addresses, ``x0_s0, x0_s1...`` their dimensions;
 - ``s0, s1, ...``: the scalar attributes (named ``s000``, ``s001``... when staged);
 - ``o0, o1, ...``: the result buffers, writable C-contiguous arrays of their shape,
   with ``o0_n`` and ``o0_a``;
 - ``ok``: starts ``True``; the body sets it to ``False`` when the call failed. The
   handler then asks :mod:`._failure` (through the ``lazyapply_native_failure`` symbol,
   not through Python objects baked into the code) for the error XLA reports.
-- helpers ``carray``, ``readonly``, ``copy_bytes`` and ``P_x0``/``P_o0`` (an address to
-  a typed pointer), so that a body can take other views of the same memory.
+- helpers ``copy_bytes`` and ``V_x0``/``V_o0`` (``V_x0(address, shape_tuple)``: a
+  view of the same dtype, read-only for operands), so that a body can take other
+  views of the same memory without compiling ``numba.carray`` (an ``overload``: one
+  more compiled function per signature).
 
-The body must not raise: wrap calls that can in ``try``/``except Exception``. Nothing
+The body must not raise: call what can through ``guarded(fn, (args...))``, which
+returns ``(ok, result)`` (``try``/``except`` works too, but makes Numba compile its
+exception matching: seconds of a first call). Nothing
 in the generated code formats an error message (no ``o[...] = res``, which makes Numba
 compile ``raise_with_shape_context``): checks set ``ok`` instead. The code refers to no
 Python object at run time, so Numba can cache it on disk (:mod:`._cache`).
@@ -144,6 +148,87 @@ def pointer_to(nbtype: Any) -> Any:
 
 
 @intrinsic
+def guarded(typingctx: Any, fn: Any, args: Any) -> Any:
+    """``(ok, result)`` of ``fn(*args)`` for a Numba dispatcher: an exception is a flag.
+
+    What ``try``/``except`` does, without the exception matching Numba compiles for
+    it (seconds of a first call): the callee's status is read directly; on failure
+    the result is zeroed (no reference to release). ``args`` is a tuple.
+    """
+    if not isinstance(fn, types.Dispatcher) or not isinstance(args, types.BaseTuple):
+        return None
+    sig = typingctx.resolve_function_type(fn, tuple(args), {})
+    if sig is None:
+        return None
+    result = types.Tuple((types.boolean, sig.return_type))
+
+    def codegen(context: Any, builder: Any, outer: Any, values: Any) -> Any:
+        cres = fn.dispatcher.overloads[tuple(sig.args)]
+        fndesc = cres.fndesc
+        context.add_linking_libs([cres.library])
+        func = context.declare_function(builder.module, fndesc)
+        items = cgutils.unpack_tuple(builder, values[1])
+        items = [
+            context.cast(builder, v, t, want)
+            for v, t, want in zip(items, args, sig.args, strict=True)
+        ]
+        status, value = context.call_conv.call_function(
+            builder, func, fndesc.restype, fndesc.argtypes, items
+        )
+        value = context.get_returned_value(builder, fndesc.restype, value)
+        ok = builder.not_(status.is_error)
+        value = builder.select(ok, value, ir.Constant(value.type, None))
+        return context.make_tuple(builder, result, [ok, value])
+
+    return result(fn, args), codegen
+
+
+@functools.cache
+def view_of(nbtype: Any, readonly: bool) -> Any:
+    """An intrinsic ``view(address, shape)``: a C-contiguous array over that memory.
+
+    An intrinsic rather than ``numba.carray`` (an ``overload``, which compiles a
+    function of its own for every signature); read-only when asked, so that Numba
+    refuses to compile a write into it.
+    """
+    from numba.core.typing import signature
+    from numba.np.arrayobj import np_cfarray
+
+    ptr_type = types.CPointer(nbtype)  # type: ignore[no-untyped-call]
+
+    @intrinsic
+    def view(typingctx: Any, addr: Any, shape: Any) -> Any:
+        if not isinstance(shape, types.BaseTuple):
+            return None
+        plain = types.Array(nbtype, len(shape), "C")
+        result = plain.copy(readonly=True) if readonly else plain
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            ptr = builder.inttoptr(args[0], context.get_value_type(ptr_type))
+            inner = signature(plain, ptr_type, sig.args[1])
+            return np_cfarray(context, builder, inner, [ptr, args[1]])
+
+        return result(types.int64, shape), codegen
+
+    return view
+
+
+@functools.cache
+def load_as(nbtype: Any) -> Any:
+    """An intrinsic reading one ``nbtype`` value at an address (a scalar attribute)."""
+
+    @intrinsic
+    def load(typingctx: Any, addr: Any) -> Any:
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            ptr_type = context.get_value_type(nbtype).as_pointer()
+            return builder.load(builder.inttoptr(args[0], ptr_type))
+
+        return nbtype(types.int64), codegen
+
+    return load
+
+
+@intrinsic
 def make_error(typingctx: Any, api: Any, message: Any, code: Any) -> Any:
     """``api->XLA_FFI_Error_Create(&{message, code})``; XLA copies the message."""
 
@@ -168,7 +253,7 @@ def make_error(typingctx: Any, api: Any, message: Any, code: Any) -> Any:
     return types.int64(types.int64, types.int64, types.int64), codegen
 
 
-def _views(prefix: str, table: str, k: int, ndim: int, ro: bool) -> list[str]:
+def _views(prefix: str, table: str, k: int, ndim: int) -> list[str]:
     """Source lines viewing XLA_FFI_Buffer ``k`` of ``table`` (data at 24, dims 40)."""
     name, buf = f"{prefix}{k}", f"load_i64({table} + {8 * k})"
     lines = [f"    {name}_a = load_i64({buf} + 24)"]
@@ -180,8 +265,7 @@ def _views(prefix: str, table: str, k: int, ndim: int, ro: bool) -> list[str]:
     lines.append(
         f"    {name}_n = " + (" * ".join(f"{name}_s{j}" for j in range(ndim)) or "1")
     )
-    view = f"carray(P_{name}({name}_a), ({shape}))"
-    lines.append(f"    {name} = " + (f"readonly({view})" if ro else view))
+    lines.append(f"    {name} = V_{name}({name}_a, ({shape}))")
     return lines
 
 
@@ -210,6 +294,7 @@ def handler_source(
         "fail_hook": fail_hook,
         "readonly": readonly,
         "copy_bytes": copy_bytes,
+        "guarded": guarded,
         "BAD": np.frombuffer(b"lazyapply: unexpected XLA FFI call frame\0", np.uint8),
     }
     lines = [
@@ -231,16 +316,14 @@ def handler_source(
         "    t = load_i64(frame + 160)",
     ]
     for i, (dtype, ndim) in enumerate(ins):
-        env[f"P_x{i}"] = pointer_to(dtype)
-        lines += _views("x", "a", i, ndim, ro=True)
+        env[f"V_x{i}"] = view_of(dtype, True)
+        lines += _views("x", "a", i, ndim)
     for j, nbtype in enumerate(scalars):  # XLA_FFI_Scalar: dtype, then value*
-        env[f"P_s{j}"] = pointer_to(nbtype)
-        lines.append(
-            f"    s{j} = carray(P_s{j}(load_i64(load_i64(t + {8 * j}) + 8)), (1,))[0]"
-        )
+        env[f"L_s{j}"] = load_as(nbtype)
+        lines.append(f"    s{j} = L_s{j}(load_i64(load_i64(t + {8 * j}) + 8))")
     for k, (dtype, ndim) in enumerate(outs):
-        env[f"P_o{k}"] = pointer_to(dtype)
-        lines += _views("o", "r", k, ndim, ro=False)
+        env[f"V_o{k}"] = view_of(dtype, False)
+        lines += _views("o", "r", k, ndim)
     lines.append("    ok = True")
     lines += body
     lines += [

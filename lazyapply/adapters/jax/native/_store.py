@@ -1,14 +1,19 @@
-"""Typing-time checks and cheap stores for generated handler bodies.
+"""Typing-time checks for generated handler bodies, and the result-copy source.
 
-``store(o, v)`` copies a kernel's result ``v`` (an array or a scalar) into the
-result buffer ``o`` and returns whether the shapes matched; ``put(o, i, v)`` stores
-one element.
-``expect_tuple(res, n)`` checks that a kernel with ``n`` outputs returns a tuple of that
-length. Each is a Numba ``overload`` that picks its code from the types, so a handler
-body can be written before the kernel's result type is known, and a result of the wrong
-rank or dtype stops the compile with a message starting with :data:`MARK` (the native
-path then leaves the call to the callback path, whose output check explains it). None
-of them formats an error message at run time.
+The handler body is written before the kernel's result type is known. These
+intrinsics check it when Numba types the handler, and compile to (almost) nothing:
+
+- ``check_store(o, v)``: ``v`` (the kernel's result) fits the result buffer ``o``
+  (same rank, and the same dtype or one JAX stores as ``o``'s without x64); its value
+  is the constant "one ``memcpy`` may copy it" (same dtype, an array);
+- ``as_scalar(v)``: a scalar, or the element of a 0-d array;
+- ``check_element(o, v)``: an element function's result fits ``o``;
+- ``expect_tuple(n)(res)``: a kernel with ``n`` outputs returns a tuple of ``n``.
+
+A mismatch stops the compile with a message starting with :data:`MARK`: the native
+path then leaves the call to the callback path, whose output check explains it.
+Intrinsics, not ``overload``\\ s: an overload compiles a function of its own per
+signature, which a first call pays for. :func:`store_lines` writes the copy.
 """
 
 from __future__ import annotations
@@ -19,28 +24,12 @@ from typing import Any
 import numpy as np
 from numba import types
 from numba.core.errors import TypingError
-from numba.extending import overload
+from numba.extending import intrinsic
 from numba.np.numpy_support import as_dtype
 
-from lazyapply.adapters.jax.native._handler import copy_bytes
-
-__all__ = ["MARK", "expect_tuple", "put", "store"]
+__all__ = ["MARK", "as_scalar", "check_element", "check_store", "expect_tuple"]
 
 MARK = "lazyapply-native-refusal: "
-
-
-# Numba compares an overload's parameters with its implementation's, annotations
-# included: the stubs and implementations are left unannotated.
-def store(o, v):  # type: ignore[no-untyped-def]  # pragma: no cover - overloaded
-    raise NotImplementedError
-
-
-def put(o, i, v):  # type: ignore[no-untyped-def]  # pragma: no cover
-    raise NotImplementedError
-
-
-def expect_tuple(res, n):  # type: ignore[no-untyped-def]  # pragma: no cover
-    raise NotImplementedError
 
 
 def _accepts(got: Any, want: Any) -> bool:
@@ -59,61 +48,83 @@ def _refuse(text: str) -> None:
     raise TypingError(MARK + text)
 
 
-@overload(expect_tuple, prefer_literal=True)
-def _expect_tuple(res, n):  # type: ignore[no-untyped-def]
-    count = getattr(n, "literal_value", None)
-    if not isinstance(res, types.BaseTuple) or len(res) != count:
-        _refuse(f"the kernel returns {res}, expected a tuple of {count} outputs")
-    return lambda res, n: None
+def _constant(value: bool) -> Any:
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return context.get_constant(types.boolean, value)
+
+    return codegen
 
 
-@overload(put)
-def _put(o, i, v):  # type: ignore[no-untyped-def]
-    if not isinstance(v, (types.Number, types.Boolean)) or not _accepts(v, o.dtype):
-        _refuse(f"the element function returns {v}, expected {o.dtype}")
-    return _put_impl
-
-
-def _put_impl(o, i, v):  # type: ignore[no-untyped-def]  # pragma: no cover
-    o[i] = v
-
-
-@overload(store)
-def _store(o, v):  # type: ignore[no-untyped-def]
+@intrinsic
+def check_store(typingctx: Any, o: Any, v: Any) -> Any:
     if isinstance(v, (types.Number, types.Boolean)):
         if o.ndim != 0 or not _accepts(v, o.dtype):
             _refuse(f"the kernel returns {v}, expected {o.ndim}-d {o.dtype}")
-        return _store_scalar
+        return types.boolean(o, v), _constant(False)
     if not isinstance(v, types.Array) or v.ndim != o.ndim:
         _refuse(f"the kernel returns {v}, expected {o.ndim}-d {o.dtype}")
     if not _accepts(v.dtype, o.dtype):
         _refuse(f"the kernel returns {v}, expected {o.dtype}")
-    memcpy = v.layout == "C" and v.dtype == o.dtype
-    return _store_array(o.ndim, memcpy, np.dtype(as_dtype(o.dtype)).itemsize)
+    return types.boolean(o, v), _constant(v.dtype == o.dtype)
 
 
-def _store_scalar(o, v):  # type: ignore[no-untyped-def]  # pragma: no cover
-    o[()] = v
-    return True
+@intrinsic
+def as_scalar(typingctx: Any, v: Any) -> Any:
+    if isinstance(v, types.Array):
+        if v.ndim != 0:
+            return None
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            from numba.np.arrayobj import make_array
+
+            ary = make_array(sig.args[0])(context, builder, value=args[0])
+            return builder.load(ary.data)
+
+        return v.dtype(v), codegen
+    return v(v), lambda context, builder, sig, args: args[0]
+
+
+@intrinsic
+def check_element(typingctx: Any, o: Any, v: Any) -> Any:
+    if not isinstance(v, (types.Number, types.Boolean)) or not _accepts(v, o.dtype):
+        _refuse(f"the element function returns {v}, expected {o.dtype}")
+    return types.none(o, v), lambda context, builder, sig, args: None
 
 
 @functools.cache
-def _store_array(ndim: int, memcpy: bool, itemsize: int) -> Any:
-    """Check the shape, then one ``memcpy`` (C-contiguous) or explicit loops."""
-    same = " or ".join(f"v.shape[{d}] != o.shape[{d}]" for d in range(ndim))
-    lines = ["def impl(o, v):"]
-    if same:
-        lines += [f"    if {same}:", "        return False"]
-    if memcpy:
-        lines.append(
-            f"    copy_bytes(o.ctypes.data, v.ctypes.data, o.size * {itemsize})"
-        )
-    else:
-        index = ", ".join(f"i{d}" for d in range(ndim))
-        for d in range(ndim):
-            lines.append("    " * (d + 1) + f"for i{d} in range(o.shape[{d}]):")
-        lines.append("    " * (ndim + 1) + f"o[{index or '()'}] = v[{index or '()'}]")
-    lines.append("    return True")
-    namespace: dict[str, Any] = {}
-    exec("\n".join(lines), {"copy_bytes": copy_bytes}, namespace)
-    return namespace["impl"]
+def expect_tuple(count: int) -> Any:
+    """An intrinsic checking that its argument is a tuple of ``count`` values."""
+
+    @intrinsic
+    def check(typingctx: Any, res: Any) -> Any:
+        if not isinstance(res, types.BaseTuple) or len(res) != count:
+            _refuse(f"the kernel returns {res}, expected a tuple of {count} outputs")
+        return types.none(res), lambda context, builder, sig, args: None
+
+    return check
+
+
+def store_lines(k: int, got: str, dtype: Any, ndim: int, pad: str) -> list[str]:
+    """Source copying the kernel's result ``got`` into result buffer ``o{k}``.
+
+    Sets ``ok = False`` when the shapes differ; one ``memcpy`` when the result is a
+    C-contiguous array of the buffer's dtype, explicit loops (with the cast) else.
+    """
+    o = f"o{k}"
+    if ndim == 0:
+        return [f"{pad}check_store({o}, {got})", f"{pad}{o}[()] = as_scalar({got})"]
+    itemsize = np.dtype(as_dtype(dtype)).itemsize
+    differ = " or ".join(f"{got}.shape[{d}] != {o}_s{d}" for d in range(ndim))
+    index = ", ".join(f"i{d}" for d in range(ndim))
+    lines = [
+        f"{pad}fast = check_store({o}, {got})",
+        f"{pad}if {differ}:",
+        f"{pad}    ok = False",
+        f"{pad}elif fast and {got}.flags.c_contiguous:",
+        f"{pad}    copy_bytes({o}_a, {got}.ctypes.data, {o}_n * {itemsize})",
+        f"{pad}else:",
+    ]
+    for d in range(ndim):
+        lines.append(f"{pad}    " + "    " * d + f"for i{d} in range({o}_s{d}):")
+    lines.append(f"{pad}    " + "    " * ndim + f"{o}[{index}] = {got}[{index}]")
+    return lines

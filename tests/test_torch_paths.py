@@ -1,0 +1,323 @@
+"""Documented outputs and arguments under ``torch.compile``/``export``/``torch.func``.
+
+Each case is compared with the kernel's eager NumPy result. Compiled functions use
+the ``aot_eager`` backend (Dynamo and AOTAutograd with the custom op and its
+registrations, without Inductor's C++ build), except the cache test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+from lazyapply import NotDifferentiableError, SpecError, lazy  # noqa: E402
+from lazyapply.adapters.torch._op import TENSOR, site_of  # noqa: E402
+
+
+def _compile(f: Any) -> Any:
+    return torch.compile(f, fullgraph=True, backend="aot_eager")
+
+
+@lazy(
+    as_numpy=True,
+    elementwise=True,
+    shape=lambda x: [x.shape] * 2,
+    dtype=lambda x: [x.dtype] * 2,
+)
+def sin_cos(x: Any) -> Any:
+    return np.sin(x), np.cos(x)
+
+
+@sin_cos.defvjp
+def _sin_cos_vjp(g: Any, out: Any, x: Any) -> Any:
+    gs, gc = g  # a tuple: one cotangent per output
+    return (gs * np.cos(x) - gc * np.sin(x),)
+
+
+def _x(n: int = 5) -> Any:
+    return torch.linspace(0.1, 1.3, n, dtype=torch.float64)
+
+
+# ------------------------------------------------------------------ several outputs
+@pytest.mark.slow
+def test_callable_shapes_several_outputs_under_compile() -> None:
+    x = _x()
+    got = _compile(lambda t: sin_cos(t)[1])(x)
+    np.testing.assert_allclose(got.numpy(), np.cos(x.numpy()))
+    s, c = _compile(sin_cos)(x)
+    np.testing.assert_allclose(s.numpy(), np.sin(x.numpy()))
+    np.testing.assert_allclose(c.numpy(), np.cos(x.numpy()))
+
+
+@pytest.mark.slow
+def test_several_outputs_vjp_gets_a_tuple_under_compile() -> None:
+    x = _x().requires_grad_()
+    _compile(lambda t: (sin_cos(t)[0] * 2 + sin_cos(t)[1]).sum())(x).backward()
+    xn = x.detach().numpy()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.cos(xn) - np.sin(xn))
+
+
+@pytest.mark.slow
+def test_several_outputs_under_export() -> None:
+    class Model(torch.nn.Module):
+        def forward(self, a: Any) -> Any:
+            return sin_cos(a)[1] + 1
+
+    x = _x()
+    program = torch.export.export(Model(), (x,))
+    np.testing.assert_allclose(program.module()(x).numpy(), np.cos(x.numpy()) + 1)
+
+
+def test_several_outputs_under_vmap() -> None:
+    m = torch.rand(3, 4, dtype=torch.float64)
+    s, c = torch.func.vmap(sin_cos)(m)
+    np.testing.assert_allclose(c.numpy(), np.cos(m.numpy()))
+    np.testing.assert_allclose(s.numpy(), np.sin(m.numpy()))
+
+
+def test_vmap_with_an_unbatched_first_argument() -> None:
+    kernel = lazy(lambda a, b: np.sin(a) * b, as_numpy=True, elementwise=True)
+    a = torch.rand(3, dtype=torch.float64)
+    b = torch.rand(2, 3, dtype=torch.float64)
+    got = torch.func.vmap(kernel, in_dims=(None, 0))(a, b)
+    np.testing.assert_allclose(got.numpy(), np.sin(a.numpy()) * b.numpy())
+
+
+def test_vmap_of_a_whole_array_kernel_runs_once_per_element() -> None:
+    calls = []
+
+    def centred(a: Any) -> Any:
+        calls.append(a.shape)
+        return a - a.mean()
+
+    kernel = lazy(centred, as_numpy=True)
+    m = torch.rand(3, 4, dtype=torch.float64)
+    got = torch.func.vmap(kernel)(m)
+    expected = m.numpy() - m.numpy().mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(got.numpy(), expected)
+    assert calls == [(4,)] * 3
+
+
+# ------------------------------------------------------------ non-contiguous outputs
+@lazy(as_numpy=True, shape=lambda a: (a.shape[1], a.shape[0]))
+def transpose(a: Any) -> Any:
+    return a.T
+
+
+@pytest.mark.slow
+def test_non_contiguous_outputs_under_compile() -> None:
+    scipy_linalg = pytest.importorskip("scipy.linalg", reason="scipy not installed")
+    cholesky = lazy(scipy_linalg.cholesky, as_numpy=True)  # Fortran order
+    m = torch.rand(3, 4, dtype=torch.float64)
+    got = _compile(lambda t: transpose(t) * 2)(m)
+    np.testing.assert_array_equal(got.numpy(), m.numpy().T * 2)
+    spd = m @ m.T + torch.eye(3, dtype=torch.float64)
+    got = _compile(lambda t: cholesky(t, lower=True) + 0)(spd)
+    expected = scipy_linalg.cholesky(spd.numpy(), lower=True)
+    np.testing.assert_allclose(got.numpy(), expected)
+
+
+# -------------------------------------------------------------------- one SpecError
+@lazy(as_numpy=True, shape=lambda x: 1 // 0)
+def raising_shape(x: Any) -> Any:
+    return x
+
+
+@lazy(as_numpy=True, shape=lambda x: (-1,))
+def negative_shape(x: Any) -> Any:
+    return x
+
+
+@lazy(as_numpy=True, dtype=lambda x: "not a dtype")
+def bad_dtype(x: Any) -> Any:
+    return x
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    out = []
+    while exc is not None:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", [raising_shape, negative_shape, bad_dtype])
+def test_spec_errors_are_the_same_under_compile(kernel: Any) -> None:
+    x = _x()
+    with pytest.raises(SpecError) as eager:
+        kernel(x)
+    with pytest.raises(Exception) as compiled:
+        _compile(lambda t: kernel(t) + 1)(x)
+    # Dynamo re-raises errors of a fake implementation as its own error: the
+    # lazyapply SpecError is its cause, with the eager message.
+    errors = [e for e in _chain(compiled.value) if isinstance(e, SpecError)]
+    assert errors, compiled.value
+    assert str(errors[0]) == str(eager.value)
+
+
+# ------------------------------------------------------------------- static values
+def test_call_sites_never_share_equal_but_different_values() -> None:
+    values = [0.0, -0.0, 1, 1.0, True, (1, 2), (1.0, 2.0), np.float32(1), "1", None]
+    sites = {site_of((TENSOR, v), {}) for v in values}
+    assert len(sites) == len(values)
+    kw = {site_of((TENSOR,), {"s": v}) for v in values}
+    assert len(kw) == len(values)
+
+
+copysign = lazy(np.copysign, as_numpy=True, elementwise=True)
+
+
+@lazy(as_numpy=True, shape=lambda x, s: x.shape, dtype="float64")
+def type_baked(x: Any, s: Any) -> Any:
+    """Adds the length of the static argument's type name: 1, 1.0, True differ."""
+    extra = len(s) if isinstance(s, (tuple, list)) else 0
+    return x + len(type(s).__name__) + extra * 10
+
+
+# (np.float32(1) is covered by the call-site test: Dynamo turns a NumPy scalar argument
+# into a traced array, which lazyapply then sees as an array.)
+_STATIC = [1, 1.0, True, (1, 2), (1.0, 2.0)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["compile", "export"])
+def test_static_values_that_compare_equal_under_compile(how: str) -> None:
+    x = torch.ones(3, dtype=torch.float64)
+    for s in _STATIC:
+        expected = type_baked(x.numpy(), s)
+        torch._dynamo.reset()
+        if how == "compile":
+            got = _compile(lambda t, s=s: type_baked(t, s))(x)
+        else:
+
+            class Model(torch.nn.Module):
+                def forward(self, t: Any, s: Any = s) -> Any:
+                    return type_baked(t, s)
+
+            got = torch.export.export(Model(), (x,)).module()(x)
+        np.testing.assert_array_equal(got.numpy(), expected, err_msg=repr(s))
+    for s in (0.0, -0.0):
+        torch._dynamo.reset()
+        got = _compile(lambda t, s=s: copysign(t, s))(x)
+        np.testing.assert_array_equal(got.numpy(), np.copysign(x.numpy(), s))
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="Dynamo's float guard compares with ==, so -0.0 reuses the graph traced "
+    "for 0.0 (pytorch/pytorch#192604, not in torch 2.13)",
+)
+def test_negative_zero_after_zero_in_one_compiled_function() -> None:
+    x = torch.ones(3, dtype=torch.float64)
+    torch._dynamo.reset()
+    f = _compile(copysign)
+    f(x, 0.0)
+    np.testing.assert_array_equal(f(x, -0.0).numpy(), -np.ones(3))
+
+
+# --------------------------------------------------------------------- gradients
+@lazy
+def torch_code(x: Any) -> Any:
+    return torch.sin(x) * 2
+
+
+@pytest.mark.slow
+def test_torch_code_stays_differentiable_under_compile() -> None:
+    x = _x().requires_grad_()
+    _compile(lambda t: torch_code(t).sum())(x).backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2 * np.cos(x.detach().numpy()))
+
+
+@lazy(as_numpy=True)
+def opaque(x: Any) -> Any:
+    return np.sin(x)
+
+
+@pytest.mark.slow
+def test_opaque_kernel_without_vjp_names_the_kernel_under_compile() -> None:
+    x = _x().requires_grad_()
+    f = torch.compile(lambda t: opaque(t).sum(), backend="aot_eager")
+    with pytest.raises(NotDifferentiableError, match=r"opaque .*@opaque\.defvjp"):
+        f(x)
+
+
+# ------------------------------------------------------------------------ methods
+def test_jax_jit_of_a_bound_method() -> None:
+    jax = pytest.importorskip("jax", reason="jax is not installed")
+
+    class Scaler:
+        factor = 3.0
+
+        @lazy(as_numpy=True)
+        def scale(self, a: Any) -> Any:
+            return a * self.factor
+
+    got = jax.jit(Scaler().scale)(jax.numpy.arange(3.0))
+    np.testing.assert_allclose(np.asarray(got), np.arange(3.0) * 3)
+
+
+# -------------------------------------------------------- a cache shared by processes
+_CACHE_SCRIPT = """
+import sys
+import numpy as np
+import torch
+from lazyapply import lazy
+
+def factory(k):
+    @lazy(as_numpy=True, elementwise=True)
+    def kern(x):
+        return x * k
+
+    @kern.defvjp
+    def kern_vjp(g, out, x):
+        return (g * k,)
+
+    return kern
+
+order = [2.0, 3.0] if sys.argv[1] == "first" else [3.0, 2.0]
+kernels = {k: factory(k) for k in order}
+x = torch.ones(4, dtype=torch.float64, requires_grad=True)
+f = torch.compile(lambda t: kernels[3.0](t).sum(), fullgraph=True)
+f(x).backward()
+print(float(x.grad[0]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_two_processes_share_an_inductor_cache(tmp_path: Path) -> None:
+    """Two kernels named ``kern`` (vjps x2 and x3), registered in opposite orders.
+
+    The second process loads the first one's compiled graphs from the cache; each
+    must run its own kernel's vjp.
+    """
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "cached.py"
+    script.write_text(textwrap.dedent(_CACHE_SCRIPT))
+    env = {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+        "PYTHONPATH": str(root),
+    }
+    for order in ("first", "second"):
+        proc = subprocess.run(
+            [sys.executable, str(script), order],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip().splitlines()[-1] == "3.0", (order, proc.stdout)
