@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lazyapply._caches import weak
 from lazyapply._call import KernelCall, make_call
@@ -158,14 +158,11 @@ class PreparedCall:
         if self.layout is None and adapter.lays_out:
             msg = "a call prepared with deferred=False runs now: call .run()"
             raise TypeError(msg)
+        lay = cast("Layout", self.layout)  # None only where lays_out is False
         if not adapter.lays_out:  # the strategy lays out itself (torch's custom op)
-            return adapter.defer(
-                self.call, self.args, self.spec, None, self.first, None
-            )  # type: ignore[arg-type]
+            return adapter.defer(self.call, self.args, self.spec, lay, self.first, None)
         ready = prepared(adapter, self.call.func, self.spec)
-        return adapter.defer(
-            self.call, self.args, self.spec, self.layout, self.first, ready
-        )
+        return adapter.defer(self.call, self.args, self.spec, lay, self.first, ready)
 
 
 def prepare_call(

@@ -14,8 +14,8 @@ from __future__ import annotations
 import inspect
 import sys
 import types
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 from lazyapply._caches import bounded, weak
 from lazyapply._errors import SpecError
@@ -80,7 +80,8 @@ def _is_dtype_callable(dtype: object) -> bool:
 
 def _check_dtypes(dtype: object, name: str) -> None:
     many = isinstance(dtype, (tuple, list))
-    for i, d in enumerate(dtype if many else (dtype,)):  # type: ignore[arg-type]
+    items = cast("Sequence[Any]", dtype) if many else (dtype,)
+    for i, d in enumerate(items):
         if _is_dtype_callable(d):
             msg = (
                 f"{name}: dtype= lists a callable ({getattr(d, '__name__', d)!r}) at "
@@ -275,7 +276,7 @@ def _cached(
     spec = _SPECS.get(key)
     if spec is None:
         spec = _SPECS.put(key, _build(func, full, ""))
-    return spec
+    return cast(CallSpec, spec)
 
 
 # ------------------------------------------------------------ per kernel

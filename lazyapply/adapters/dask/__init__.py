@@ -214,4 +214,7 @@ def _adopted(args: tuple[Any, ...]) -> tuple[Any, ...]:
         return args
     from dask.array import asarray
 
-    return tuple(asarray(a) if type(a) is np.ndarray else a for a in args)
+    return tuple(
+        asarray(a) if type(a) is np.ndarray else a  # type: ignore[no-untyped-call]
+        for a in args
+    )

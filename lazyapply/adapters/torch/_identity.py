@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import types
-from typing import Any
+from typing import Any, cast
 
 from lazyapply.spec import CallSpec
 from lazyapply.spec._static import Identity, Unkeyable, static_key
@@ -58,6 +58,7 @@ def _function(fn: Any, depth: int) -> Any:
             _value(fn.__kwdefaults__, depth),
         )
     if isinstance(fn, functools_partial()):
+        fn = cast(Any, fn)  # a functools.partial (its type is looked up lazily)
         return (
             "partial",
             _function(fn.func, depth),

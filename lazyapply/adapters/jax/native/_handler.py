@@ -157,7 +157,7 @@ def guarded(typingctx: Any, fn: Any, args: Any) -> Any:
     """
     if not isinstance(fn, types.Dispatcher) or not isinstance(args, types.BaseTuple):
         return None
-    sig = typingctx.resolve_function_type(fn, tuple(args), {})
+    sig = typingctx.resolve_function_type(fn, tuple(args), {})  # type: ignore[arg-type]
     if sig is None:
         return None
     result = types.Tuple((types.boolean, sig.return_type))
@@ -170,7 +170,7 @@ def guarded(typingctx: Any, fn: Any, args: Any) -> Any:
         items = cgutils.unpack_tuple(builder, values[1])
         items = [
             context.cast(builder, v, t, want)
-            for v, t, want in zip(items, args, sig.args, strict=True)
+            for v, t, want in zip(items, args, sig.args, strict=True)  # type: ignore[call-overload]
         ]
         status, value = context.call_conv.call_function(
             builder, func, fndesc.restype, fndesc.argtypes, items
@@ -191,7 +191,7 @@ def view_of(nbtype: Any, readonly: bool) -> Any:
     function of its own for every signature); read-only when asked, so that Numba
     refuses to compile a write into it.
     """
-    from numba.core.typing import signature
+    from numba.core.typing import signature  # type: ignore[attr-defined]
     from numba.np.arrayobj import np_cfarray
 
     ptr_type = types.CPointer(nbtype)  # type: ignore[no-untyped-call]
