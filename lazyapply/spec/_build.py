@@ -80,8 +80,7 @@ def _is_dtype_callable(dtype: object) -> bool:
 
 def _check_dtypes(dtype: object, name: str) -> None:
     many = isinstance(dtype, (tuple, list))
-    items = cast("Sequence[Any]", dtype) if many else (dtype,)
-    for i, d in enumerate(items):
+    for i, d in enumerate(cast("Sequence[Any]", dtype) if many else (dtype,)):
         if _is_dtype_callable(d):
             msg = (
                 f"{name}: dtype= lists a callable ({getattr(d, '__name__', d)!r}) at "

@@ -69,8 +69,7 @@ def compile_target(
     # On disk; again on disk after clearing a damaged entry; then in memory only.
     tries = [entry, entry, None] if committed else [entry, None]
     handler: Any = None
-    hit = False
-    where: Any = None
+    hit, where = False, None
     for attempt, where in enumerate(tries if entry is not None else [None]):
         try:
             handler, hit = make_handler(*plan.handler_args, token, plan.env, where)  # type: ignore[call-arg]
