@@ -15,7 +15,22 @@ from typing import Any
 
 from lazyapply._errors import KernelOutputError
 
-__all__ = ["JvpKernel", "VjpKernel"]
+__all__ = ["JvpKernel", "VjpKernel", "eager_rule", "own_vjp"]
+
+
+def own_vjp(rule: Any) -> Any:
+    """The vjp declared on a vjp (a ``@lazy(vjp=...)`` function), or ``None``."""
+    from lazyapply.spec import CallSpec
+
+    spec = getattr(rule, "spec", None)
+    return spec.vjp if isinstance(spec, CallSpec) else None
+
+
+def eager_rule(rule: Any) -> Any:
+    """The kernel of a rule given as a lazy function (called on converted arrays)."""
+    from lazyapply.spec import CallSpec
+
+    return rule.eager if isinstance(getattr(rule, "spec", None), CallSpec) else rule
 
 
 class VjpKernel:
@@ -37,10 +52,7 @@ class VjpKernel:
     ) -> None:
         # A vjp given as a lazy function (it declares its own vjp, for second
         # derivatives) is called here on the converted arrays: its kernel.
-        from lazyapply.spec import CallSpec
-
-        spec = getattr(vjp, "spec", None)
-        self.vjp = vjp.eager if isinstance(spec, CallSpec) else vjp  # type: ignore[attr-defined]
+        self.vjp = eager_rule(vjp)
         self.name = name
         self.n_out = n_out
         self.multi = multi

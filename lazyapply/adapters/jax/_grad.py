@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import jvp_spec, vjp_spec
-from lazyapply.adapters.jax._second import VjpOfVjp, own_vjp
+from lazyapply._grad_kernels import own_vjp
+from lazyapply.adapters.jax._second import VjpOfVjp
 from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
 
 if TYPE_CHECKING:

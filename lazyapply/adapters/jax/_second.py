@@ -12,20 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from lazyapply._errors import NotDifferentiableError
-from lazyapply.spec import CallSpec
+from lazyapply._grad_kernels import eager_rule
 
-__all__ = ["VjpOfVjp", "eager_rule", "own_vjp"]
-
-
-def own_vjp(rule: Any) -> Any:
-    """The vjp declared on a vjp (a ``@lazy(vjp=...)`` function), or ``None``."""
-    spec = getattr(rule, "spec", None)
-    return spec.vjp if isinstance(spec, CallSpec) else None
-
-
-def eager_rule(rule: Any) -> Any:
-    """The kernel of a rule given as a lazy function (called on NumPy in a callback)."""
-    return rule.eager if isinstance(getattr(rule, "spec", None), CallSpec) else rule
+__all__ = ["VjpOfVjp"]
 
 
 class VjpOfVjp:

@@ -14,8 +14,9 @@ vjp the kernel gets the tensors as they are, and torch differentiates its torch 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions
 from lazyapply.spec import CallSpec, Mode, OutputSpec
@@ -255,7 +256,7 @@ class _LikeArgs:
         return [getattr(flat[self.offset + i], self.attr) for i in self.positions]
 
 
-_LIKE: dict[tuple[Any, ...], _LikeArgs] = {}
+_LIKE = bounded("torch: vjp argument views", 1024)
 
 
 def _like(attr: str, offset: int, positions: tuple[int, ...]) -> _LikeArgs:
@@ -263,10 +264,8 @@ def _like(attr: str, offset: int, positions: tuple[int, ...]) -> _LikeArgs:
     key = (attr, offset, positions)
     hit = _LIKE.get(key)
     if hit is None:
-        if len(_LIKE) > 1024:
-            _LIKE.clear()
-        hit = _LIKE[key] = _LikeArgs(attr, offset, positions)
-    return hit
+        hit = _LIKE.put(key, _LikeArgs(attr, offset, positions))
+    return cast(_LikeArgs, hit)
 
 
 def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:

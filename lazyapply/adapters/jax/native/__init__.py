@@ -21,14 +21,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from lazyapply._caches import BoundedDict, bounded
+
 __all__ = ["explain_native", "native_decision", "native_stage"]
 
 logger = logging.getLogger("lazyapply.native")
 
 _LOCK = threading.Lock()
 # Handlers are never evicted: XLA keeps their addresses for the life of the process.
-_TARGETS: dict[tuple[Any, ...], tuple[str, Any] | str] = {}
-_DECISIONS: dict[Any, str] = {}
+_TARGETS: BoundedDict[tuple[Any, ...], tuple[str, Any] | str] = bounded(
+    "jax native: FFI targets per signature", 512
+)
+_DECISIONS = bounded("jax native: last decision per kernel", 1024)
 _SCALARS = (bool, int, float)
 
 
@@ -44,9 +48,7 @@ def explain_native(kernel: Any) -> str | None:
 
 
 def _decide(kernel: Any, name: str, decision: str) -> None:
-    if len(_DECISIONS) > 1024:
-        _DECISIONS.clear()
-    _DECISIONS[kernel] = decision
+    _DECISIONS.put(kernel, decision)
     logger.debug("%s: %s", name, decision)
 
 
@@ -209,7 +211,7 @@ def _target(
     with _LOCK:  # one compile per signature, even when threads trace at once
         found = _TARGETS.get(key)
         if found is None:
-            found = _TARGETS[key] = compile_target(template, args, positions, key)
+            found = _TARGETS.put(key, compile_target(template, args, positions, key))
     return found
 
 

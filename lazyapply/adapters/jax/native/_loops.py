@@ -35,6 +35,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from lazyapply._caches import bounded
 from lazyapply.adapters.jax.native._capi import CSignature
 from lazyapply.adapters.jax.native._handler import (
     FFI_API_VERSION,
@@ -336,7 +337,7 @@ def _entry_call(sig: CSignature) -> Any:
 
 
 _LOCK = threading.Lock()
-_ENTRY_LOOPS: dict[Any, Any] = {}
+_ENTRY_LOOPS = bounded("jax native: Cython entry loops per signature", 256)
 
 
 def entry_loop(sig: CSignature, buffers: tuple[str, ...]) -> Any:
@@ -350,7 +351,7 @@ def entry_loop(sig: CSignature, buffers: tuple[str, ...]) -> Any:
     with _LOCK:
         found = _ENTRY_LOOPS.get(key)
         if found is None:
-            found = _ENTRY_LOOPS[key] = _compile_entry_loop(sig, buffers)
+            found = _ENTRY_LOOPS.put(key, _compile_entry_loop(sig, buffers))
     return found
 
 
