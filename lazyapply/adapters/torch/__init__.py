@@ -114,9 +114,16 @@ class TorchAdapter(Adapter):
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
             return call_op(self._torch, call.func, spec, args, call.kwargs)
-        if spec.as_numpy and self._any_wrapped(args):  # torch.func: the op's rules
-            return call_op(self._torch, call.func, spec, args, call.kwargs)
         from lazyapply._engine import prepared as ready
+
+        if self._any_wrapped(args):  # torch.func
+            if spec.vjp is not None:  # the node's grad and vmap rules
+                prep = ready(self, call.func, spec)
+                return apply_with_grad(self, None, args, spec, first, prep, call.kwargs)
+            if spec.as_numpy:  # the op's vmap rule
+                if needs_grad(args):
+                    not_differentiable(call.name, self.label(first))
+                return call_op(self._torch, call.func, spec, args, call.kwargs)
 
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)
