@@ -59,7 +59,7 @@ _SCRIPT = textwrap.dedent(
         print(label, kept, "all-gather" in hlo, explain_native(kernel) or "-")
 
     for axis in (AxisType.Explicit, AxisType.Auto):
-        mesh = jax.make_mesh((4,), ("d",), axis_types=(axis,))
+        mesh = meshes_auto = jax.make_mesh((4,), ("d",), axis_types=(axis,))
         name = axis.name
         check(nb_sin, mesh, {}, np.sin(host), f"native-elementwise-{name}")
         check(nb_cumsum, mesh, {}, np.cumsum(host, axis=-1), f"native-gufunc-{name}")
@@ -84,6 +84,13 @@ _SCRIPT = textwrap.dedent(
     out = f(x)
     np.testing.assert_allclose(np.asarray(out), np_norm(wide), rtol=1e-6)
     print("core-sharded", tuple(out.sharding.spec), sorted(set(seen))[0])
+
+    # vmap of a partitioned native call (custom_partitioning has no batching rule of
+    # its own: the batch is one more loop dimension, partitioned anew).
+    x = jax.device_put(jnp.asarray(host), NamedSharding(meshes_auto, P("d")))
+    f = jax.jit(jax.vmap(lambda a: lazy_apply(nb_sin, a, as_numpy=True)))
+    np.testing.assert_allclose(np.asarray(f(x)), np.sin(host), rtol=1e-6)
+    print("native-vmap", "all-gather" in f.lower(x).compile().as_text())
 
     # Eager: a NumPy result shaped like a sharded input keeps its sharding.
     mesh1 = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
@@ -152,6 +159,10 @@ def test_signature_reshards_a_sharded_core_dimension(report: dict[str, str]) -> 
     spec, shard = report["core-sharded"].split(" ", 1)
     assert spec == "('a',)"  # the loop axis keeps its sharding
     assert shard == "(4, 4)"  # each call: half the loop, the whole core
+
+
+def test_native_call_under_vmap_stays_partitioned(report: dict[str, str]) -> None:
+    assert report["native-vmap"] == "False"
 
 
 def test_eager_call_keeps_the_input_sharding(report: dict[str, str]) -> None:
