@@ -17,6 +17,7 @@ from lazyapply.adapters.jax._stage import align_loops
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
+    from lazyapply._check import OutputCheck
 
 __all__ = ["Callback", "readonly_inputs"]
 
@@ -63,7 +64,7 @@ class Callback:
         self.positions = positions
         self.ndims = ndims
 
-    def __call__(self, *arrays: Any) -> Any:
+    def __call__(self, *arrays: Any, check: OutputCheck | None = None) -> Any:
         lead: tuple[int, ...] = ()
         if arrays and arrays[0].ndim > self.ndims[0]:  # batched by vmap in one call
             lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
@@ -75,7 +76,7 @@ class Callback:
         call = self.call
         try:
             # XLA flushes denormals in this thread; the kernel runs as eagerly.
-            return in_default_fp_env(call.run, tuple(args), call.kwargs, lead)
+            return in_default_fp_env(call.run, tuple(args), call.kwargs, lead, check)
         except LazyApplyError:
             raise
         except Exception as exc:
