@@ -125,12 +125,13 @@ class TorchAdapter(Adapter):
             return call_op(self._torch, call.func, spec, args, call.kwargs)
         from lazyapply._engine import prepared as ready
 
-        if self._any_wrapped(args):  # torch.func
-            if spec.vjp is not None:  # the node's grad and vmap rules
+        if self._any_wrapped(args):
+            live = self._transforms_active()  # else a wrapper that escaped: dead
+            if live and spec.vjp is not None:  # torch.func: the node's grad and vmap
                 prep = ready(self, call.func, spec)
                 return apply_with_grad(self, None, args, spec, first, prep, call.kwargs)
-            if spec.as_numpy:  # the op's vmap rule
-                if needs_grad(args):
+            if spec.as_numpy:  # the op's vmap rule (the op unwraps a dead wrapper)
+                if live and needs_grad(args):
                     not_differentiable(call.name, self.label(first))
                 return call_op(self._torch, call.func, spec, args, call.kwargs)
 
