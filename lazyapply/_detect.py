@@ -147,10 +147,16 @@ def find_adapter(
     adapter: Adapter | None = None
     first = None
     types = _TYPES
+    seen: type | None = None
     for a in args:
-        ad = types.get(type(a), types)
-        if ad is types:
+        t = type(a)
+        if t is seen:  # arrays of one type (the common case): one lookup for all
+            continue
+        ad = types.get(t, types)
+        if ad is types:  # not cached (lists and tuples never are: each is checked)
             ad = _learn(a, _name(func))
+        else:
+            seen = t
         if ad is None:
             continue
         if adapter is None:

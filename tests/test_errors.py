@@ -106,6 +106,18 @@ def test_unsupported_argument(bad: Any) -> None:
     assert "keyword argument" in str(info.value)  # the fix
 
 
+@pytest.mark.parametrize(
+    "args",
+    [([1, 2], [np.ones(2)]), ((1, 2), (np.ones(2),)), ([1, 2], [[np.ones(2)]])],
+    ids=["lists", "tuples", "nested"],
+)
+def test_every_sequence_argument_is_checked(args: tuple[Any, ...]) -> None:
+    # Detection looks up a repeated argument type once; lists and tuples are never
+    # cached, so the second one is checked too (an array in it is refused).
+    with pytest.raises(ArgumentTypeError, match=r"^my_kernel: a (list|tuple) among"):
+        lazy_apply(my_kernel, np.ones(2), *args)
+
+
 # ------------------------------------------------------------ shape / dtype counts
 def test_multiple_shapes_one_dtype(backend: Backend) -> None:
     x = backend.asarray(np.ones(3))

@@ -3,8 +3,9 @@
 An elementwise or gufunc kernel runs once per shard and its output keeps the input's
 sharding, with no all-gather in the compiled program: on the native path (Numba, any
 mesh, through ``custom_partitioning``) and on the callback path (meshes with explicit
-axes, through ``shard_map``). A whole-array kernel gathers, runs once on the whole
-array, and its result is re-sharded as the program asks.
+axes through ``shard_map``, Auto axes through ``custom_partitioning``). A whole-array
+kernel gathers, runs once on the whole array, and its result is re-sharded as the
+program asks.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ _SCRIPT = textwrap.dedent(
         print(label, kept, "all-gather" in hlo, explain_native(kernel) or "-")
 
     for axis in (AxisType.Explicit, AxisType.Auto):
-        mesh = jax.make_mesh((4,), ("d",), axis_types=(axis,))
+        mesh = meshes_auto = jax.make_mesh((4,), ("d",), axis_types=(axis,))
         name = axis.name
         check(nb_sin, mesh, {}, np.sin(host), f"native-elementwise-{name}")
         check(nb_cumsum, mesh, {}, np.cumsum(host, axis=-1), f"native-gufunc-{name}")
@@ -83,6 +84,13 @@ _SCRIPT = textwrap.dedent(
     out = f(x)
     np.testing.assert_allclose(np.asarray(out), np_norm(wide), rtol=1e-6)
     print("core-sharded", tuple(out.sharding.spec), sorted(set(seen))[0])
+
+    # vmap of a partitioned native call (custom_partitioning has no batching rule of
+    # its own: the batch is one more loop dimension, partitioned anew).
+    x = jax.device_put(jnp.asarray(host), NamedSharding(meshes_auto, P("d")))
+    f = jax.jit(jax.vmap(lambda a: lazy_apply(nb_sin, a, as_numpy=True)))
+    np.testing.assert_allclose(np.asarray(f(x)), np.sin(host), rtol=1e-6)
+    print("native-vmap", "all-gather" in f.lower(x).compile().as_text())
 
     # Eager: a NumPy result shaped like a sharded input keeps its sharding.
     mesh1 = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
@@ -130,10 +138,12 @@ def test_callback_runs_per_shard_on_explicit_meshes(report: dict[str, str]) -> N
     assert report["callback-Explicit-calls"] == "[(2, 2)]"  # one call per shard
 
 
-def test_callback_on_auto_mesh_gathers_and_runs_once(report: dict[str, str]) -> None:
-    # The trace cannot see an Auto mesh's sharding, and a host callback cannot be
-    # lowered per shard by custom_partitioning: the whole array, once.
-    assert report["callback-Auto-calls"] == "[(8, 2)]"
+def test_callback_runs_per_shard_on_auto_meshes(report: dict[str, str]) -> None:
+    # custom_partitioning with lazyapply's host-callback FFI target (_host.py);
+    # the cases of Auto meshes are in test_jax_sharding_auto.py.
+    kept, gathered, _ = report["callback-Auto"].split(" ", 2)
+    assert (kept, gathered) == ("True", "False")
+    assert report["callback-Auto-calls"] == "[(2, 2)]"
 
 
 @pytest.mark.parametrize("axis", ["Explicit", "Auto"])
@@ -149,6 +159,10 @@ def test_signature_reshards_a_sharded_core_dimension(report: dict[str, str]) -> 
     spec, shard = report["core-sharded"].split(" ", 1)
     assert spec == "('a',)"  # the loop axis keeps its sharding
     assert shard == "(4, 4)"  # each call: half the loop, the whole core
+
+
+def test_native_call_under_vmap_stays_partitioned(report: dict[str, str]) -> None:
+    assert report["native-vmap"] == "False"
 
 
 def test_eager_call_keeps_the_input_sharding(report: dict[str, str]) -> None:

@@ -107,6 +107,29 @@ def test_vmap_of_a_whole_array_kernel_runs_once_per_element() -> None:
     assert calls == [(4,)] * 3
 
 
+def test_tensor_escaped_from_a_transform_runs_now() -> None:
+    # Outside every torch.func transform no argument is asked whether torch.func
+    # wraps it: an escaped grad wrapper is dead, and torch treats it as the plain
+    # tensor it wraps (torch.autograd.Function.apply unwraps it the same way).
+    leaked: list[Any] = []
+
+    def loss(t: Any) -> Any:
+        leaked.append(t)
+        return (t * 2).sum()
+
+    x = _x()
+    torch.func.grad(loss)(x)
+    (dead,) = leaked
+    assert not torch._C._are_functorch_transforms_active()
+    for as_numpy in (False, True):
+        triple = lazy(lambda a: a * 3, as_numpy=as_numpy)
+        got = triple(dead)  # grad mode on: the dead wrapper requires grad
+        np.testing.assert_allclose(got.detach().numpy(), x.numpy() * 3)
+        with torch.no_grad():  # grad mode off: it runs now
+            got = triple(dead)
+        np.testing.assert_allclose(got.numpy(), x.numpy() * 3)
+
+
 # ------------------------------------------------------------ non-contiguous outputs
 @lazy(as_numpy=True, shape=lambda a: (a.shape[1], a.shape[0]))
 def transpose(a: Any) -> Any:

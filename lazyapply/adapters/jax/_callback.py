@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import LazyApplyError
+from lazyapply.adapters.jax._fenv import in_default_fp_env
 from lazyapply.adapters.jax._stage import align_loops
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
+    from lazyapply._check import OutputCheck
 
 __all__ = ["Callback", "readonly_inputs"]
 
@@ -62,7 +64,7 @@ class Callback:
         self.positions = positions
         self.ndims = ndims
 
-    def __call__(self, *arrays: Any) -> Any:
+    def __call__(self, *arrays: Any, check: OutputCheck | None = None) -> Any:
         lead: tuple[int, ...] = ()
         if arrays and arrays[0].ndim > self.ndims[0]:  # batched by vmap in one call
             lead = tuple(arrays[0].shape[: arrays[0].ndim - self.ndims[0]])
@@ -73,7 +75,8 @@ class Callback:
             args[i] = a
         call = self.call
         try:
-            return call.run(tuple(args), call.kwargs, lead)
+            # XLA flushes denormals in this thread; the kernel runs as eagerly.
+            return in_default_fp_env(call.run, tuple(args), call.kwargs, lead, check)
         except LazyApplyError:
             raise
         except Exception as exc:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import SpecError
 from lazyapply.adapters.jax._callback import Callback
-from lazyapply.adapters.jax._shard import per_shard
+from lazyapply.adapters.jax._host import HostEntry
+from lazyapply.adapters.jax._shard import in_shard, partitioned_callback, per_shard
 from lazyapply.adapters.jax._stage import (
     Decision,
     Route,
@@ -76,6 +77,10 @@ def plain_staging(
         method = "broadcast_all" if batched else "sequential"
         callback = Callback(call, args, positions, ndims, align)
         fn = functools.partial(_pure_callback, callback, result, method)
+        if in_shard() == "partition":  # pure_callback would crash there (see _host)
+            dtypes = tuple(a.dtype for a in arrays)
+            entry = HostEntry(callback, dtypes, structs, layout.multi)
+            fn = functools.partial(partitioned_callback, entry)
     local = functools.partial(adapter.stage_local, stager, args, positions, call.kwargs)
     sharded = None
     if not layout.declared[0] and loop is not None:

@@ -2,11 +2,22 @@
 
 Under ``jax.jit`` a host callback or an FFI call is opaque to XLA's partitioner, which
 would gather a sharded operand onto every device and run the kernel on the whole array.
-:func:`per_shard` wraps the staging of such a kernel in
-``jax.experimental.custom_partitioning``: its loop dimensions keep the operands'
-sharding, its core dimensions (a gufunc's) are replicated, and each device stages the
-kernel on its own shard (callback or native path alike), so that the output keeps the
-input's sharding without an all-gather.
+:func:`per_shard` partitions such a kernel's staging along its loop dimensions, which
+keep the operands' sharding, while its core dimensions (a gufunc's) are replicated;
+each device stages the kernel on its own shard, so that the output keeps the input's
+sharding without an all-gather:
+
+- operands whose sharding the trace sees (meshes with ``AxisType.Explicit`` axes) on
+  the callback path: ``jax.shard_map``;
+- otherwise (Auto axes: ``Mesh(devices, names)``, ``jax.device_put``):
+  ``jax.experimental.custom_partitioning``, whose per-shard function stages the native
+  FFI call, or on the callback path lazyapply's own host-callback FFI target
+  (:mod:`._host`; ``jax.pure_callback`` crashes there on JAX 0.10). That target is
+  CPU-only: on other platforms the callback path gathers as before. A shard that XLA
+  pads (a loop dimension the mesh does not divide) shows the kernel only its real
+  elements; replicated operands are split over the devices so that each computes a
+  part once. ``custom_partitioning`` has no batching rule: under ``vmap`` the batch
+  becomes one more loop dimension, staged and partitioned anew.
 
 A whole-array kernel (no mode), an explicit ``shape=``, or operands whose loop shapes
 differ (broadcasting) are not wrapped: XLA gathers the operands, the kernel runs once
@@ -16,29 +27,78 @@ on the whole array, and the result is re-sharded as the program asks.
 from __future__ import annotations
 
 import functools
-import string
 import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["in_shard", "per_shard"]
+from lazyapply.adapters.jax._host import HostEntry, host_call
+from lazyapply.adapters.jax._shard_specs import (
+    core_factors,
+    loop_spec_of,
+    named,
+    padded_loops,
+    sharding_rule,
+)
 
-# Set while one shard's call is staged, so that it is not partitioned again.
+__all__ = ["in_shard", "partitioned_callback", "per_shard"]
+
+# Set while one shard's call is staged, so that it is not partitioned again:
+# ``on`` is "map" (inside shard_map) or "partition" (a custom_partitioning rule's
+# per-shard function, whose host callbacks go through :mod:`._host`); ``keep`` holds
+# what the partitioned program's host callbacks need alive; ``extents`` is a padded
+# shard's valid loop extents (a traced int32 vector) or None.
 _LOCAL = threading.local()
 
 
-def in_shard() -> bool:
-    """Whether the current thread is staging one shard's call."""
-    return bool(getattr(_LOCAL, "on", False))
+def in_shard() -> str:
+    """``""``, or how the current thread is staging one shard's call."""
+    return str(getattr(_LOCAL, "on", ""))
+
+
+def partitioned_callback(entry: HostEntry, *ops: Any) -> Any:
+    """Stage ``entry``'s host callback in a partitioned shard (see :mod:`._host`)."""
+    keep, extents = getattr(_LOCAL, "keep", None), getattr(_LOCAL, "extents", None)
+    if keep is not None and not any(e is entry for e in keep):
+        keep.append(entry)  # alive as long as the partitioned program
+    return host_call(entry, extents, *ops)
 
 
 def _on_shard(stage_local: Callable[..., Any], *shards: Any) -> Any:
-    """Stage one shard's call, marked so that it is not partitioned again."""
-    _LOCAL.on = True
+    """Stage one shard's call in shard_map, marked so it is not partitioned again."""
+    _LOCAL.on = "map"
     try:
         return stage_local(*shards)
     finally:
-        _LOCAL.on = False
+        _LOCAL.on = ""
+
+
+def _on_partition(
+    stage_local: Callable[..., Any],
+    keep: list[Any],
+    padded: tuple[tuple[int, tuple[str, ...]], ...] | None,
+    *shards: Any,
+) -> Any:
+    """Stage one partitioned shard's call; ``padded``: each loop dimension's global
+    size and mesh axes when one of them is not divided evenly (else None)."""
+    extents = None
+    if padded is not None:
+        import jax
+        import jax.numpy as jnp
+
+        top = shards[0].shape[: len(padded)]
+        sizes = []
+        for tile, (size, names) in zip(top, padded, strict=True):
+            if names:
+                start = jax.lax.axis_index(names) * tile
+                sizes.append(jnp.clip(size - start, 0, tile))
+            else:
+                sizes.append(jnp.asarray(size))
+        extents = jnp.stack(sizes).astype(jnp.int32)
+    _LOCAL.on, _LOCAL.keep, _LOCAL.extents = "partition", keep, extents
+    try:
+        return stage_local(*shards)
+    finally:
+        _LOCAL.on, _LOCAL.keep, _LOCAL.extents = "", None, None
 
 
 def per_shard(
@@ -55,79 +115,92 @@ def per_shard(
     ``native`` is the native path's staging (``None``: the callback path).
     ``None`` when the call is not worth partitioning (one device, broadcasting).
     """
-    stage_local = functools.partial(_on_shard, stage_local)
     import jax
-    import jax.sharding as shd
     from jax.experimental import custom_partitioning as cp
 
     # Untyped in jax's stubs: typed as Any once here.
     custom_partitioning: Any = cp.custom_partitioning
-    NamedSharding: Any = shd.NamedSharding
-    PartitionSpec: Any = shd.PartitionSpec
 
     if jax.device_count() < 2 or not operands or in_shard():
         return None
-    if native is None:  # the callback path
-        return _explicit(stage_local, operands, loop_ndims, out_shapes, multi)
     top = max(loop_ndims)
     loops = {tuple(op.shape[:n]) for op, n in zip(operands, loop_ndims, strict=True)}
     if len(loops) != 1 or top == 0:
         return None  # broadcast loop dims: the partitioner would have to split 1s
+    callback = native is None
+    if callback:
+        mapped = _explicit(stage_local, operands, top, out_shapes, multi)
+        if mapped is not None or jax.default_backend() != "cpu":
+            return mapped  # lazyapply's host callback target is CPU-only
     out_core_ndims = tuple(len(s) - top for s in out_shapes)
-    rule = _sharding_rule(operands, top, out_core_ndims)
+    rule = sharding_rule(operands, top, out_core_ndims)
+    keep: list[Any] = []  # kept alive with the compiled program (see _host)
 
-    def shardings(mesh: Any, arg_shapes: Any, result_shape: Any) -> Any:
-        # The first operand's sharding of the loop axes; core axes are replicated.
-        spec = tuple(getattr(arg_shapes[0].sharding, "spec", ())) + (None,) * top
-        loop_spec = spec[:top]
-        args = [
-            NamedSharding(mesh, PartitionSpec(*loop_spec, *(None,) * (a.ndim - top)))
-            for a in arg_shapes
-        ]
-        results = [
-            NamedSharding(mesh, PartitionSpec(*loop_spec, *(None,) * c))
-            for c in out_core_ndims
-        ]
-        return args, (results if multi else results[0])
+    def shardings(mesh: Any, arg_shapes: Any) -> Any:
+        # Loop axes: sharded as the operands are; core axes are replicated.
+        loop_spec = loop_spec_of(mesh, arg_shapes, top, spread=callback)
+        args = [named(mesh, loop_spec, a.ndim - top) for a in arg_shapes]
+        results = [named(mesh, loop_spec, c) for c in out_core_ndims]
+        return loop_spec, args, (tuple(results) if multi else results[0])
 
     def infer(mesh: Any, arg_shapes: Any, result_shape: Any) -> Any:
-        return shardings(mesh, arg_shapes, result_shape)[1]
+        return shardings(mesh, arg_shapes)[2]
 
     def partition(mesh: Any, arg_shapes: Any, result_shape: Any) -> Any:
-        args, results = shardings(mesh, arg_shapes, result_shape)
-        return mesh, stage_local, results, tuple(args)
+        loop_spec, args, results = shardings(mesh, arg_shapes)
+        padded = (
+            padded_loops(mesh, loop_spec, arg_shapes[0].shape) if callback else None
+        )
+        lower = functools.partial(_on_partition, stage_local, keep, padded)
+        return mesh, lower, results, tuple(args)
 
-    wrapped: Callable[..., Any] = custom_partitioning(stage_local)
-    wrapped.def_partition(  # type: ignore[attr-defined]
-        partition=partition, infer_sharding_from_operands=infer, sharding_rule=rule
+    wrapped: Any = custom_partitioning(
+        functools.partial(_on_partition, stage_local, keep, None)
     )
-    return wrapped
+    wrapped.def_partition(
+        partition=partition,
+        infer_sharding_from_operands=infer,
+        sharding_rule=rule,
+        need_replication_factors=core_factors(rule, top),
+    )
+    return functools.partial(_unbatched, wrapped, stage_local)
 
 
-def _sharding_rule(operands: list[Any], top: int, out_core_ndims: Any) -> str:
-    """Shardy's einsum-like rule: shared loop factors, a factor per core axis."""
-    letters = iter(string.ascii_lowercase)
-    loop = [next(letters) for _ in range(top)]
-    ins = [
-        " ".join(loop + [next(letters) for _ in range(op.ndim - top)])
-        for op in operands
-    ]
-    outs = [" ".join(loop + [next(letters) for _ in range(c)]) for c in out_core_ndims]
-    return f"{', '.join(ins)} -> {', '.join(outs)}"
+def _unbatched(wrapped: Any, stage_local: Callable[..., Any], *ops: Any) -> Any:
+    """``wrapped(*ops)``, under a ``custom_vmap`` (custom_partitioning has no batching
+    rule): a batch is one more leading loop dimension, staged (and partitioned) anew."""
+    import jax
+    from jax.custom_batching import custom_vmap
+
+    @custom_vmap
+    def call(*xs: Any) -> Any:
+        return wrapped(*xs)
+
+    @call.def_vmap
+    def _rule(axis_size: int, in_batched: Any, *xs: Any) -> Any:
+        xs = tuple(
+            x if b else jax.numpy.broadcast_to(x, (axis_size, *x.shape))
+            for x, b in zip(xs, in_batched, strict=True)
+        )
+        out = stage_local(*xs)
+        batched = jax.tree.map(lambda _: True, out)
+        return out, batched
+
+    return call(*ops)
 
 
 def _explicit(
     stage_local: Callable[..., Any],
     operands: list[Any],
-    loop_ndims: tuple[int, ...],
+    top: int,
     out_shapes: tuple[tuple[int | None, ...], ...],
     multi: bool,
 ) -> Callable[..., Any] | None:
     """``jax.shard_map`` over the operands' explicit sharding (the callback path).
 
-    A host callback cannot be lowered inside ``custom_partitioning`` (its Python
-    object would not be kept alive), so the callback path partitions only operands
-    whose sharding the trace knows: meshes with ``AxisType.Explicit`` axes.
+    Used where the trace knows the operands' sharding: meshes with
+    ``AxisType.Explicit`` axes. Elsewhere the callback path is partitioned like the
+    native one, with :mod:`._host`'s target standing in for ``jax.pure_callback``.
     """
     import jax
     import jax.sharding as shd
@@ -137,19 +210,13 @@ def _explicit(
     mesh = getattr(sharding, "mesh", None)
     if mesh is None or getattr(mesh, "empty", True) or not any(sharding.spec):
         return None
-    top = max(loop_ndims)
-    if (
-        len({tuple(op.shape[:n]) for op, n in zip(operands, loop_ndims, strict=True)})
-        != 1
-    ):
-        return None
     loop_spec = (*tuple(sharding.spec), *(None,) * top)[:top]
     in_specs = tuple(
         PartitionSpec(*loop_spec, *(None,) * (op.ndim - top)) for op in operands
     )
     outs = [PartitionSpec(*loop_spec, *(None,) * (len(s) - top)) for s in out_shapes]
     mapped = jax.shard_map(
-        stage_local,
+        functools.partial(_on_shard, stage_local),
         mesh=mesh,
         in_specs=in_specs,
         out_specs=tuple(outs) if multi else outs[0],
