@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from lazyapply._caches import pinned
+
 if TYPE_CHECKING:
     from lazyapply._decorator import LazyFunction
 
@@ -71,7 +73,10 @@ def from_main(qualname: str, data: bytes | None) -> Any:
 
 
 # The copies of ``__main__`` lazy functions made in this process (see _from_main).
-_COPIES: dict[str, LazyFunction[Any, Any]] = {}
+# (Pinned: a copy's own name for itself resolves through this table.)
+_COPIES: dict[str, LazyFunction[Any, Any]] = pinned(
+    "pickling: copies of __main__ kernels"
+)
 
 
 class _Copied:

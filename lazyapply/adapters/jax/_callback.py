@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import LazyApplyError
+from lazyapply.adapters.jax._fenv import in_default_fp_env
 from lazyapply.adapters.jax._stage import align_loops
 
 if TYPE_CHECKING:
@@ -74,7 +75,8 @@ class Callback:
             args[i] = a
         call = self.call
         try:
-            return call.run(tuple(args), call.kwargs, lead, check)
+            # XLA flushes denormals in this thread; the kernel runs as eagerly.
+            return in_default_fp_env(call.run, tuple(args), call.kwargs, lead, check)
         except LazyApplyError:
             raise
         except Exception as exc:

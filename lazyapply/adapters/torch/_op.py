@@ -31,6 +31,7 @@ import secrets
 import threading
 from typing import Any
 
+from lazyapply._caches import pinned
 from lazyapply.adapters.torch._fake import fake_outputs, run_checked
 from lazyapply.adapters.torch._identity import op_digest
 from lazyapply.spec import CallSpec, kernel_name
@@ -39,15 +40,16 @@ from lazyapply.spec._static import Unkeyable, static_key
 __all__ = ["TENSOR", "call_op", "join_site", "prepare_op", "site_of"]
 
 _LOCK = threading.Lock()
+# Pinned (never dropped): registered ops and call sites are named by compiled graphs.
 # op name -> (kernel, spec, op): the kernel is held so that its name stays its own.
-_OPS: dict[str, tuple[Any, CallSpec, Any]] = {}
+_OPS: dict[str, tuple[Any, CallSpec, Any]] = pinned("torch: custom ops by name")
 # (kernel key, spec) -> op name (the hot lookup)
-_NAMED: dict[Any, str] = {}
+_NAMED: dict[Any, str] = pinned("torch: op names by kernel and spec")
 # Call sites: static key of the static part -> int, and back. The int is derived from
 # the static key's repr (float.hex for floats: 0.0 and -0.0 differ; 1, 1.0 and True
 # differ by type), so a graph that Inductor cached in another process finds its sites.
-_SITE_IDS: dict[Any, int] = {}
-_SITES: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+_SITE_IDS: dict[Any, int] = pinned("torch: call site numbers by static key")
+_SITES: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = pinned("torch: call sites")
 _SCHEMA = "(Tensor[] tensors, int site) -> Tensor[]"
 # Marks a tensor's place among the positional arguments: a string, because Dynamo
 # traces the code that builds templates and compares only constants it knows.

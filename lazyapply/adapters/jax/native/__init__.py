@@ -42,9 +42,10 @@ def explain_native(kernel: Any) -> str | None:
     Returns ``"native: <FFI target>"``, ``"callback: <reason>"``, or ``None`` when
     ``kernel`` was never staged under a JAX transformation with ``as_numpy=True``.
     """
-    return _DECISIONS.get(getattr(kernel, "__wrapped__", kernel)) or (
-        _DECISIONS.get(kernel)
-    )
+    # The kernel itself first: a Numba dispatcher's __wrapped__ is its Python
+    # function, which may have been staged on its own (the callback path).
+    found = _DECISIONS.get(kernel)
+    return found or _DECISIONS.get(getattr(kernel, "__wrapped__", None))
 
 
 def _decide(kernel: Any, name: str, decision: str) -> None:

@@ -52,6 +52,7 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
 from lazyapply.adapters.jax.native._failure import HOOK_SYMBOL, install_hook
+from lazyapply.adapters.jax.native._fpmode import fp_enter, fp_leave
 
 __all__ = ["capsule", "handler_source", "make_handler"]
 
@@ -295,6 +296,8 @@ def handler_source(
         "readonly": readonly,
         "copy_bytes": copy_bytes,
         "guarded": guarded,
+        "fp_enter": fp_enter,
+        "fp_leave": fp_leave,
         "BAD": np.frombuffer(b"lazyapply: unexpected XLA FFI call frame\0", np.uint8),
     }
     lines = [
@@ -324,8 +327,9 @@ def handler_source(
     for k, (dtype, ndim) in enumerate(outs):
         env[f"V_o{k}"] = view_of(dtype, False)
         lines += _views("o", "r", k, ndim)
-    lines.append("    ok = True")
-    lines += body
+    # The kernel runs in the caller's floating-point mode, not XLA's (denormals
+    # kept): see _fpmode. The body never returns early.
+    lines += ["    ok = True", "    fpm = fp_enter()", *body, "    fp_leave(fpm)"]
     lines += [
         "    if not ok:",
         f"        return fail_hook({token}, frame)",

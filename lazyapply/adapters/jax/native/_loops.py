@@ -24,7 +24,6 @@ Offsets: ``xla/ffi/api/c_api.h`` (``jax.ffi.include_dir()``) on a 64-bit host, a
 from __future__ import annotations
 
 import functools
-import platform
 import threading
 from typing import Any
 
@@ -37,6 +36,7 @@ from numba.extending import intrinsic
 
 from lazyapply._caches import bounded
 from lazyapply.adapters.jax.native._capi import CSignature
+from lazyapply.adapters.jax.native._fpmode import fp_enter, fp_leave
 from lazyapply.adapters.jax.native._handler import (
     FFI_API_VERSION,
     load_i32,
@@ -86,57 +86,6 @@ def _call_loop(
 
     i = types.int64
     return types.none(i, i, i, i, i), codegen
-
-
-_X86 = platform.machine().lower() in ("x86_64", "amd64")
-_FTZ_DAZ = 0x8040  # MXCSR bits 15 (flush to zero) and 6 (denormals are zero)
-
-
-@intrinsic
-def _fp_enter(typingctx: Any) -> Any:
-    """Clear FTZ/DAZ in MXCSR; the old MXCSR (0 off x86-64: nothing is done).
-
-    XLA's CPU threads flush denormals to zero; SciPy's routines, run by NumPy in
-    the caller's thread, do not, and some (chndtridf) return other values when
-    flushed. The loop runs in the caller's floating-point mode.
-    """
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        if not _X86:
-            return ir.Constant(_I64, 0)
-        i32 = ir.IntType(32)
-        slot = cgutils.alloca_once(builder, i32)
-        fnty = ir.FunctionType(ir.VoidType(), [_I8P])
-        mod = builder.module
-        st = cgutils.get_or_insert_function(mod, fnty, "llvm.x86.sse.stmxcsr")
-        ld = cgutils.get_or_insert_function(mod, fnty, "llvm.x86.sse.ldmxcsr")
-        ptr = builder.bitcast(slot, _I8P)
-        builder.call(st, [ptr])
-        old = builder.load(slot)
-        builder.store(builder.and_(old, i32(~_FTZ_DAZ & 0xFFFFFFFF)), slot)
-        builder.call(ld, [ptr])
-        return builder.zext(old, _I64)
-
-    return types.int64(), codegen
-
-
-@intrinsic
-def _fp_leave(typingctx: Any, old: Any) -> Any:
-    """Restore the MXCSR saved by :func:`_fp_enter`."""
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        if _X86:
-            i32 = ir.IntType(32)
-            slot = cgutils.alloca_once(builder, i32)
-            builder.store(builder.trunc(args[0], i32), slot)
-            fnty = ir.FunctionType(ir.VoidType(), [_I8P])
-            ld = cgutils.get_or_insert_function(
-                builder.module, fnty, "llvm.x86.sse.ldmxcsr"
-            )
-            builder.call(ld, [builder.bitcast(slot, _I8P)])
-        return context.get_dummy_value()
-
-    return types.none(types.int64), codegen
 
 
 @numba.njit(cache=True)
@@ -250,7 +199,7 @@ def _handler(frame: int) -> int:  # pragma: no cover  (machine code, run by XLA)
     if total == 0:
         return 0
     fn, data = _attr(attrs, 1), _attr(attrs, 0)
-    mode = _fp_enter()
+    mode = fp_enter()
     if how == 1:  # every operand is whole or one element: one flat call
         count = np.full(1, total, np.int64)
         ptrs = table[:, 0].copy()
@@ -258,7 +207,7 @@ def _handler(frame: int) -> int:  # pragma: no cover  (machine code, run by XLA)
         _call_loop(fn, ptrs.ctypes.data, count.ctypes.data, flat.ctypes.data, data)
     else:
         _rows(fn, data, table[:, 0], table[:, 2:], odims, total)
-    _fp_leave(mode)
+    fp_leave(mode)
     return 0
 
 
