@@ -5,8 +5,9 @@ clause at the call sites), so successful calls pay nothing. It recognises the er
 of a compiled kernel (Numba ``@njit``, Cython) that was handed arrays of a library it
 cannot read because ``as_numpy=True`` was not given, a float16 array that a Numba
 kernel cannot compile for, a kernel that writes into a read-only input (a JAX
-array), and a bfloat16 tensor that ``as_numpy=True`` cannot hand to NumPy, and raises a
-:class:`~lazyapply.SpecError` naming the kernel and the fix, chained to the original.
+array, a Dask block), and a bfloat16 tensor that ``as_numpy=True`` cannot hand to
+NumPy, and raises a :class:`~lazyapply.SpecError` naming the kernel and the fix,
+chained to the original.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from lazyapply._errors import LazyApplyError, SpecError
 from lazyapply._kernels import compiled_kind
+from lazyapply._readonly import write_error
 
 __all__ = ["explain"]
 
@@ -36,7 +38,7 @@ def explain(
     if isinstance(exc, LazyApplyError):
         return
     _float16(exc, func, args, name)
-    _read_only(exc, args, name)
+    _read_only(exc, func, args, name)
     if as_numpy:
         _bfloat16(exc, args, name)
         return
@@ -57,24 +59,53 @@ def explain(
     raise SpecError(msg) from exc
 
 
-def _read_only(exc: BaseException, args: tuple[Any, ...], name: str) -> None:
-    """A kernel that writes into a read-only input (a JAX array's NumPy view)."""
-    text = str(exc)
-    numba_typing = type(exc).__name__ == "TypingError" and "readonly" in text
-    if not (numba_typing or (isinstance(exc, ValueError) and "read-only" in text)):
-        return
+def _read_only(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:
+    """A kernel that writes into a read-only input (a JAX array's or a Dask block's
+    NumPy view, :mod:`lazyapply._readonly`)."""
     flags = [getattr(getattr(a, "flags", None), "writeable", True) for a in args]
     if all(flags):
         return
+    text = str(exc)
+    kind = compiled_kind(func)
+    if kind == "Cython" and "buffer source array is read-only" in text:
+        msg = (
+            f"{name}: a Cython kernel takes a read-only array only through a const "
+            f"memoryview ({type(exc).__name__}: {text.strip()}); lazyapply hands "
+            "kernels read-only inputs on JAX and Dask. Declare the parameter const "
+            "(const double[:] x) if the kernel does not write into it, else copy "
+            "the input before writing into it: x = x.copy()"
+        )
+        raise SpecError(msg) from exc
+    numba_typing = type(exc).__name__ == "TypingError" and "readonly" in text
+    refused = numba_typing or (isinstance(exc, ValueError) and "read-only" in text)
+    if not refused and not (kind == "Numba" and _numba_needs_writeable(func, args)):
+        return
     which = ", ".join(str(i) for i, w in enumerate(flags) if not w)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    msg = (
-        f"{name}: the kernel writes into its input (argument {which}), which is "
-        f"read-only ({type(exc).__name__}: {first}). JAX arrays are immutable and "
-        "lazyapply hands kernels read-only views of them; copy the input inside the "
-        "kernel before writing into it: x = x.copy()"
-    )
-    raise SpecError(msg) from exc
+    got = f"{type(exc).__name__}: {first}"
+    raise write_error(name, f"its input (argument {which})", got) from exc
+
+
+def _numba_needs_writeable(func: Any, args: tuple[Any, ...]) -> bool:
+    """Whether the Numba kernel compiles for these arguments once they are writeable.
+
+    Numba's typing of an in-place operator on a read-only array (``x += 1``) fails
+    with an internal ``AttributeError`` rather than its usual readonly TypingError.
+    Only called on a failed call, so the extra compile costs nothing on success.
+    """
+    from numba import types
+
+    try:
+        arg_types = []
+        for a in args:
+            t = func.typeof_pyval(a)
+            if isinstance(t, types.Array) and not t.mutable:
+                t = t.copy(readonly=False)
+            arg_types.append(t)
+        func.get_call_template(tuple(arg_types), {})
+    except Exception:  # it fails for another reason: no hint
+        return False
+    return True
 
 
 def _float16(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:

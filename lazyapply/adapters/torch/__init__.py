@@ -12,12 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.torch._grad import (
-    Prepared,
-    apply_with_grad,
-    needs_grad,
-    not_differentiable,
-)
+from lazyapply.adapters.torch._grad import Prepared, needs_grad, not_differentiable
+from lazyapply.adapters.torch._node import apply_with_grad
 from lazyapply.adapters.torch._op import call_op
 from lazyapply.spec import CallSpec
 

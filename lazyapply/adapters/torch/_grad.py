@@ -15,6 +15,7 @@ vjp the kernel gets the tensors as they are, and torch differentiates its torch 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from lazyapply._caches import bounded
@@ -22,7 +23,13 @@ from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions
 from lazyapply.spec import CallSpec, Mode, OutputSpec
 
-__all__ = ["apply_with_grad", "needs_grad", "register_op_autograd", "vjp_op_spec"]
+__all__ = [
+    "Prepared",
+    "needs_grad",
+    "not_differentiable",
+    "register_op_autograd",
+    "vjp_op_spec",
+]
 
 
 def needs_grad(args: tuple[Any, ...]) -> bool:
@@ -108,35 +115,15 @@ def not_differentiable(name: str, backend: str) -> None:
     raise NotDifferentiableError(msg)
 
 
-def apply_with_grad(
-    adapter: Any,
-    call: Any,
-    args: tuple[Any, ...],
-    spec: CallSpec,
-    first: Any,
-    prepared: Prepared,
-    kwargs: dict[str, Any] | None = None,
-) -> Any:
-    """The call, recorded as one autograd node whose backward is the vjp.
-
-    ``call`` is the kernel's checked call for these arguments (``None`` under
-    torch.func: the node makes it for the plain tensors it gets).
-    """
-    from lazyapply.adapters.torch._node import KernelStep, node_class
-
-    if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
-        not_differentiable(spec.name, adapter.label(first))
-    if kwargs is None:
-        kwargs = call.kwargs
-    return node_class().apply(KernelStep(adapter, prepared, call, kwargs), *args)
-
-
-def register_op_autograd(op: Any, spec: CallSpec) -> None:
-    """Wire a kernel's custom op to its vjp, itself a custom op (traceable)."""
+def register_op_autograd(
+    op: Any, spec: CallSpec, prepare_op: Callable[[Any, CallSpec], Any]
+) -> None:
+    """Wire a kernel's custom op to its vjp, itself a custom op (traceable), made
+    by ``prepare_op`` (:func:`._op.prepare_op`)."""
     import torch
 
     from lazyapply._grad import VjpKernel
-    from lazyapply.adapters.torch._op import TENSOR, join_site, prepare_op, site_of
+    from lazyapply.adapters.torch._sites import TENSOR, join_site, site_of
 
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         tensors, site = inputs

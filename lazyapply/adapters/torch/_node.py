@@ -19,9 +19,10 @@ from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions
 from lazyapply._grad_kernels import VjpOfVjp, own_vjp, second_order_hint
+from lazyapply.adapters.torch._grad import Prepared, not_differentiable
 from lazyapply.spec import CallSpec
 
-__all__ = ["KernelStep", "VjpStep", "node_class"]
+__all__ = ["KernelStep", "VjpStep", "apply_with_grad", "node_class"]
 
 _TRANSFORMS = (
     "torch.autograd.grad(create_graph=True), gradgradcheck, "
@@ -149,8 +150,6 @@ class VjpStep(_Step):
         key = (own, self.n, self.multi, self.positions, call)
         prep = _SECOND.get(key)
         if prep is None:
-            from lazyapply.adapters.torch._grad import Prepared
-
             rule = VjpOfVjp(
                 own, spec.name, self.n, self.multi, self.positions, call.func.n_args
             )
@@ -171,6 +170,27 @@ _NODE: list[Any] = []
 
 def _detached(torch: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def apply_with_grad(
+    adapter: Any,
+    call: Any,
+    args: tuple[Any, ...],
+    spec: CallSpec,
+    first: Any,
+    prepared: Prepared,
+    kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """The call, recorded as one autograd node whose backward is the vjp.
+
+    ``call`` is the kernel's checked call for these arguments (``None`` under
+    torch.func: the node makes it for the plain tensors it gets).
+    """
+    if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
+        not_differentiable(spec.name, adapter.label(first))
+    if kwargs is None:
+        kwargs = call.kwargs
+    return node_class().apply(KernelStep(adapter, prepared, call, kwargs), *args)
 
 
 def _forward(step: Any, *args: Any) -> Any:

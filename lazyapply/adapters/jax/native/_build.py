@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lazyapply._errors import ArgumentTypeError
+from lazyapply._readonly import writes_through_flat
 from lazyapply.adapters.jax.native._bodies import Plan, plan_body
 
 __all__ = ["batched", "compile_target"]
@@ -85,12 +86,10 @@ def compile_target(
     else:
         note = f"cache {entry}"
     seconds = time.perf_counter() - start
-    if not hit:
-        written = _writes_input(plan.checked)
-        if written:
-            if entry is not None:
-                _cache.clear(entry)
-            raise _mutation(plan, written)
+    if not hit and writes_through_flat(plan.checked):
+        if entry is not None:
+            _cache.clear(entry)
+        raise _mutation(plan, "an input through .flat")
     if entry is not None and not hit:  # compiled and checked here: commit it
         why = getattr(handler, "_uncacheable", None)
         if why:
@@ -155,50 +154,6 @@ def _mutation(plan: Plan, what: str) -> ArgumentTypeError:
         "read-only array types). Work on a copy (x = x.copy()) or write into a new "
         "array"
     )
-
-
-def _writes_input(dispatchers: tuple[Any, ...]) -> str | None:
-    """Whether a compiled kernel writes through ``.flat`` of a read-only array.
-
-    Numba refuses ``x[i] = v`` on a read-only array but not ``x.flat[i] = v``; the
-    typed code of the kernel (and of the Numba functions it calls) shows it.
-    """
-    from numba import types
-    from numba.core import ir
-
-    seen: set[int] = set()
-    todo = list(dispatchers)
-    while todo:
-        disp = todo.pop()
-        if id(disp) in seen or not hasattr(disp, "overloads"):
-            continue
-        seen.add(id(disp))
-        for cres in list(disp.overloads.values()):
-            ann = getattr(cres, "type_annotation", None)
-            if isinstance(ann, str) or ann is None:
-                if "NumpyFlatType(readonly" in str(ann) and "setitem" in str(ann):
-                    return "an input through .flat"
-                continue
-            typemap = ann.typemap
-            for block in ann.blocks.values():
-                for stmt in block.body:
-                    if isinstance(stmt, (ir.SetItem, ir.StaticSetItem)):
-                        t = typemap.get(stmt.target.name)
-                        if (
-                            isinstance(t, types.NumpyFlatType)
-                            and not t.array_type.mutable
-                        ):
-                            return "an input through .flat"
-            for sig in ann.calltypes.values():
-                if sig is None:
-                    continue
-                for t in (*sig.args, sig.return_type):
-                    if isinstance(t, types.Dispatcher):
-                        todo.append(t.dispatcher)
-            for t in typemap.values():
-                if isinstance(t, types.Dispatcher):
-                    todo.append(t.dispatcher)
-    return None
 
 
 def batched(
