@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from lazyapply._errors import LazyApplyError, SpecError
-from lazyapply._kernels import compiled_kind
+from lazyapply._kernels import compiled_kind, writes_read_only
 
 __all__ = ["explain"]
 
@@ -36,7 +36,7 @@ def explain(
     if isinstance(exc, LazyApplyError):
         return
     _float16(exc, func, args, name)
-    _read_only(exc, args, name)
+    _read_only(exc, func, args, name)
     if as_numpy:
         _bfloat16(exc, args, name)
         return
@@ -57,24 +57,38 @@ def explain(
     raise SpecError(msg) from exc
 
 
-def _read_only(exc: BaseException, args: tuple[Any, ...], name: str) -> None:
+def _read_only(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:
     """A kernel that writes into a read-only input (a JAX array's NumPy view)."""
-    text = str(exc)
-    numba_typing = type(exc).__name__ == "TypingError" and "readonly" in text
-    if not (numba_typing or (isinstance(exc, ValueError) and "read-only" in text)):
-        return
     flags = [getattr(getattr(a, "flags", None), "writeable", True) for a in args]
     if all(flags):
         return
-    which = ", ".join(str(i) for i, w in enumerate(flags) if not w)
+    text = str(exc)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    why = f"{type(exc).__name__}: {first}"
+    numba_typing = type(exc).__name__ == "TypingError" and "readonly" in text
+    if not (numba_typing or (isinstance(exc, ValueError) and "read-only" in text)):
+        if not (compiled_kind(func) == "Numba" and _numba_writes(func, args)):
+            return
+        why = f"Numba compiles the kernel for writable arrays only; it raised {why}"
+    which = ", ".join(str(i) for i, w in enumerate(flags) if not w)
     msg = (
         f"{name}: the kernel writes into its input (argument {which}), which is "
-        f"read-only ({type(exc).__name__}: {first}). JAX arrays are immutable and "
+        f"read-only ({why}). JAX arrays are immutable and "
         "lazyapply hands kernels read-only views of them; copy the input inside the "
         "kernel before writing into it: x = x.copy()"
     )
     raise SpecError(msg) from exc
+
+
+def _numba_writes(func: Any, args: tuple[Any, ...]) -> bool:
+    """A Numba kernel refused for read-only arrays that compiles for writable ones."""
+    import numba
+
+    try:
+        argtypes = tuple(numba.typeof(a) for a in args)
+    except Exception:  # an argument Numba cannot type: not this
+        return False
+    return writes_read_only(func, argtypes)
 
 
 def _float16(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:

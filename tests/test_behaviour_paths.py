@@ -236,11 +236,6 @@ MUTABLE = {
 
 
 @pytest.mark.xfail_path(
-    "jax jit native",
-    reason="a Numba kernel writing into its read-only input fails with an unclear "
-    "error: AttributeError 'NoneType' object has no attribute 'args' in the callback",
-)
-@pytest.mark.xfail_path(
     "dask elementwise",
     reason="the kernel writes into blocks that share memory with the caller's Dask "
     "array: its values change for the next compute, silently",

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lazyapply._errors import ArgumentTypeError
+from lazyapply._kernels import writes_read_only
+from lazyapply.adapters.jax._writes import writes_through_flat
 from lazyapply.adapters.jax.native._bodies import Plan, plan_body
 
 __all__ = ["batched", "compile_target"]
@@ -86,7 +88,7 @@ def compile_target(
         note = f"cache {entry}"
     seconds = time.perf_counter() - start
     if not hit:
-        written = _writes_input(plan.checked)
+        written = writes_through_flat(plan.checked)
         if written:
             if entry is not None:
                 _cache.clear(entry)
@@ -140,11 +142,31 @@ def _refusal(plan: Plan, exc: Exception) -> str:
     logger.debug("native compile of `%s` failed: %s", plan.name, text)
     if "readonly array" in text and ("setitem" in text or "Cannot modify" in text):
         raise _mutation(plan, "an input") from None
+    argtypes = _kernel_types(plan)
+    if argtypes is not None and writes_read_only(plan.kernel, argtypes):
+        raise _mutation(plan, "an input") from None  # x += 1, x.fill(0), out=x...
     if MARK in text:
         reason = text.split(MARK, 1)[1].splitlines()[0]
         return f"{reason} (the callback checks)"
     first = (text.strip().splitlines() or [""])[0]
     return f"Numba could not compile the kernel for ({plan.signature}): {first}"
+
+
+def _kernel_types(plan: Plan) -> tuple[Any, ...] | None:
+    """The Numba types the handler calls an ``@njit`` kernel with (no keywords)."""
+    from numba import types
+
+    if plan.failure.keys:
+        return None
+    ins, scalars = plan.handler_args[0], plan.handler_args[1]
+    out: list[Any] = []
+    for p in plan.failure.layout:
+        if p[0] == "a":
+            dtype, ndim = ins[p[1]]
+            out.append(types.Array(dtype, ndim, "C", readonly=True))
+        else:
+            out.append(scalars[p[1]] if p[0] == "s" else types.none)
+    return tuple(out)
 
 
 def _mutation(plan: Plan, what: str) -> ArgumentTypeError:
@@ -155,50 +177,6 @@ def _mutation(plan: Plan, what: str) -> ArgumentTypeError:
         "read-only array types). Work on a copy (x = x.copy()) or write into a new "
         "array"
     )
-
-
-def _writes_input(dispatchers: tuple[Any, ...]) -> str | None:
-    """Whether a compiled kernel writes through ``.flat`` of a read-only array.
-
-    Numba refuses ``x[i] = v`` on a read-only array but not ``x.flat[i] = v``; the
-    typed code of the kernel (and of the Numba functions it calls) shows it.
-    """
-    from numba import types
-    from numba.core import ir
-
-    seen: set[int] = set()
-    todo = list(dispatchers)
-    while todo:
-        disp = todo.pop()
-        if id(disp) in seen or not hasattr(disp, "overloads"):
-            continue
-        seen.add(id(disp))
-        for cres in list(disp.overloads.values()):
-            ann = getattr(cres, "type_annotation", None)
-            if isinstance(ann, str) or ann is None:
-                if "NumpyFlatType(readonly" in str(ann) and "setitem" in str(ann):
-                    return "an input through .flat"
-                continue
-            typemap = ann.typemap
-            for block in ann.blocks.values():
-                for stmt in block.body:
-                    if isinstance(stmt, (ir.SetItem, ir.StaticSetItem)):
-                        t = typemap.get(stmt.target.name)
-                        if (
-                            isinstance(t, types.NumpyFlatType)
-                            and not t.array_type.mutable
-                        ):
-                            return "an input through .flat"
-            for sig in ann.calltypes.values():
-                if sig is None:
-                    continue
-                for t in (*sig.args, sig.return_type):
-                    if isinstance(t, types.Dispatcher):
-                        todo.append(t.dispatcher)
-            for t in typemap.values():
-                if isinstance(t, types.Dispatcher):
-                    todo.append(t.dispatcher)
-    return None
 
 
 def batched(
