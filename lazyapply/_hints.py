@@ -85,7 +85,7 @@ def _numba_writes(func: Any, args: tuple[Any, ...]) -> bool:
     import numba
 
     try:
-        argtypes = tuple(numba.typeof(a) for a in args)
+        argtypes = tuple(numba.typeof(a) for a in args)  # type: ignore[no-untyped-call]
     except Exception:  # an argument Numba cannot type: not this
         return False
     return writes_read_only(func, argtypes)

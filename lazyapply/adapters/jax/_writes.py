@@ -74,7 +74,7 @@ def _verdict(func: Any, args: tuple[Any, ...]) -> bool:
     import numba
 
     try:
-        func.compile(tuple(numba.typeof(a) for a in args))
+        func.compile(tuple(numba.typeof(a) for a in args))  # type: ignore[no-untyped-call]
     except Exception:  # the call itself raises (and explains) it
         return False
     return writes_through_flat((func,)) is not None
