@@ -13,8 +13,16 @@ it here rather than with a bare ``{}``:
     A ``weakref.WeakKeyDictionary``, for what is built once per kernel object (the
     entry goes when the kernel does).
 
-Both register the store under ``name`` (say which module and what it holds, e.g.
-``"dask: kernel tokens"``), so that :func:`clear_caches` empties every store and
+``pinned(name)``
+    A plain ``dict`` whose entries are never dropped, for what is not a cache but a
+    table that something outside lazyapply refers to by name or number: a custom op
+    registered with torch (a compiled graph names it), a call site baked into a graph,
+    a native handler's failure token, a kernel registered by the user. Evicting an
+    entry would break the graph that holds its name, so :func:`clear_caches` leaves
+    these alone; :func:`cache_report` lists them (``"pinned": True``).
+
+All register the store under ``name`` (say which module and what it holds, e.g.
+``"dask: kernel tokens"``), so that :func:`clear_caches` empties every cache and
 :func:`cache_report` lists their sizes; ``lazyapply.testing`` re-exports both.
 Adapters and other modules adopt it the same way: ``_OPS = bounded("torch: ops",
 256)`` then ``_OPS.get(key)`` / ``_OPS.put(key, op)``.
@@ -27,12 +35,20 @@ import threading
 import weakref
 from typing import Any, Generic, TypeVar
 
-__all__ = ["BoundedDict", "bounded", "cache_report", "clear_caches", "weak"]
+__all__ = [
+    "BoundedDict",
+    "bounded",
+    "cache_report",
+    "clear_caches",
+    "pinned",
+    "weak",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
 
 _REGISTRY: dict[str, Any] = {}
+_PINNED: set[str] = set()  # names in _REGISTRY of pinned stores (never cleared)
 _LOCK = threading.Lock()
 
 
@@ -60,13 +76,15 @@ class BoundedDict(dict[K, V], Generic[K, V]):
         return f"<BoundedDict {self.name!r}: {len(self)}/{self.maxsize}>"
 
 
-def _register(name: str, store: Any) -> None:
+def _register(name: str, store: Any, *, keep: bool = False) -> None:
     with _LOCK:
         unique, n = name, 1
         while unique in _REGISTRY:  # one store per adapter instance, say
             n += 1
             unique = f"{name} #{n}"
         _REGISTRY[unique] = store
+        if keep:
+            _PINNED.add(unique)
 
 
 def bounded(name: str, maxsize: int = 256) -> BoundedDict[Any, Any]:
@@ -83,20 +101,34 @@ def weak(name: str) -> weakref.WeakKeyDictionary[Any, Any]:
     return store
 
 
-def clear_caches() -> None:
-    """Empty every registered store (compiled rules, specs, tokens, calls).
+def pinned(name: str) -> dict[Any, Any]:
+    """A registered plain ``dict`` whose entries stay: never bounded, never cleared.
 
-    Safe at any time: every store is a cache, refilled on the next call. Useful in
-    tests, and to release memory held for kernels that are no longer used.
+    Only for tables that code outside lazyapply refers to by name or number (see the
+    module's docstring); anything that can be rebuilt is :func:`bounded` or
+    :func:`weak` instead.
+    """
+    store: dict[Any, Any] = {}
+    _register(name, store, keep=True)
+    return store
+
+
+def clear_caches() -> None:
+    """Empty every registered cache (compiled rules, specs, tokens, calls).
+
+    Safe at any time: every cache is refilled on the next call. Useful in tests, and
+    to release memory held for kernels that are no longer used. Pinned tables (custom
+    ops and call sites that compiled graphs name) are left as they are.
     """
     with _LOCK:
-        stores = list(_REGISTRY.values())
+        stores = [s for name, s in _REGISTRY.items() if name not in _PINNED]
     for store in stores:
         store.clear()
 
 
 def cache_report() -> dict[str, dict[str, Any]]:
-    """Every registered store: ``{name: {"size": n, "maxsize": m or None}}``.
+    """Every registered store: ``{name: {"size": n, "maxsize": m or None,
+    "pinned": bool}}`` (pinned tables have no bound and are never cleared).
 
     Examples
     --------
@@ -107,7 +139,12 @@ def cache_report() -> dict[str, dict[str, Any]]:
     """
     with _LOCK:
         items = list(_REGISTRY.items())
+        keep = set(_PINNED)
     return {
-        name: {"size": len(store), "maxsize": getattr(store, "maxsize", None)}
+        name: {
+            "size": len(store),
+            "maxsize": getattr(store, "maxsize", None),
+            "pinned": name in keep,
+        }
         for name, store in items
     }

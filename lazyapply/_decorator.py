@@ -218,7 +218,7 @@ class LazyFunction(Generic[P, R]):
         # ``dask worker`` started from the command line has another ``__main__``.
         # So: by reference, with a cloudpickle copy (bytes, which any pickler carries)
         # for a process whose ``__main__`` lacks it, as Numba pickles its dispatchers.
-        return (from_main, (qualname, by_value(self)))
+        return (from_main, (qualname, by_value(self), type(self)))
 
 
 class BoundLazyFunction(Generic[P, R]):

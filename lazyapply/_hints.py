@@ -5,8 +5,9 @@ clause at the call sites), so successful calls pay nothing. It recognises the er
 of a compiled kernel (Numba ``@njit``, Cython) that was handed arrays of a library it
 cannot read because ``as_numpy=True`` was not given, a float16 array that a Numba
 kernel cannot compile for, a kernel that writes into a read-only input (a JAX
-array), and a bfloat16 tensor that ``as_numpy=True`` cannot hand to NumPy, and raises a
-:class:`~lazyapply.SpecError` naming the kernel and the fix, chained to the original.
+array, a Dask block), and a bfloat16 tensor that ``as_numpy=True`` cannot hand to
+NumPy, and raises a :class:`~lazyapply.SpecError` naming the kernel and the fix,
+chained to the original.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from lazyapply._errors import LazyApplyError, SpecError
 from lazyapply._kernels import compiled_kind, writes_read_only
+from lazyapply._readonly import write_error
 
 __all__ = ["explain"]
 
@@ -58,37 +60,43 @@ def explain(
 
 
 def _read_only(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:
-    """A kernel that writes into a read-only input (a JAX array's NumPy view)."""
+    """A kernel that writes into a read-only input (a JAX array's or a Dask block's
+    NumPy view, :mod:`lazyapply._readonly`)."""
     flags = [getattr(getattr(a, "flags", None), "writeable", True) for a in args]
     if all(flags):
         return
     text = str(exc)
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    why = f"{type(exc).__name__}: {first}"
+    kind = compiled_kind(func)
+    if kind == "Cython" and "buffer source array is read-only" in text:
+        msg = (
+            f"{name}: a Cython kernel takes a read-only array only through a const "
+            f"memoryview ({type(exc).__name__}: {text.strip()}); lazyapply hands "
+            "kernels read-only inputs on JAX and Dask. Declare the parameter const "
+            "(const double[:] x) if the kernel does not write into it, else copy "
+            "the input before writing into it: x = x.copy()"
+        )
+        raise SpecError(msg) from exc
     numba_typing = type(exc).__name__ == "TypingError" and "readonly" in text
-    if not (numba_typing or (isinstance(exc, ValueError) and "read-only" in text)):
-        if not (compiled_kind(func) == "Numba" and _numba_writes(func, args)):
-            return
-        why = f"Numba compiles the kernel for writable arrays only; it raised {why}"
+    refused = numba_typing or (isinstance(exc, ValueError) and "read-only" in text)
+    if not refused and not (kind == "Numba" and _numba_needs_writeable(func, args)):
+        return
     which = ", ".join(str(i) for i, w in enumerate(flags) if not w)
-    msg = (
-        f"{name}: the kernel writes into its input (argument {which}), which is "
-        f"read-only ({why}). JAX arrays are immutable and "
-        "lazyapply hands kernels read-only views of them; copy the input inside the "
-        "kernel before writing into it: x = x.copy()"
-    )
-    raise SpecError(msg) from exc
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    got = f"{type(exc).__name__}: {first}"
+    raise write_error(name, f"its input (argument {which})", got) from exc
 
 
-def _numba_writes(func: Any, args: tuple[Any, ...]) -> bool:
-    """A Numba kernel refused for read-only arrays that compiles for writable ones."""
-    import numba
+def _numba_needs_writeable(func: Any, args: tuple[Any, ...]) -> bool:
+    """Whether the Numba kernel is refused for these read-only arguments but compiles
+    once they are writeable (see :func:`lazyapply._kernels.writes_read_only`).
 
+    Only called on a failed call, so the extra typing costs nothing on success.
+    """
     try:
-        argtypes = tuple(numba.typeof(a) for a in args)  # type: ignore[no-untyped-call]
+        arg_types = tuple(func.typeof_pyval(a) for a in args)
     except Exception:  # an argument Numba cannot type: not this
         return False
-    return writes_read_only(func, argtypes)
+    return writes_read_only(func, arg_types)
 
 
 def _float16(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:

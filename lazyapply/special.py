@@ -20,11 +20,14 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from lazyapply._caches import pinned
+
 __all__ = ["declared", "register", "with_declared_derivatives"]
 
 Partials = Callable[..., tuple[Any, ...]]
-_BY_NAME: dict[str, Partials] = {}
-_BY_UFUNC: dict[Any, Partials] = {}
+# Registrations (SciPy's formulas, the user's own), not caches: never dropped.
+_BY_NAME: dict[str, Partials] = pinned("special: partials of SciPy ufuncs by name")
+_BY_UFUNC: dict[Any, Partials] = pinned("special: partials registered per ufunc")
 
 
 def register(ufunc: Any, partials: Partials) -> None:

@@ -235,11 +235,6 @@ MUTABLE = {
 }
 
 
-@pytest.mark.xfail_path(
-    "dask elementwise",
-    reason="the kernel writes into blocks that share memory with the caller's Dask "
-    "array: its values change for the next compute, silently",
-)
 def test_a_kernel_that_writes_into_its_input(path: PathCase) -> None:
     """The caller's array is unchanged, or the error says why (read-only input)."""
     kernel = path.declare(bump, numba=bump_nb)

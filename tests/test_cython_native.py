@@ -23,7 +23,7 @@ pytest.importorskip("numba", reason="numba is not installed")
 pytest.importorskip("Cython", reason="Cython is not installed")
 jnp = jax.numpy
 
-from lazyapply import explain_native, lazy  # noqa: E402
+from lazyapply import SpecError, explain_native, lazy  # noqa: E402
 
 SOURCE = """
 # cython: language_level=3
@@ -52,6 +52,9 @@ cpdef api double total(const double[:] x) noexcept nogil:
     for i in range(x.shape[0]):
         t += x[i]
     return t
+
+cpdef double total_rw(double[:] x):  # not const: refuses read-only arrays
+    return total(x)
 """
 
 
@@ -159,3 +162,15 @@ def test_signatures_are_parsed_not_guessed() -> None:
     assert isinstance(parse("long double (long double, int __pyx_skip_dispatch)"), str)
     assert isinstance(parse("PyObject *(PyObject *, int __pyx_skip_dispatch)"), str)
     assert "memviewslice" in str(parse("double (__Pyx_memviewslice)"))
+
+
+@pytest.mark.slow
+def test_a_memoryview_that_is_not_const_is_explained(kernels: Any) -> None:
+    """JAX arrays and Dask blocks reach kernels read-only: the fix is ``const``."""
+    da = pytest.importorskip("dask.array", reason="dask[array] is not installed")
+    x = np.linspace(-1, 1, 6)
+    assert kernels.total_rw(x.copy()) == kernels.total(x)  # eager NumPy: writeable
+    f = lazy(kernels.total_rw, shape=(), dtype="float64", as_numpy=True)
+    for lazy_x in (jnp.asarray(x), da.from_array(x, chunks=3)):
+        with pytest.raises(SpecError, match=r"^total_rw: .*const double\[:\] x"):
+            np.asarray(f(lazy_x))

@@ -151,11 +151,6 @@ def test_no_circle_through_the_engine_or_the_spec() -> None:
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch helper (torch/_op, _grad, _vmap), native helper (native, _build) "
-    "and pickling (_decorator, _pickling) still import each other",
-)
 def test_at_most_one_import_circle() -> None:
     circles = _circles()
     assert len(circles) <= 1, circles

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.dask._blocks import kernel_token
+from lazyapply.adapters.dask._blocks import BlockCall, kernel_token
 from lazyapply.adapters.dask._chunked import defer_chunked
 from lazyapply.spec import CallSpec, OutputSpec, Shape
 
@@ -173,7 +173,7 @@ def _kernel_task(
             merge_key = (f"{call.name}-merge-{token}", j)
             merges[merge_key] = (concatenate3, a.__dask_keys__())
             exprs.append(merge_key)
-    return (call, *exprs), merges
+    return (BlockCall.whole(call, len(args)), *exprs), merges
 
 
 def _layers(

@@ -3,6 +3,13 @@
 
 Kept apart from the graph builders (:mod:`lazyapply.adapters.dask._chunked`) so that
 both Dask modules import it, and neither imports the other back.
+
+A block is the caller's data: ``da.from_array(a)`` stores its blocks in the graph, and
+the threaded scheduler hands the kernel those very arrays, so a kernel writing into
+its input would change the caller's Dask array for every later compute (and another
+task's input on the same block). :class:`BlockCall` hands the kernel read-only views,
+on every scheduler alike: a writing kernel fails with lazyapply's error naming the
+fix (``x = x.copy()``), as on JAX, instead of changing the source silently.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._caches import weak
+from lazyapply._kernels import compiled_kind
+from lazyapply._readonly import readonly, refuse_flat_writes
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -21,10 +30,11 @@ class BlockCall:
     """Runs a kernel call on one block: each output is checked against the block's
     loop dimensions followed by its core shape (the call's check holds the cores).
 
-    Picklable: tasks run on ``dask.distributed`` worker processes.
+    The kernel gets read-only views of the NumPy blocks (the module's docstring says
+    why). Picklable: tasks run on ``dask.distributed`` worker processes.
     """
 
-    __slots__ = ("call", "core_ndims", "loop_ndims")
+    __slots__ = ("call", "core_ndims", "loop_ndims", "numba")
 
     def __init__(
         self,
@@ -37,6 +47,16 @@ class BlockCall:
         # Per argument, its number of core dimensions: blockwise hands them over as
         # nested lists of blocks, merged here (a single block is not copied).
         self.core_ndims = core_ndims
+        # Numba lets a kernel write through .flat of a read-only array: checked
+        # before each call (the typed code of a new overload is read once).
+        self.numba = compiled_kind(call.func) == "Numba" and hasattr(
+            call.func, "get_call_template"
+        )
+
+    @classmethod
+    def whole(cls, call: KernelCall, nargs: int) -> BlockCall:
+        """The call of the default mode: one task on whole (merged) arrays."""
+        return cls(call, (0,) * nargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (BlockCall, (self.call, self.loop_ndims, self.core_ndims))
@@ -56,6 +76,7 @@ class BlockCall:
                 _merge(b, n) if n else b
                 for b, n in zip(blocks, self.core_ndims, strict=True)
             )
+        blocks = tuple(readonly(b) if isinstance(b, np.ndarray) else b for b in blocks)
         lead = np.broadcast_shapes(
             *(
                 tuple(getattr(b, "shape", ()))[:n]
@@ -63,6 +84,8 @@ class BlockCall:
             )
         )
         call = self.call
+        if self.numba:
+            refuse_flat_writes(call.func, blocks, call.kwargs, call.where())
         return call.run(blocks, call.kwargs, lead)
 
 

@@ -14,6 +14,7 @@ vjp the kernel gets the tensors as they are, and torch differentiates its torch 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from lazyapply._caches import bounded
@@ -187,12 +188,15 @@ def _node_class(torch: Any) -> Any:
     return LazyKernelNode
 
 
-def register_op_autograd(op: Any, spec: CallSpec) -> None:
-    """Wire a kernel's custom op to its vjp, itself a custom op (traceable)."""
+def register_op_autograd(
+    op: Any, spec: CallSpec, prepare_op: Callable[[Any, CallSpec], Any]
+) -> None:
+    """Wire a kernel's custom op to its vjp, itself a custom op (traceable), made
+    by ``prepare_op`` (:func:`._op.prepare_op`)."""
     import torch
 
     from lazyapply._grad import VjpKernel
-    from lazyapply.adapters.torch._op import TENSOR, join_site, prepare_op, site_of
+    from lazyapply.adapters.torch._sites import TENSOR, join_site, site_of
 
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         tensors, site = inputs

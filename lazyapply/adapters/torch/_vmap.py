@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from lazyapply.spec import CallSpec, OutputSpec
@@ -25,13 +26,16 @@ def _core_ndims(spec: CallSpec, args: tuple[Any, ...]) -> list[int]:
     return [len(dims) for dims in sig.inputs]
 
 
-def register_op_vmap(op: Any, kernel: Any, spec: CallSpec) -> None:
+def register_op_vmap(
+    op: Any, kernel: Any, spec: CallSpec, prepare_op: Callable[[Any, CallSpec], Any]
+) -> None:
     """Register the batching rule of ``op`` (kernel ``kernel`` called as ``spec``).
 
-    Elementwise and gufunc kernels: one batched call. A whole-array kernel: one call
+    Elementwise and gufunc kernels: one batched call, through the op that
+    ``prepare_op`` (:func:`._op.prepare_op`) makes. A whole-array kernel: one call
     per batch element (as ``jax.vmap`` does with a sequential callback), stacked.
     """
-    from lazyapply.adapters.torch._op import join_site, prepare_op
+    from lazyapply.adapters.torch._sites import join_site
 
     if not (spec.mode.elementwise or spec.mode.signature is not None):
         op.register_vmap(functools.partial(_one_by_one, op))

@@ -27,7 +27,7 @@ from typing import Any
 
 from lazyapply._errors import ArgumentTypeError
 from lazyapply._kernels import writes_read_only
-from lazyapply.adapters.jax._writes import writes_through_flat
+from lazyapply._readonly import writes_through_flat
 from lazyapply.adapters.jax.native._bodies import Plan, plan_body
 
 __all__ = ["batched", "compile_target"]
@@ -87,12 +87,10 @@ def compile_target(
     else:
         note = f"cache {entry}"
     seconds = time.perf_counter() - start
-    if not hit:
-        written = writes_through_flat(plan.checked)
-        if written:
-            if entry is not None:
-                _cache.clear(entry)
-            raise _mutation(plan, written)
+    if not hit and writes_through_flat(plan.checked):
+        if entry is not None:
+            _cache.clear(entry)
+        raise _mutation(plan, "an input through .flat")
     if entry is not None and not hit:  # compiled and checked here: commit it
         why = getattr(handler, "_uncacheable", None)
         if why:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lazyapply._caches import pinned
 from lazyapply._check import OutputCheck
 from lazyapply._errors import KernelOutputError
 
@@ -27,7 +28,9 @@ __all__ = ["HOOK_SYMBOL", "FailureInfo", "install_hook"]
 
 HOOK_SYMBOL = "lazyapply_native_failure"
 _LOCK = threading.Lock()
-_FAILURES: dict[int, FailureInfo] = {}  # token baked into a handler -> its call
+# Token baked into a compiled handler -> its call: the handler reports a failure by
+# this token for as long as XLA keeps it, so an entry is never dropped.
+_FAILURES: dict[int, FailureInfo] = pinned("jax native: failure tokens of handlers")
 
 
 class FailureInfo:
