@@ -288,6 +288,10 @@ def test_kernel_exception_names_kernel_and_message() -> None:
     assert "sin_scaled" in str(info.value)
     assert "ValueError: scale must be >= 0" in str(info.value)
     assert _native(sin_scaled).startswith("native")
+    # Eagerly, on a read-only view: the kernel's own error, not "writes into".
+    with pytest.raises(ValueError, match="scale must be >= 0") as eager:
+        lazy_apply(sin_scaled, jnp.ones(3), -1.0, as_numpy=True)
+    assert "writes into" not in str(eager.value)
 
 
 def test_wrong_output_shape_gives_the_callback_message() -> None:
