@@ -9,12 +9,12 @@ leading dimension itself, so the batch costs one kernel call.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 from lazyapply.spec import CallSpec, OutputSpec
+from lazyapply.spec._build import derive_spec
 
 __all__ = ["register_op_vmap"]
 
@@ -49,7 +49,7 @@ def register_op_vmap(
         or any(len(s) != len(d) for s, d in zip(shapes, sig.outputs, strict=True))
     ):
         shapes = None
-    batched_spec = dataclasses.replace(
+    batched_spec = derive_spec(
         spec, output=OutputSpec(shapes, spec.output.dtypes, spec.output.multi)
     )
 
