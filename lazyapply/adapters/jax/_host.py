@@ -4,14 +4,15 @@
 the partition's per-shard function is lowered into a module of its own
 (``mlir.build_mlir_module_helper``), whose list of host callbacks is dropped, so the
 compiled program's ``xla_ffi_python_cpu_callback`` looks up a callback index that
-does not exist and the process crashes when it runs. This module stands in for it on
-CPU: ``lazyapply_host_callback`` is an XLA FFI target (typed API, as in
-:mod:`.native`) whose handler is a ``ctypes`` function, which takes the GIL and calls
-the staging's :class:`~._callback.Callback` on read-only NumPy views of the operands,
-then writes the results into XLA's buffers. The one attribute, ``key``, selects the
-:class:`HostEntry`: a random 63-bit number (not a counter), so that a program compiled
-in another process (a persistent compilation cache) finds no entry and fails loudly
-rather than calling another kernel.
+does not exist and the process crashes when it runs (jax-ml/jax#23620: the host
+callbacks would have to reach ``backend.compile`` before SPMD partitioning has made
+them). This module stands in for it on CPU: ``lazyapply_host_callback`` is an XLA
+FFI target (typed API, as in :mod:`.native`) whose handler is a ``ctypes`` function,
+which takes the GIL and calls the staging's :class:`~._callback.Callback` on read-only
+NumPy views of the operands, then writes the results into XLA's buffers. The one
+attribute, ``key``, selects the :class:`HostEntry`: a random 63-bit number (not a
+counter), so that a program compiled in another process (a persistent compilation
+cache) finds no entry and fails loudly rather than calling another kernel.
 
 An entry lives as long as the staging that made it or the partitioned program that
 uses it (the partition rule keeps it, and JAX keeps the rule with the executable).
