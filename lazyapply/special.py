@@ -73,7 +73,11 @@ def _unbroadcast(ct: Any, like: Any) -> Any:
     for axis, n in enumerate(shape):
         if n == 1 and ct.shape[axis] != 1:
             ct = ct.sum(axis=axis, keepdims=True)
-    return np.asarray(np.broadcast_to(ct, shape), dtype=like.dtype)
+    if ct.shape != tuple(shape):
+        # A copy: broadcast_to's view is read-only, and torch warns on (and cannot
+        # write into) a tensor made from a read-only array.
+        ct = np.broadcast_to(ct, shape).copy()
+    return np.asarray(ct, dtype=like.dtype)
 
 
 def _host(a: Any) -> Any:
