@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lazyapply.adapters.jax._host import HostEntry, host_call
+from lazyapply.adapters.jax._host import HostEntry, host_call, register_target
 from lazyapply.adapters.jax._shard_map import explicit_map
 from lazyapply.adapters.jax._shard_specs import (
     core_factors,
@@ -142,6 +142,7 @@ def per_shard(
         fn = explicit_map(on_map, stage_local, wide, given, top, out_shapes, multi)
         if fn is None and jax.default_backend() != "cpu":
             return None  # lazyapply's host callback target is CPU-only
+        register_target()  # now, not while XLA partitions
     if fn is None:
         fn = _partitioned(stage_local, wide, top, out_shapes, multi, native is None)
     if all(s == op.shape for s, op in zip(full, operands, strict=True)):
