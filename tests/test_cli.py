@@ -95,6 +95,7 @@ def test_native_row_reports_the_path_and_compile(full_report: dict[str, Any]) ->
     assert "first call (compile)" in note
 
 
+@pytest.mark.slow
 def test_dask_rows_say_nothing_was_computed(full_report: dict[str, Any]) -> None:
     if not _installed("dask"):
         pytest.skip("dask is not installed here")
