@@ -57,17 +57,19 @@ def by_value(func: LazyFunction[Any, Any]) -> bytes | None:
     return data
 
 
-def from_main(qualname: str, data: bytes | None) -> Any:
-    """Unpickle a ``__main__`` lazy function: the process's own, else the copy."""
-    from lazyapply._decorator import LazyFunction
+def from_main(qualname: str, data: bytes | None, cls: type) -> Any:
+    """Unpickle a ``__main__`` lazy function: the process's own, else the copy.
 
+    ``cls`` is the lazy function's class (pickled by reference with it), which
+    makes the copy from ``data``'s kernel and options.
+    """
     found = lookup("__main__", qualname)
-    if isinstance(found, LazyFunction):
+    if isinstance(found, cls):
         return found
     if data is None:  # a kernel's reference to itself, inside its own copy
-        return _Copied(qualname)
+        return _Copied(qualname, cls)
     kernel, options = pickle.loads(data)  # our own cloudpickle bytes
-    copy = LazyFunction(kernel, **options)
+    copy = cls(kernel, **options)
     _COPIES[qualname] = copy
     return copy
 
@@ -83,10 +85,11 @@ class _Copied:
     """A ``__main__`` kernel's name for itself inside its own copy (in another
     process): resolved when used, once the copy exists."""
 
-    __slots__ = ("_qualname",)
+    __slots__ = ("_cls", "_qualname")
 
-    def __init__(self, qualname: str) -> None:
+    def __init__(self, qualname: str, cls: type) -> None:
         self._qualname = qualname
+        self._cls = cls
 
     def _target(self) -> LazyFunction[Any, Any]:
         return _COPIES[self._qualname]
@@ -98,4 +101,4 @@ class _Copied:
         return getattr(self._target(), name)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (from_main, (self._qualname, None))
+        return (from_main, (self._qualname, None, self._cls))

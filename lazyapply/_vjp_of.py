@@ -37,7 +37,6 @@ class VjpOf:
         (``None`` where there is no cotangent); ``rule`` returns one cotangent per
         argument of the vjp, ``(g, out, *args)`` (``None`` where it does not depend).
         """
-        from lazyapply._decorator import LazyFunction
         from lazyapply._errors import NotDifferentiableError
 
         owner, vjp = self.owner, self.owner.spec.vjp
@@ -45,7 +44,8 @@ class VjpOf:
         if vjp is None:
             msg = f"{name}: declare its vjp first (@{name}.defvjp), then the vjp's vjp"
             raise NotDifferentiableError(msg)
-        kernel = vjp.eager if isinstance(vjp, LazyFunction) else vjp
+        lazy_function = type(owner)  # the owner's class makes the vjp's lazy function
+        kernel = vjp.eager if isinstance(vjp, lazy_function) else vjp
         as_numpy = owner.spec.as_numpy
-        owner._declare("vjp", LazyFunction(kernel, as_numpy=as_numpy, vjp=rule))
+        owner._declare("vjp", lazy_function(kernel, as_numpy=as_numpy, vjp=rule))
         return rule

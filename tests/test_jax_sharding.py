@@ -36,6 +36,10 @@ _SCRIPT = textwrap.dedent(
         seen.append(x.shape)
         return np.sin(x)
 
+    def np_add(x, y):
+        seen.append(x.shape)
+        return x + y
+
     @numba.vectorize
     def nb_sin(x):
         return np.sin(x)
@@ -69,6 +73,17 @@ _SCRIPT = textwrap.dedent(
         seen.clear()
         check(np_sin, mesh, {}, np.sin(host), f"whole-{name}")
         print(f"whole-{name}-calls", sorted(set(seen)))
+
+    # A replicated row beside a sharded operand, first (Explicit mesh): broadcast,
+    # then one call per shard; the row's replicated sharding does not decide.
+    mesh = jax.make_mesh((4,), ("d",), axis_types=(AxisType.Explicit,))
+    x = jax.device_put(jnp.asarray(host), NamedSharding(mesh, P("d")))
+    row = jax.device_put(jnp.asarray(host[0]), NamedSharding(mesh, P()))
+    seen.clear()
+    f = jax.jit(lambda r, a: lazy_apply(np_add, r, a, as_numpy=True, elementwise=True))
+    np.testing.assert_allclose(np.asarray(f(row, x)), host[0] + host, rtol=1e-6)
+    gathered = "all-gather" in f.lower(row, x).compile().as_text()
+    print("explicit-broadcast", gathered, sorted(set(seen)))
 
     # A gufunc whose core dimension is sharded too (Explicit 2x2 mesh): the core
     # axis is resharded whole, the loop axis stays sharded, one call per shard.
@@ -153,6 +168,10 @@ def test_whole_array_kernel_gathers_runs_once(
     assert report[f"whole-{axis}-calls"] == "[(8, 2)]"
     _, gathered, _ = report[f"whole-{axis}"].split(" ", 2)
     assert gathered == "True"  # documented: the whole array reaches the kernel
+
+
+def test_broadcast_operand_on_an_explicit_mesh(report: dict[str, str]) -> None:
+    assert report["explicit-broadcast"] == "False [(2, 2)]"
 
 
 def test_signature_reshards_a_sharded_core_dimension(report: dict[str, str]) -> None:

@@ -43,6 +43,7 @@ _SCRIPT = textwrap.dedent(
     def axpy(x, y): return 2 * x + y
     def both(x, y): return x + y, (x * y).astype(np.float64)
     def norm(x): return np.sqrt((x * x).sum(-1))
+    def dot(x, y): return (x * y).sum(-1)
     def cumsum(x): return np.cumsum(x, -1)
     def signed(x, s): return np.copysign(np.ones_like(x), s) * x
 
@@ -103,6 +104,25 @@ _SCRIPT = textwrap.dedent(
         lambda a, b: lazy_apply(rec(axpy), a, b, **ew),
         [put(h, meshes["Mesh"], P()), put(hy, meshes["Mesh"], P("d"))],
         axpy(h, hy),
+    )
+    # Loop shapes that broadcast (a parameter beside a sharded array): broadcast
+    # first, each device holding its own part; never gathered.
+    row, col = put(hy[0], grid, P()), put(hy[:, :1], grid, P())
+    for label, a, b in [
+        ("row", put(h, grid, P(("a", "b"))), row),
+        ("column", put(h, grid, P("a", "b")), col),
+        ("scalar", put(h, grid, P(("a", "b"))), jnp.float32(3)),
+    ]:
+        expected = axpy(h, np.asarray(b))
+        case(f"broadcast-{label}", lambda a, b: lazy_apply(rec(axpy), a, b, **ew),
+             [a, b], expected)
+        case(f"broadcast-{label}-first", lambda b, a: lazy_apply(rec(axpy), b, a, **ew),
+             [b, a], axpy(np.asarray(b), h))
+    case(
+        "broadcast-signature",
+        lambda a, b: lazy_apply(rec(dot), a, b, as_numpy=True, signature="(n),(n)->()"),
+        [put(h, grid, P(("a", "b"))), row],
+        dot(h, hy[0]),
     )
     two = {"signature": "(),()->(),()", "dtype": [np.float32, np.float64]}
     case(
@@ -250,6 +270,26 @@ def test_two_inputs_with_different_shardings(report: dict[str, list[object]]) ->
     ok, gather, calls, specs = report["replicated-and-sharded"]
     assert (ok, gather, specs) == (True, False, ["('d',)"])
     assert calls == [[[2, 4], [2, 4]]] * 4
+
+
+@pytest.mark.parametrize(
+    ("label", "shard", "out"),
+    [
+        ("row", (2, 4), "(('a', 'b'),)"),
+        ("row-first", (2, 4), "(('a', 'b'),)"),
+        ("column", (4, 2), "('a', 'b')"),
+        ("column-first", (4, 2), "('a', 'b')"),
+        ("scalar", (2, 4), "(('a', 'b'),)"),
+        ("scalar-first", (2, 4), "(('a', 'b'),)"),
+        ("signature", (2, 4), "(('a', 'b'),)"),
+    ],
+)
+def test_broadcast_operands_are_not_gathered(
+    report: dict[str, list[object]], label: str, shard: tuple[int, int], out: str
+) -> None:
+    ok, gather, calls, specs = report[f"broadcast-{label}"]
+    assert (ok, gather, specs) == (True, False, [out])
+    assert calls == [[list(shard), list(shard)]] * 4
 
 
 def test_several_outputs_keep_the_sharding(report: dict[str, list[object]]) -> None:

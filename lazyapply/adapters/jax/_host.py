@@ -4,14 +4,15 @@
 the partition's per-shard function is lowered into a module of its own
 (``mlir.build_mlir_module_helper``), whose list of host callbacks is dropped, so the
 compiled program's ``xla_ffi_python_cpu_callback`` looks up a callback index that
-does not exist and the process crashes when it runs. This module stands in for it on
-CPU: ``lazyapply_host_callback`` is an XLA FFI target (typed API, as in
-:mod:`.native`) whose handler is a ``ctypes`` function, which takes the GIL and calls
-the staging's :class:`~._callback.Callback` on read-only NumPy views of the operands,
-then writes the results into XLA's buffers. The one attribute, ``key``, selects the
-:class:`HostEntry`: a random 63-bit number (not a counter), so that a program compiled
-in another process (a persistent compilation cache) finds no entry and fails loudly
-rather than calling another kernel.
+does not exist and the process crashes when it runs (jax-ml/jax#23620: the host
+callbacks would have to reach ``backend.compile`` before SPMD partitioning has made
+them). This module stands in for it on CPU: ``lazyapply_host_callback`` is an XLA
+FFI target (typed API, as in :mod:`.native`) whose handler is a ``ctypes`` function,
+which takes the GIL and calls the staging's :class:`~._callback.Callback` on read-only
+NumPy views of the operands, then writes the results into XLA's buffers. The one
+attribute, ``key``, selects the :class:`HostEntry`: a random 63-bit number (not a
+counter), so that a program compiled in another process (a persistent compilation
+cache) finds no entry and fails loudly rather than calling another kernel.
 
 An entry lives as long as the staging that made it or the partitioned program that
 uses it (the partition rule keeps it, and JAX keeps the rule with the executable).
@@ -35,7 +36,7 @@ from lazyapply._errors import KernelOutputError, LazyApplyError
 if TYPE_CHECKING:
     from lazyapply.adapters.jax._callback import Callback
 
-__all__ = ["TARGET", "HostEntry", "host_call"]
+__all__ = ["TARGET", "HostEntry", "host_call", "register_target"]
 
 TARGET = "lazyapply_host_callback"
 _FFI_API_VERSION = (0, 3)  # XLA_FFI_API_MAJOR / MINOR of jaxlib 0.10's c_api.h
@@ -118,7 +119,7 @@ def host_call(entry: HostEntry, extents: Any, *ops: Any) -> Any:
     import jax
     import numpy as np
 
-    _register()
+    register_target()
     call = jax.ffi.ffi_call(
         TARGET,
         entry.outs if entry.multi else entry.outs[0],
@@ -128,8 +129,11 @@ def host_call(entry: HostEntry, extents: Any, *ops: Any) -> Any:
     return call(*ops, *extra, key=np.int64(entry.key))
 
 
-def _register() -> None:
-    """Register the FFI target with XLA's CPU platform (once per process)."""
+def register_target() -> None:
+    """Register the FFI target with XLA's CPU platform (once per process).
+
+    Called when a call is staged, before XLA compiles (and partitions) it.
+    """
     if _REGISTERED:
         return
     with _LOCK:

@@ -19,9 +19,10 @@ sharding without an all-gather:
   part once. ``custom_partitioning`` has no batching rule: under ``vmap`` the batch
   becomes one more loop dimension, staged and partitioned anew.
 
-A whole-array kernel (no mode), an explicit ``shape=``, or operands whose loop shapes
-differ (broadcasting) are not wrapped: XLA gathers the operands, the kernel runs once
-on the whole array, and the result is re-sharded as the program asks.
+Operands whose loop shapes broadcast against each other are broadcast first. A
+whole-array kernel (no mode) or an explicit ``shape=`` is not wrapped: XLA gathers the
+operands, the kernel runs once on the whole array, and the result is re-sharded as
+the program asks.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from lazyapply.adapters.jax._host import HostEntry, host_call
+from lazyapply.adapters.jax._host import HostEntry, host_call, register_target
+from lazyapply.adapters.jax._shard_map import explicit_map
 from lazyapply.adapters.jax._shard_specs import (
     core_factors,
     loop_spec_of,
@@ -63,7 +65,7 @@ def partitioned_callback(entry: HostEntry, *ops: Any) -> Any:
     return host_call(entry, extents, *ops)
 
 
-def _on_shard(stage_local: Callable[..., Any], *shards: Any) -> Any:
+def on_map(stage_local: Callable[..., Any], *shards: Any) -> Any:
     """Stage one shard's call in shard_map, marked so it is not partitioned again."""
     _LOCAL.on = "map"
     try:
@@ -113,25 +115,64 @@ def per_shard(
 
     ``stage_local(*shards)`` stages the kernel for operands of any (local) shape;
     ``native`` is the native path's staging (``None``: the callback path).
-    ``None`` when the call is not worth partitioning (one device, broadcasting).
+    ``None`` when the call is not worth partitioning (one device, no loop dimension).
+    Operands whose loop shapes broadcast against each other (a parameter array
+    beside a sharded one) are broadcast first, as NumPy would: each device then
+    holds only its own part of the broadcast.
     """
     import jax
+    import numpy as np
+
+    struct: Any = jax.ShapeDtypeStruct  # untyped in jax's stubs
+    top = max(loop_ndims, default=0)
+    if jax.device_count() < 2 or top == 0 or in_shard():
+        return None
+    loops = [tuple(op.shape[:n]) for op, n in zip(operands, loop_ndims, strict=True)]
+    try:
+        common = tuple(np.broadcast_shapes(*loops))
+    except ValueError:
+        return None  # the kernel's own call reports the shapes
+    full = tuple(
+        (*common, *op.shape[n:]) for op, n in zip(operands, loop_ndims, strict=True)
+    )
+    given = [(jax.typeof(op).sharding, op.ndim) for op in operands]
+    wide = [struct(s, op.dtype) for s, op in zip(full, operands, strict=True)]
+    fn: Callable[..., Any] | None = None
+    if native is None:  # the callback path
+        fn = explicit_map(on_map, stage_local, wide, given, top, out_shapes, multi)
+        if fn is None and jax.default_backend() != "cpu":
+            return None  # lazyapply's host callback target is CPU-only
+        register_target()  # now, not while XLA partitions
+    if fn is None:
+        fn = _partitioned(stage_local, wide, top, out_shapes, multi, native is None)
+    if all(s == op.shape for s, op in zip(full, operands, strict=True)):
+        return fn
+    return functools.partial(_broadcast, fn, full)
+
+
+def _broadcast(fn: Callable[..., Any], full: tuple[Any, ...], *ops: Any) -> Any:
+    import jax.numpy as jnp
+
+    return fn(
+        *(
+            op if op.shape == s else jnp.broadcast_to(op, s)
+            for op, s in zip(ops, full, strict=True)
+        )
+    )
+
+
+def _partitioned(
+    stage_local: Callable[..., Any],
+    operands: list[Any],
+    top: int,
+    out_shapes: tuple[tuple[int | None, ...], ...],
+    multi: bool,
+    callback: bool,
+) -> Callable[..., Any]:
+    """``custom_partitioning`` along the loop dimensions (any mesh)."""
     from jax.experimental import custom_partitioning as cp
 
-    # Untyped in jax's stubs: typed as Any once here.
-    custom_partitioning: Any = cp.custom_partitioning
-
-    if jax.device_count() < 2 or not operands or in_shard():
-        return None
-    top = max(loop_ndims)
-    loops = {tuple(op.shape[:n]) for op, n in zip(operands, loop_ndims, strict=True)}
-    if len(loops) != 1 or top == 0:
-        return None  # broadcast loop dims: the partitioner would have to split 1s
-    callback = native is None
-    if callback:
-        mapped = _explicit(stage_local, operands, top, out_shapes, multi)
-        if mapped is not None or jax.default_backend() != "cpu":
-            return mapped  # lazyapply's host callback target is CPU-only
+    custom_partitioning: Any = cp.custom_partitioning  # untyped in jax's stubs
     out_core_ndims = tuple(len(s) - top for s in out_shapes)
     rule = sharding_rule(operands, top, out_core_ndims)
     keep: list[Any] = []  # kept alive with the compiled program (see _host)
@@ -187,56 +228,3 @@ def _unbatched(wrapped: Any, stage_local: Callable[..., Any], *ops: Any) -> Any:
         return out, batched
 
     return call(*ops)
-
-
-def _explicit(
-    stage_local: Callable[..., Any],
-    operands: list[Any],
-    top: int,
-    out_shapes: tuple[tuple[int | None, ...], ...],
-    multi: bool,
-) -> Callable[..., Any] | None:
-    """``jax.shard_map`` over the operands' explicit sharding (the callback path).
-
-    Used where the trace knows the operands' sharding: meshes with
-    ``AxisType.Explicit`` axes. Elsewhere the callback path is partitioned like the
-    native one, with :mod:`._host`'s target standing in for ``jax.pure_callback``.
-    """
-    import jax
-    import jax.sharding as shd
-
-    PartitionSpec: Any = shd.PartitionSpec  # untyped in jax's stubs
-    sharding = jax.typeof(operands[0]).sharding
-    mesh = getattr(sharding, "mesh", None)
-    if mesh is None or getattr(mesh, "empty", True) or not any(sharding.spec):
-        return None
-    loop_spec = (*tuple(sharding.spec), *(None,) * top)[:top]
-    in_specs = tuple(
-        PartitionSpec(*loop_spec, *(None,) * (op.ndim - top)) for op in operands
-    )
-    outs = [PartitionSpec(*loop_spec, *(None,) * (len(s) - top)) for s in out_shapes]
-    mapped = jax.shard_map(
-        functools.partial(_on_shard, stage_local),
-        mesh=mesh,
-        in_specs=in_specs,
-        out_specs=tuple(outs) if multi else outs[0],
-    )
-    shardings = tuple(shd.NamedSharding(mesh, spec) for spec in in_specs)
-    return functools.partial(_resharded, mapped, shardings)
-
-
-def _resharded(
-    mapped: Callable[..., Any], shardings: tuple[Any, ...], *ops: Any
-) -> Any:
-    """Reshard operands whose core axes are sharded (or loop axes differ): each shard
-    needs whole core dimensions, and an explicit mesh's shard_map takes its operands
-    only as sharded as ``in_specs`` say."""
-    import jax
-
-    ops = tuple(
-        op
-        if jax.typeof(op).sharding.spec == sharding.spec
-        else jax.sharding.reshard(op, sharding)  # type: ignore[no-untyped-call]
-        for op, sharding in zip(ops, shardings, strict=True)
-    )
-    return mapped(*ops)

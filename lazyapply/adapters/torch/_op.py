@@ -24,76 +24,26 @@ programs therefore run in the process that exported them.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import re
-import secrets
 import threading
 from typing import Any
 
 from lazyapply._caches import pinned
 from lazyapply.adapters.torch._fake import fake_outputs, run_checked
 from lazyapply.adapters.torch._identity import op_digest
+from lazyapply.adapters.torch._sites import TENSOR, TOKEN, join_site, site_of
 from lazyapply.spec import CallSpec, kernel_name
-from lazyapply.spec._static import Unkeyable, static_key
+from lazyapply.spec._build import derive_spec
 
 __all__ = ["TENSOR", "call_op", "join_site", "prepare_op", "site_of"]
 
 _LOCK = threading.Lock()
-# Pinned (never dropped): registered ops and call sites are named by compiled graphs.
+# Pinned (never dropped): compiled graphs name the registered ops.
 # op name -> (kernel, spec, op): the kernel is held so that its name stays its own.
 _OPS: dict[str, tuple[Any, CallSpec, Any]] = pinned("torch: custom ops by name")
 # (kernel key, spec) -> op name (the hot lookup)
 _NAMED: dict[Any, str] = pinned("torch: op names by kernel and spec")
-# Call sites: static key of the static part -> int, and back. The int is derived from
-# the static key's repr (float.hex for floats: 0.0 and -0.0 differ; 1, 1.0 and True
-# differ by type), so a graph that Inductor cached in another process finds its sites.
-_SITE_IDS: dict[Any, int] = pinned("torch: call site numbers by static key")
-_SITES: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = pinned("torch: call sites")
 _SCHEMA = "(Tensor[] tensors, int site) -> Tensor[]"
-# Marks a tensor's place among the positional arguments: a string, because Dynamo
-# traces the code that builds templates and compares only constants it knows.
-TENSOR = "<lazyapply tensor argument>"
-# Ops of kernels without a stable identity carry this process's token in their name:
-# a graph cached by another process never names them.
-_TOKEN = secrets.token_hex(4)
-
-
-# --------------------------------------------------------------------- call sites
-def site_of(template: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """The call site of a template (tensors replaced by ``TENSOR``) and kwargs.
-
-    Keyed by :func:`~lazyapply.spec._static.static_key`, never by ``==``: ``0.0``
-    and ``-0.0``, ``1``, ``1.0`` and ``True`` get different sites.
-    """
-    key: Any
-    try:
-        key = static_key((template, tuple(sorted(kwargs.items()))))
-        stable = True
-    except (Unkeyable, TypeError, RecursionError):
-        # An array among the static values: one site per value object (held).
-        key = (static_key(template), tuple(kwargs), tuple(map(id, kwargs.values())))
-        stable = False
-    site = _SITE_IDS.get(key)
-    if site is None:
-        with _LOCK:
-            site = _SITE_IDS.get(key)
-            if site is None:
-                text = repr(key) if stable else f"{_TOKEN}{key!r}"
-                digest = hashlib.blake2b(text.encode(), digest_size=7).digest()
-                site = int.from_bytes(digest, "big")
-                while site in _SITES:  # a collision: the next free integer
-                    site += 1
-                _SITES[site] = (template, dict(kwargs))
-                _SITE_IDS[key] = site
-    return site
-
-
-def join_site(site: int, tensors: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The kernel's positional and keyword arguments, from the op's operands."""
-    template, kwargs = _SITES[site]
-    it = iter(tensors)
-    return tuple(next(it) if a == TENSOR else a for a in template), kwargs
 
 
 # ----------------------------------------------------------------------------- op
@@ -141,13 +91,13 @@ def _op_name(kernel: Any, spec: CallSpec) -> str:
     # not a counter: a graph that Inductor cached in another process names the op,
     # and must find exactly this code under that name.
     digest = op_digest(kernel, spec)
-    name = f"{base}_{digest}" if digest is not None else f"{base}_p{_TOKEN}"
+    name = f"{base}_{digest}" if digest is not None else f"{base}_p{TOKEN}"
     n = 1
     while name in _OPS and not _same(_OPS[name], kernel, spec):
         # Another kernel object with the same identity (equal code and closure made
         # twice), or one without a stable identity: a name of this process only.
         n += 1
-        name = f"{base}_p{_TOKEN}_{n}"
+        name = f"{base}_p{TOKEN}_{n}"
     return name
 
 
@@ -161,7 +111,7 @@ def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
     from lazyapply.adapters.torch import _grad as _torch_grad
 
     label = spec.name or kernel_name(kernel)
-    plain = dataclasses.replace(spec, vjp=None)
+    plain = derive_spec(spec, vjp=None)
     calls: dict[Any, Any] = {}  # checked kernel calls, per argument metadata
 
     def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
@@ -182,10 +132,12 @@ def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
     )
     op.register_fake(fake)
     if spec.vjp is not None:
-        _torch_grad.register_op_autograd(op, spec)
+        _torch_grad.register_op_autograd(op, spec, prepare_op)
     from lazyapply.adapters.torch._vmap import register_op_vmap
 
-    register_op_vmap(op, kernel, spec)
+    # The rules make ops of their own (the vjp's, the batched call's) with
+    # prepare_op, handed to them: neither imports this module.
+    register_op_vmap(op, kernel, spec, prepare_op)
     return op
 
 
@@ -222,7 +174,6 @@ def register_vjp(
 # torch._dynamo.assume_constant_result does; set here so that torch._dynamo is not
 # imported with this module.
 op_name_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
-site_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
 register_vjp._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
