@@ -16,9 +16,10 @@ test that does one of the things that make tests slow, found by what it did:
 
 Work done in a test's fixtures counts for the test; a fixture shared by several tests
 (module or session scope) counts for whichever runs first, so every test that uses
-one that starts a process is marked (tests/test_cli.py's ``full_report``). A renamed or new test is held to
-the same rule, which a list of test names kept elsewhere could not do. Loaded by
-``tests/conftest.py``; tested in ``tests/test_slow_marks.py`` with pytester.
+one that starts a process is marked (tests/test_cli.py's ``full_report``). A renamed
+or new test is held to the same rule, which a list of test names kept elsewhere
+could not do. Loaded by ``tests/conftest.py``; tested in ``tests/test_slow_marks.py``
+with pytester.
 """
 
 from __future__ import annotations
