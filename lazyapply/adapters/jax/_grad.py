@@ -22,7 +22,6 @@ the transformation that is tracing it (:func:`_forward_mode`).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
@@ -30,6 +29,7 @@ from lazyapply._grad import jvp_spec, vjp_spec
 from lazyapply._grad_kernels import own_vjp
 from lazyapply.adapters.jax._second import VjpOfVjp
 from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
+from lazyapply.spec._build import derive_spec
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -73,7 +73,7 @@ class _Rules:
         self.name = call.name
         primal = stager.derived.get("primal")
         if primal is None:  # the kernel without rules: no recursion into this class
-            plain = dataclasses.replace(spec, vjp=None, jvp=None)
+            plain = derive_spec(spec, vjp=None, jvp=None)
             primal = stager.derived["primal"] = Stager(stager.func, plain, stager.hint)
         self.primal_stager = primal
         self.plain = adapter.plain(primal, call, args, positions, layout)
@@ -172,7 +172,7 @@ class _Rules:
             second = VjpOfVjp(
                 own, self.name, len(outs), self.multi, self.floats, len(args)
             )
-            vspec = dataclasses.replace(vspec, vjp=second)
+            vspec = derive_spec(vspec, vjp=second)
         stager = self.adapter.prepare(kernel, vspec)
         stager.hint = (
             f"{name}: the vjp of {self.name} has no vjp of its own, so {self.name} "
