@@ -21,7 +21,8 @@ from typing import Any, cast
 from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions
-from lazyapply.spec import CallSpec, Mode, OutputSpec
+from lazyapply.spec import CallSpec, OutputSpec
+from lazyapply.spec._build import rule_spec
 
 __all__ = [
     "Prepared",
@@ -88,12 +89,8 @@ class Prepared:
         if hit is None:
             spec = self.spec
             kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
-            vspec = CallSpec(
-                kernel.__name__,
-                OutputSpec(shapes, dtypes, True),
-                spec.as_numpy,
-                strict=True,
-            )
+            output = OutputSpec(shapes, dtypes, True)
+            vspec = rule_spec(kernel.__name__, output, spec.as_numpy)
             check = OutputCheck(shapes, dtypes, True, (True, True))
             hit = make_call(
                 adapter, first, kernel, kwargs, vspec, check, None, deferred=True
@@ -204,15 +201,13 @@ def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
     offset = 2 * kernel.n_out
     # Only what run_vjp's spec holds besides the sizes: the forward kernel's spec
     # (when pre-registering) and the vjp call's spec then give the same op.
-    return CallSpec(
+    # No mode: run_vjp may pick another mode than the forward's (a broadcast
+    # argument), and the op's name, which a cached compiled backward holds, must
+    # not depend on it. (torch.func.vmap of a vjp op is therefore sequential.)
+    return rule_spec(
         kernel.__name__,
         OutputSpec(None, None, True),
         spec.as_numpy,
-        # No mode: run_vjp may pick another mode than the forward's (a broadcast
-        # argument), and the op's name, which a cached compiled backward holds, must
-        # not depend on it. (torch.func.vmap of a vjp op is therefore sequential.)
-        Mode(),
         shape_fn=_like("shape", offset, kernel.positions),
         dtype_fn=_like("dtype", offset, kernel.positions),
-        strict=True,
     )

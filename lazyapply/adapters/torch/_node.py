@@ -12,7 +12,6 @@ unwraps one level per transform) and runs the step's checked kernel call.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from lazyapply._caches import bounded
@@ -21,6 +20,7 @@ from lazyapply._grad import differentiable_positions
 from lazyapply._grad_kernels import VjpOfVjp, own_vjp, second_order_hint
 from lazyapply.adapters.torch._grad import Prepared, not_differentiable
 from lazyapply.spec import CallSpec
+from lazyapply.spec._build import derive_spec
 
 __all__ = ["KernelStep", "VjpStep", "apply_with_grad", "node_class"]
 
@@ -153,7 +153,7 @@ class VjpStep(_Step):
             rule = VjpOfVjp(
                 own, spec.name, self.n, self.multi, self.positions, call.func.n_args
             )
-            vspec = dataclasses.replace(call.spec, vjp=rule)
+            vspec = derive_spec(call.spec, vjp=rule)
             prep = _SECOND.put(key, Prepared(call.func, vspec))
         return VjpStep(self.adapter, prep, self.kwargs, n, multi, positions)
 

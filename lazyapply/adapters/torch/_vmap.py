@@ -14,12 +14,12 @@ per-element ones; otherwise once per element.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 from lazyapply.spec import CallSpec, OutputSpec
+from lazyapply.spec._build import derive_spec
 
 __all__ = ["batch_operands", "batched_spec", "node_vmap", "register_op_vmap"]
 
@@ -46,7 +46,7 @@ def batched_spec(spec: CallSpec) -> CallSpec:
     ):
         shapes = None
     output = OutputSpec(shapes, spec.output.dtypes, spec.output.multi)
-    return dataclasses.replace(spec, output=output)
+    return derive_spec(spec, output=output)
 
 
 def batch_operands(
