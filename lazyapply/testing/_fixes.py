@@ -64,10 +64,8 @@ def fix_for(
             "its input cannot run there; leave this test backend out, or write the "
             "kernel with the array's namespace (array_api_compat.array_namespace(x))"
         )
-    if mode.startswith("vmap"):
-        fix = _vmap_fix(backend, text, options)
-        if fix:
-            return fix
+    if mode.startswith("vmap") and (fix := _vmap_fix(backend, text, options)):
+        return fix
     if "__array_wrap__" in text:
         return (
             "NumPy functions on torch tensors go through torch's deprecated "
