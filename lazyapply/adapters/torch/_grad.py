@@ -165,8 +165,15 @@ def _node_class(torch: Any) -> Any:
         def backward(ctx: Any, *grads: Any) -> Any:
             c, args = ctx.c, ctx.args
             outs = ctx.saved_tensors
+            needs = ctx.needs_input_grad
+            # Floating-point tensors that need a gradient (torch's own dtype tests:
+            # array_namespace per argument cost more than the vjp of a small array).
             positions = tuple(
-                i for i in differentiable_positions(args) if ctx.needs_input_grad[i + 1]
+                i
+                for i, a in enumerate(args)
+                if needs[i + 1]
+                and isinstance(a, torch.Tensor)
+                and (a.is_floating_point() or a.is_complex())
             )
             full: list[Any] = [None] * (len(args) + 1)
             if not positions:
