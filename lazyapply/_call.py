@@ -320,15 +320,18 @@ def make_call(
 
         name = spec.name or kernel_name(func)
     target = adapter.target(first, xp, deferred=deferred)
-    if spec.as_numpy:
+    host = target.host if spec.as_numpy else None
+    if host is not None:
         target.check_host(name)
+        if target.guard is not None:
+            host = target.guard(func, host)
     return KernelCall(
         func,
         kwargs,
         spec=spec,
         name=name,
         backend=adapter.label(first),
-        host=target.host if spec.as_numpy else None,
+        host=host,
         check=check,
         strict=deferred or spec.strict,
         convert=target.convert,

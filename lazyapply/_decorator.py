@@ -9,7 +9,6 @@ arguments' adapter and hand it the kernel, the arguments and that spec.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import types
@@ -29,7 +28,8 @@ from lazyapply._engine import run
 from lazyapply._errors import ArgumentTypeError, SpecError
 from lazyapply._pickling import by_value, from_main, lookup
 from lazyapply.spec import CallSpec, Shape
-from lazyapply.spec._build import DEFAULTS, build_spec, check_names
+from lazyapply.spec._build import DEFAULTS, build_spec, derive_spec
+from lazyapply.spec._keywords import check_names
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -242,7 +242,7 @@ class BoundLazyFunction(Generic[P, R]):
     def __init__(self, func: LazyFunction[Any, R], instance: object) -> None:
         spec = func.spec
         if spec.shape_fn is not None or spec.dtype_fn is not None:
-            spec = dataclasses.replace(
+            spec = derive_spec(
                 spec,
                 shape_fn=_bind(spec.shape_fn, instance),
                 dtype_fn=_bind(spec.dtype_fn, instance),

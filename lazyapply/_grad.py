@@ -135,13 +135,11 @@ def vjp_spec(
     if hit is None:
         kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))
         name = kernel.__name__
-        vspec = CallSpec(
-            name, parse_output(shapes, dtypes, name), spec.as_numpy, strict=True
-        )
+        from lazyapply.spec._build import rule_spec, with_mode
+
+        vspec = rule_spec(name, parse_output(shapes, dtypes, name), spec.as_numpy)
         mode = vjp_mode(spec, outs, args, positions)
         if mode:
-            from lazyapply.spec._modes import with_mode
-
             vspec = with_mode(vspec, kernel, **mode)
         hit = (kernel, vspec)
         if key is not None:

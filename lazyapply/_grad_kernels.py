@@ -15,7 +15,27 @@ from typing import Any
 
 from lazyapply._errors import KernelOutputError
 
-__all__ = ["JvpKernel", "VjpKernel", "eager_rule", "own_vjp"]
+__all__ = [
+    "JvpKernel",
+    "VjpKernel",
+    "VjpOfVjp",
+    "eager_rule",
+    "own_vjp",
+    "second_order_hint",
+]
+
+
+def second_order_hint(name: str, transforms: str) -> str:
+    """What to declare so that ``name`` can be differentiated twice (one text for
+    every backend); ``transforms`` names the calls that asked, e.g.
+    ``"jax.grad(jax.grad(f))"``."""
+    return (
+        f"{name}_vjp: the vjp of {name} has no vjp of its own, so {name} cannot be "
+        f"differentiated twice ({transforms}). Declare it with @{name}.vjp.defvjp, "
+        f"or give @{name}.defvjp (or vjp=) a function decorated with "
+        "@lazy(vjp=...); that rule, vjp(gg, cts, g, out, *args), returns one "
+        "cotangent per argument of the vjp (g, out, *args)"
+    )
 
 
 def own_vjp(rule: Any) -> Any:
@@ -144,3 +164,78 @@ class JvpKernel:
         n_out = len(rest) - self.n_args
         out = tuple(rest[:n_out]) if self.multi else rest[0]
         return self.jvp(tuple(tangents), out, *rest[n_out:], **kwargs)
+
+
+class VjpOfVjp:
+    """The second-order rule of a vjp kernel, in :class:`VjpKernel`'s flat convention.
+
+    The vjp runs as ``VjpKernel(*grads, *outs, *args) -> picked cotangents``; its own
+    vjp is then called ``(gg, cts, *grads, *outs, *args)`` with ``gg`` and ``cts``
+    holding the picked cotangents' cotangents and values (tuples: the vjp's outputs
+    are a tuple, so its own vjp is called with ``multi=True``). The user's rule
+    ``own(gg, cts, g, out, *args)`` sees them as full tuples (``None`` for arguments
+    without a cotangent) and returns one cotangent per argument of the vjp,
+    ``(g, out, *args)``, flattened back here (a zero for a floating-point operand
+    the rule says ``None`` for). Picklable, like :class:`VjpKernel`.
+    """
+
+    __slots__ = ("multi", "n_args", "n_out", "name", "own", "positions")
+
+    def __init__(
+        self,
+        own: Callable[..., Any],
+        name: str,
+        n_out: int,
+        multi: bool,
+        positions: tuple[int, ...],
+        n_args: int,
+    ) -> None:
+        self.own = own
+        self.name = name
+        self.n_out = n_out
+        self.multi = multi
+        self.positions = positions
+        self.n_args = n_args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        state = (self.own, self.name, self.n_out, self.multi, self.positions)
+        return (VjpOfVjp, (*state, self.n_args))
+
+    @property
+    def __name__(self) -> str:
+        return f"{self.name}_vjp"
+
+    def __call__(self, gg: Any, cts: Any, *flat: Any, **kwargs: Any) -> tuple[Any, ...]:
+        from array_api_compat import array_namespace
+
+        n = self.n_out
+        grads, outs, args = flat[:n], flat[n : 2 * n], flat[2 * n :]
+        full_gg: list[Any] = [None] * self.n_args
+        full_ct: list[Any] = [None] * self.n_args
+        for i, a, b in zip(self.positions, gg, cts, strict=True):
+            full_gg[i], full_ct[i] = a, b
+        g = tuple(grads) if self.multi else grads[0]
+        out = tuple(outs) if self.multi else outs[0]
+        got = eager_rule(self.own)(
+            tuple(full_gg), tuple(full_ct), g, out, *args, **kwargs
+        )
+        if not isinstance(got, (tuple, list)) or len(got) != 2 + self.n_args:
+            msg = (
+                f"{self.__name__}: the vjp's vjp must return one cotangent per "
+                f"argument of the vjp (g, out and the {self.n_args} argument(s) of "
+                f"{self.name}), got {got!r:.80}"
+            )
+            raise KernelOutputError(msg)
+        g_ct, out_ct, *rest = got
+        g_cts = tuple(g_ct) if self.multi else (g_ct,)
+        out_cts = tuple(out_ct) if self.multi else (out_ct,)
+        flat_cts = (*g_cts, *out_cts, *rest)
+        filled = []
+        for c, a in zip(flat_cts, flat, strict=True):
+            zero = None
+            if c is None and hasattr(a, "dtype"):
+                xp = array_namespace(a)
+                if xp.isdtype(a.dtype, ("real floating", "complex floating")):
+                    zero = xp.zeros_like(a)
+            filled.append(c if zero is None else zero)
+        return tuple(filled)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from lazyapply._errors import LazyApplyError, SpecError
-from lazyapply._kernels import compiled_kind
+from lazyapply._kernels import compiled_kind, writes_read_only
 from lazyapply._readonly import write_error
 
 __all__ = ["explain"]
@@ -87,25 +87,16 @@ def _read_only(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) 
 
 
 def _numba_needs_writeable(func: Any, args: tuple[Any, ...]) -> bool:
-    """Whether the Numba kernel compiles for these arguments once they are writeable.
+    """Whether the Numba kernel is refused for these read-only arguments but compiles
+    once they are writeable (see :func:`lazyapply._kernels.writes_read_only`).
 
-    Numba's typing of an in-place operator on a read-only array (``x += 1``) fails
-    with an internal ``AttributeError`` rather than its usual readonly TypingError.
-    Only called on a failed call, so the extra compile costs nothing on success.
+    Only called on a failed call, so the extra typing costs nothing on success.
     """
-    from numba import types
-
     try:
-        arg_types = []
-        for a in args:
-            t = func.typeof_pyval(a)
-            if isinstance(t, types.Array) and not t.mutable:
-                t = t.copy(readonly=False)
-            arg_types.append(t)
-        func.get_call_template(tuple(arg_types), {})
-    except Exception:  # it fails for another reason: no hint
+        arg_types = tuple(func.typeof_pyval(a) for a in args)
+    except Exception:  # an argument Numba cannot type: not this
         return False
-    return True
+    return writes_read_only(func, arg_types)
 
 
 def _float16(exc: BaseException, func: Any, args: tuple[Any, ...], name: str) -> None:

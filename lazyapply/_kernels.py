@@ -24,6 +24,7 @@ __all__ = [
     "is_immutable",
     "numba_kind",
     "unwrap",
+    "writes_read_only",
 ]
 
 _PLAIN = (
@@ -59,6 +60,43 @@ def numba_kind(func: Any) -> Literal["dispatcher", "ufunc", "gufunc"] | None:
     if isinstance(func, GUFunc):
         return "gufunc"
     return None
+
+
+def writes_read_only(func: Any, argtypes: tuple[Any, ...]) -> bool:
+    """Whether the ``@njit`` kernel ``func`` is refused for the Numba types
+    ``argtypes`` but types once their read-only arrays are writable: it writes
+    into an input.
+
+    Numba's refusal of such a kernel does not always say so: ``x += 1`` on a
+    read-only array fails inside its typing with ``AttributeError: 'NoneType'
+    object has no attribute 'args'``; ``np.add(x, 1, out=x)`` or ``x.fill(0)`` with
+    a "no implementation" TypingError. Typing it for the writable types (as an
+    eager call on a writable array would) tells them apart from other failures;
+    such an overload cannot serve a read-only argument (Numba does not convert a
+    read-only array to a writable one). Called only after a failure.
+    """
+    if numba_kind(func) != "dispatcher":
+        return False
+    from numba import types as nbtypes
+
+    def writable(t: Any) -> Any:
+        is_ro = isinstance(t, nbtypes.Array) and not t.mutable
+        return t.copy(readonly=False) if is_ro else t
+
+    unlocked = tuple(writable(t) for t in argtypes)
+    if unlocked == tuple(argtypes):
+        return False
+    try:  # typed as it is (the failure came at run time): not a write
+        func.get_call_template(tuple(argtypes), {})
+    except Exception:
+        pass
+    else:
+        return False
+    try:
+        func.get_call_template(unlocked, {})
+    except Exception:  # any other reason: not a write
+        return False
+    return True
 
 
 def compiled_kind(func: Any) -> Literal["Numba", "Cython"] | None:

@@ -12,7 +12,8 @@ from typing import Any, ParamSpec, overload
 
 from lazyapply._detect import find_adapter
 from lazyapply._engine import run
-from lazyapply.spec._build import KERNEL_FIRST, apply_spec, kernel_keywords, plain_spec
+from lazyapply.spec._build import apply_spec, plain_spec
+from lazyapply.spec._keywords import KERNEL_FIRST, kernel_keywords
 
 __all__ = ["lazy_apply"]
 

@@ -15,14 +15,13 @@ they run.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
 
 from lazyapply._caches import pinned
 
-__all__ = ["declared", "register", "with_declared_derivatives"]
+__all__ = ["declared", "declared_rules", "register"]
 
 Partials = Callable[..., tuple[Any, ...]]
 # Registrations (SciPy's formulas, the user's own), not caches: never dropped.
@@ -54,14 +53,13 @@ def declared(ufunc: Any) -> Partials | None:
     return None
 
 
-def with_declared_derivatives(spec: Any, kernel: Any) -> Any:
-    """``spec`` with the vjp and jvp of ``kernel``'s declared partials, if any."""
-    if spec.vjp is not None or spec.jvp is not None:
-        return spec
+def declared_rules(kernel: Any) -> dict[str, Any] | None:
+    """The vjp and jvp of ``kernel``'s declared partials (``None``: none declared),
+    as the spec builder's changes (:func:`lazyapply.spec._build.derive_spec`)."""
     partials = declared(kernel)
     if partials is None:
-        return spec
-    return dataclasses.replace(spec, vjp=_Vjp(partials), jvp=_Jvp(partials))
+        return None
+    return {"vjp": _Vjp(partials), "jvp": _Jvp(partials)}
 
 
 def _unbroadcast(ct: Any, like: Any) -> Any:
@@ -75,7 +73,11 @@ def _unbroadcast(ct: Any, like: Any) -> Any:
     for axis, n in enumerate(shape):
         if n == 1 and ct.shape[axis] != 1:
             ct = ct.sum(axis=axis, keepdims=True)
-    return np.asarray(np.broadcast_to(ct, shape), dtype=like.dtype)
+    if ct.shape != tuple(shape):
+        # A copy: broadcast_to's view is read-only, and torch warns on (and cannot
+        # write into) a tensor made from a read-only array.
+        ct = np.broadcast_to(ct, shape).copy()
+    return np.asarray(ct, dtype=like.dtype)
 
 
 def _host(a: Any) -> Any:

@@ -24,8 +24,10 @@ from tests._path_case import PATH_PARAMS, PathCase
 __all__ = ["ALL_BACKENDS", "Backend", "count_dask_computes"]
 
 # A test over ``backend`` that passes without an assertion fails (tests/_assertions.py);
-# pytester runs that check on itself (tests/test_assertion_check.py).
-pytest_plugins = ["tests._assertions", "pytester"]
+# a test that starts a process or compiles with torch and is not marked slow fails
+# (tests/_slow.py). pytester runs both checks on themselves (test_assertion_check.py,
+# test_slow_marks.py).
+pytest_plugins = ["tests._assertions", "tests._slow", "pytester"]
 
 
 ALL_BACKENDS = list(Backend)
@@ -138,28 +140,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-#: Tests that start processes or compile, measured over 10 s each on 2 shared cores
-#: (``--durations``), marked ``slow`` here rather than in each file: the fast subset
-#: ``python -m pytest -n auto -m "not slow"`` leaves them to the full run and to CI.
-SLOW = (
-    "tests/test_cli.py::test_check_passes_and_fails",
-    "tests/test_cli.py::test_every_installed_backend_passes",
-    "tests/test_cli.py::test_check_reports_records_progress_and_a_summary",
-    "tests/test_cli.py::test_progress_lines_before_slow_steps",
-    "tests/test_torch_compile.py::test_cython_kernel_one_graph",
-    "tests/test_readme.py::test_readme_block_runs_alone",
-    "tests/test_cython_native.py::test_cython_special_functions_are_cython_kernels",
-    "tests/test_reference_diff.py::test_agrees_with_reference",
-    "tests/test_jax.py::test_scalars_stay_weak_with_x64_and_reference_does_not",
-    "tests/test_drop_in_defects.py::test_jax_as_numpy_on_a_multi_device_array",
-    "tests/test_assertion_check.py::test_a_test_over_a_backend_without_assertion_fails",
-)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
-    for item in items:
-        if item.nodeid.split("[")[0] in SLOW:
-            item.add_marker(pytest.mark.slow)
     if cuda_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (CuPy or CUDA torch)")

@@ -74,6 +74,7 @@ def test_path_is_checked(path):
 """
 
 
+@pytest.mark.slow
 def test_a_test_over_a_backend_without_assertion_fails(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

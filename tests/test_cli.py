@@ -67,6 +67,7 @@ def full_report() -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _demo.BACKENDS)
 def test_every_installed_backend_passes(full_report: dict[str, Any], name: str) -> None:
     listed = {b["name"]: b for b in full_report["backends"]}[name]
@@ -84,6 +85,7 @@ def test_every_installed_backend_passes(full_report: dict[str, Any], name: str) 
     assert len(listed["devices"]) < 80  # short device names, not raw reprs
 
 
+@pytest.mark.slow
 def test_native_row_reports_the_path_and_compile(full_report: dict[str, Any]) -> None:
     if not (_installed("jax") and _spec("numba")):
         pytest.skip("jax and numba are needed for the native row")
@@ -93,6 +95,7 @@ def test_native_row_reports_the_path_and_compile(full_report: dict[str, Any]) ->
     assert "first call (compile)" in note
 
 
+@pytest.mark.slow
 def test_dask_rows_say_nothing_was_computed(full_report: dict[str, Any]) -> None:
     if not _installed("dask"):
         pytest.skip("dask is not installed here")
@@ -114,6 +117,7 @@ def test_array_api_strict_devices_are_short_names() -> None:
     assert "Device(" not in text
 
 
+@pytest.mark.slow
 def test_table_output_for_one_backend() -> None:
     proc = cli("--backend", "numpy")
     assert proc.returncode == 0, proc.stderr
@@ -122,6 +126,7 @@ def test_table_output_for_one_backend() -> None:
     assert "jax" not in proc.stdout  # only the backend asked for
 
 
+@pytest.mark.slow
 def test_backend_alias_and_json() -> None:
     proc = cli("--backend", "array-api-strict,numpy", "--json")
     assert proc.returncode in (0, 1), proc.stderr
@@ -132,6 +137,7 @@ def test_backend_alias_and_json() -> None:
     assert report["ok"] is (proc.returncode == 0)
 
 
+@pytest.mark.slow
 def test_quiet_prints_one_summary_line_on_success() -> None:
     proc = cli("--backend", "numpy", "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -141,6 +147,7 @@ def test_quiet_prints_one_summary_line_on_success() -> None:
     assert proc.stderr == ""  # no progress lines either
 
 
+@pytest.mark.slow
 def test_progress_lines_before_slow_steps() -> None:
     proc = cli("--backend", "numpy,jax", "--no-cluster")
     assert proc.returncode == 0, proc.stderr
@@ -151,6 +158,7 @@ def test_progress_lines_before_slow_steps() -> None:
         assert any("compiling a Numba kernel" in ln for ln in progress)
 
 
+@pytest.mark.slow
 def test_missing_backend_asked_by_name_fails() -> None:
     if _installed("cupy"):
         pytest.skip("cupy is installed and usable here")
@@ -159,6 +167,7 @@ def test_missing_backend_asked_by_name_fails() -> None:
     assert "not installed: cupy" in proc.stderr
 
 
+@pytest.mark.slow
 def test_help_and_version() -> None:
     proc = cli("--help")
     assert proc.returncode == 0
@@ -205,6 +214,7 @@ def test_usage_errors_exit_2(
         assert "array_api_strict" in err  # lists every valid backend
 
 
+@pytest.mark.slow
 def test_unknown_option_exits_2_with_usage() -> None:
     proc = cli("--bogus")
     assert proc.returncode == 2
@@ -238,6 +248,7 @@ KERNELS = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_check_passes_and_fails(tmp_path: Path) -> None:
     (tmp_path / "kernels_cli.py").write_text(KERNELS)
     good = cli(
@@ -258,6 +269,7 @@ def test_check_passes_and_fails(tmp_path: Path) -> None:
     assert "bad" in bad.stderr
 
 
+@pytest.mark.slow
 def test_check_reports_records_progress_and_a_summary(tmp_path: Path) -> None:
     (tmp_path / "kernels_cli.py").write_text(KERNELS)
     target = ("check", "kernels_cli:good", "--backend", "numpy,dask")

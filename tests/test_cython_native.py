@@ -129,6 +129,7 @@ def test_unexported_and_memoryview_kernels_are_explained(kernels: Any) -> None:
         assert "__Pyx_memviewslice" in explain_native(kernels.total)
 
 
+@pytest.mark.slow
 def test_cython_special_functions_are_cython_kernels() -> None:
     cs = pytest.importorskip("scipy.special.cython_special")
     sc = pytest.importorskip("scipy.special")

@@ -439,6 +439,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 def test_jax_as_numpy_on_a_multi_device_array() -> None:
     import os
     import subprocess

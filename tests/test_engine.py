@@ -126,6 +126,7 @@ def test_none_output_is_an_error(backend: Backend) -> None:
         _run(backend, lambda a: lazy_apply(lambda u: None, a), x)
 
 
+@pytest.mark.slow
 def test_environment_turns_strict_on() -> None:
     code = (
         "import numpy as np\n"

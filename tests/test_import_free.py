@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 _BACKENDS = ("dask", "jax", "torch", "cupy", "sparse", "array_api_strict")
 
 _SCRIPT = textwrap.dedent(
@@ -34,6 +36,7 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_numpy_kernel_imports_no_backend() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT],
@@ -68,6 +71,7 @@ _TESTING_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_testing_module_imports_no_backend() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", _TESTING_SCRIPT],

@@ -177,6 +177,7 @@ _X64_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_scalars_stay_weak_with_x64_and_reference_does_not() -> None:
     env = {**os.environ, "JAX_ENABLE_X64": "1", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(

@@ -19,6 +19,7 @@ from lazyapply import (
     ArgumentTypeError,
     KernelOutputError,
     NotDifferentiableError,
+    SpecError,
     lazy,
     lazy_apply,
 )
@@ -287,6 +288,10 @@ def test_kernel_exception_names_kernel_and_message() -> None:
     assert "sin_scaled" in str(info.value)
     assert "ValueError: scale must be >= 0" in str(info.value)
     assert _native(sin_scaled).startswith("native")
+    # Eagerly, on a read-only view: the kernel's own error, not "writes into".
+    with pytest.raises(ValueError, match="scale must be >= 0") as eager:
+        lazy_apply(sin_scaled, jnp.ones(3), -1.0, as_numpy=True)
+    assert "writes into" not in str(eager.value)
 
 
 def test_wrong_output_shape_gives_the_callback_message() -> None:
@@ -383,6 +388,24 @@ def zero_through_flat(x: Any) -> Any:
     return x
 
 
+@numba.njit
+def bump_inplace(x: Any) -> Any:
+    x += 1  # Numba's refusal: AttributeError "'NoneType' ... 'args'" in its typing
+    return x
+
+
+@numba.njit
+def add_into(x: Any) -> Any:
+    np.add(x, 1.0, x)
+    return x
+
+
+@numba.njit
+def fill_zero(x: Any) -> Any:
+    x.fill(0.0)
+    return x
+
+
 @numba.guvectorize(["void(float32[:], float32[:])"], "(n)->(n)")
 def gclip_inplace(x: Any, out: Any) -> None:  # pragma: no cover - machine code
     for i in range(x.shape[0]):
@@ -395,6 +418,9 @@ def gclip_inplace(x: Any, out: Any) -> None:  # pragma: no cover - machine code
     [
         (relu_inplace, {}),
         (zero_through_flat, {}),
+        (bump_inplace, {}),
+        (add_into, {}),
+        (fill_zero, {}),
         (gclip_inplace, {"signature": "(n)->(n)"}),
     ],
 )
@@ -408,6 +434,10 @@ def test_kernel_writing_its_input_is_refused(kernel: Any, options: Any) -> None:
     assert "read-only" in str(info.value)
     np.testing.assert_array_equal(np.asarray(a), before)  # the caller's array
     np.testing.assert_array_equal(a, before)
+    if kernel is not gclip_inplace:  # eagerly: lazyapply's error too, same fix
+        with pytest.raises(SpecError, match=r"read-only.*x = x\.copy\(\)"):
+            lazy_apply(kernel, a, as_numpy=True)
+        np.testing.assert_array_equal(a, before)
 
 
 @numba.guvectorize(

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -366,3 +367,50 @@ def test_released_callback_fails_loudly(report: dict[str, list[object]]) -> None
     kind, first = report["released"]
     assert kind == "JaxRuntimeError"
     assert "host callback that no longer exists" in str(first)
+
+
+_CACHED = textwrap.dedent(
+    """
+    import sys, numpy as np, jax, jax.numpy as jnp
+    jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from lazyapply import lazy_apply
+
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    h = np.arange(8, dtype=np.float32)
+    x = jax.device_put(jnp.asarray(h), NamedSharding(mesh, P("d")))
+    kernel = {"sin": np.sin, "cos": np.cos}[sys.argv[2]]
+    f = jax.jit(lambda a: lazy_apply(kernel, a, as_numpy=True, elementwise=True))
+    try:
+        print("ok" if np.allclose(np.asarray(f(x)), kernel(h)) else "WRONG")
+    except Exception as exc:  # a loud failure is acceptable, a wrong value is not
+        print("error", "no longer exists" in str(exc))
+    """
+)
+
+
+def test_second_process_on_a_compilation_cache(tmp_path: Any) -> None:
+    # Three processes share JAX's persistent cache: the second runs the same
+    # program, the third another kernel of the same shape. A program with a host
+    # callback key from another process must never call the wrong kernel.
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+        "JAX_PLATFORMS": "cpu",
+    }
+    got = []
+    for kernel in ("sin", "sin", "cos"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _CACHED, str(tmp_path), kernel],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got.append(proc.stdout.split()[0] if proc.stdout.split() else "")
+    assert set(got) <= {"ok", "error"}  # never "WRONG", never a crash
+    assert got[0] == "ok"

@@ -66,28 +66,8 @@ def test_equal_statics_get_their_own_rule(pair: tuple[Any, Any], how: str) -> No
 
 
 # ------------------------------------------------------------ immutable inputs
-@lazy(as_numpy=True)
-def writes_index(x: Any) -> Any:
-    x[0] = 100.0
-    return x * 1
-
-
-@lazy(as_numpy=True)
-def writes_flat(x: Any) -> Any:
-    x.flat[0] = 100.0
-    return x * 1
-
-
-@pytest.mark.parametrize("kernel", [writes_index, writes_flat])
-def test_writing_kernel_is_refused_and_input_unchanged(kernel: Any) -> None:
-    a = jnp.asarray(X)
-    before = np.asarray(a).copy()
-    with pytest.raises(SpecError, match=r"^writes_\w+: .*read-only.*x = x\.copy\(\)"):
-        kernel(a)
-    with pytest.raises(jax.errors.JaxRuntimeError, match=r"x = x\.copy\(\)") as info:
-        jax.jit(kernel)(a).block_until_ready()
-    assert kernel.__name__ in str(info.value)
-    np.testing.assert_array_equal(np.asarray(a), before)
+# A kernel writing into its input (in place, through .flat; NumPy and Numba) is
+# refused on every JAX path: tests/test_behaviour_paths.py, written once for all.
 
 
 def test_numpy_array_beside_jax_is_read_only_too() -> None:
@@ -142,14 +122,9 @@ def test_eager_derivatives_of_numpy_inputs(how: str) -> None:
         got = np.diag(jax.jacfwd(cube)(x))
     elif how == "jacrev":
         got = np.diag(jax.jacrev(cube)(x))
-    else:
-        # jax.linearize traces like jax.grad (LinearizeTracer) and gets the
-        # custom_vjp, which JAX cannot evaluate in forward mode: JAX's own TypeError,
-        # no longer an AttributeError on the NumPy input.
+    else:  # evaluated forward: the jvp rule, not the custom_vjp
         _, lin = jax.linearize(lambda a: cube(a).sum(), x)
-        with pytest.raises(TypeError, match="forward-mode autodiff"):
-            lin(np.ones(4, np.float32))
-        return
+        got = np.stack([lin(e) for e in np.eye(4, dtype=np.float32)])
     np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
@@ -226,10 +201,9 @@ def test_second_derivative_without_the_vjps_vjp_names_it() -> None:
     assert "@lazy(vjp=...)" in str(info.value)
 
 
-def test_hessian_names_what_to_declare() -> None:
-    with pytest.raises(NotDifferentiableError, match=r"jax\.jacrev") as info:
-        jax.hessian(lambda a: cube2(a).sum())(jnp.asarray(X, jnp.float32))
-    assert str(info.value).startswith("cube2")
+def test_hessian_with_the_vjps_own_vjp() -> None:
+    got = jax.hessian(lambda a: cube2(a).sum())(jnp.asarray(X, jnp.float32))
+    np.testing.assert_allclose(got, np.diag(6 * X), rtol=1e-5)
 
 
 # ------------------------------------------------------------ NumPy beside JAX

@@ -501,7 +501,8 @@ def test_call_time_errors() -> None:
 
 def test_mode_is_parsed_once_and_immutable() -> None:
     from lazyapply.spec import CallSpec
-    from lazyapply.spec._modes import Depth, Signature, with_mode
+    from lazyapply.spec._build import with_mode
+    from lazyapply.spec._modes import Depth, Signature
 
     spec = with_mode(CallSpec("k"), _noop, signature=" (m, n), (n,p) -> (m,p) ")
     sig = spec.mode.signature

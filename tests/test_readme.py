@@ -36,6 +36,7 @@ def test_readme_has_python_blocks() -> None:
     assert "def lazy_apply" not in README.read_text()  # shows usage, not internals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("line", "source"), BLOCKS, ids=[f"README.md:{line}" for line, _ in BLOCKS]
 )

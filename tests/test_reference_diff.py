@@ -297,6 +297,7 @@ def _compare(
             np.testing.assert_array_equal(v, r)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=40,
     deadline=None,

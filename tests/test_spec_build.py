@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lazyapply import SpecError, lazy, lazy_apply
-from lazyapply.spec._build import KERNEL_FIRST
+from lazyapply.spec._keywords import KERNEL_FIRST
 
 
 def my_kernel(x: Any, **kwargs: Any) -> Any:

@@ -87,6 +87,26 @@ def test_intercept_is_gone() -> None:
     assert not uses, f"intercept still used in {sorted(set(uses))}"
 
 
+_SPEC_BUILDER = "lazyapply.spec._build"
+
+
+def test_specs_are_made_only_by_the_spec_builder() -> None:
+    """``CallSpec(...)`` and ``dataclasses.replace`` only in ``spec/_build.py``:
+    everything else derives a spec through its functions (``derive_spec``,
+    ``rule_spec``, ``with_mode``, ``build_spec``)."""
+    found = []
+    for module, path in MODULES.items():
+        if module == _SPEC_BUILDER:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            called = ast.unparse(node.func)
+            if called in ("CallSpec", "dataclasses.replace", "replace"):
+                found.append(f"{module}:{node.lineno} {called}(...)")
+    assert not found, found
+
+
 def _circles() -> list[list[str]]:
     """Strongly connected components (more than one module) of the import graph."""
     graph: dict[str, set[str]] = {}

@@ -42,6 +42,7 @@ def _xy(n: int = 8) -> tuple[Any, Any]:
 COMPILED = torch.compile(_model, fullgraph=True, backend="aot_eager")
 
 
+@pytest.mark.slow
 def test_numba_scipy_two_outputs_one_graph() -> None:
     x, y = _xy()
     explained = torch._dynamo.explain(_model)(x, y)
@@ -50,6 +51,7 @@ def test_numba_scipy_two_outputs_one_graph() -> None:
     torch.testing.assert_close(COMPILED(x, y), _model(x, y))
 
 
+@pytest.mark.slow
 def test_cython_kernel_one_graph() -> None:
     ffill = cython_ffill()
 

@@ -30,10 +30,21 @@ class Target:
     ``host`` converts the arguments with ``as_numpy=True``; ``convert`` turns an
     output that is not one of ``out_types`` into the caller's namespace and device;
     ``move(o, device)`` brings back an output made on another device (``None`` for
-    single-device libraries); ``canon`` maps a dtype to the one the namespace stores.
+    single-device libraries); ``canon`` maps a dtype to the one the namespace stores;
+    ``guard(func, host)``, when given, is the ``host`` for kernel ``func`` (a check
+    of what that kernel does with the converted arrays).
     """
 
-    __slots__ = ("canon", "convert", "device", "host", "move", "out_types", "refuse")
+    __slots__ = (
+        "canon",
+        "convert",
+        "device",
+        "guard",
+        "host",
+        "move",
+        "out_types",
+        "refuse",
+    )
 
     def __init__(
         self,
@@ -45,8 +56,10 @@ class Target:
         move: Callable[[Any, Any], Any] | None = None,
         canon: Callable[[Any], Any] | None = None,
         refuse: Callable[[str], None] | None = None,
+        guard: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         self.host = host
+        self.guard = guard
         self.convert = convert
         self.out_types = out_types
         self.device = device

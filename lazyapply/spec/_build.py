@@ -11,7 +11,7 @@ kernel implies is added per kernel by :func:`with_implied_mode`.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -34,13 +34,13 @@ from lazyapply.spec._static import Unkeyable, static_key
 __all__ = [
     "APPLY_DEFAULTS",
     "DEFAULTS",
-    "KERNEL_FIRST",
     "apply_spec",
     "build_spec",
-    "check_names",
-    "kernel_keywords",
+    "derive_spec",
     "plain_spec",
+    "rule_spec",
     "with_implied_mode",
+    "with_mode",
 ]
 
 #: The options ``@lazy`` accepts, with its defaults.
@@ -64,10 +64,6 @@ APPLY_DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
     {**DEFAULTS, "strict": False}
 )
 _MODE_OPTIONS = ("elementwise", "signature", "depth", "boundary")
-#: ``lazy_apply`` options that a kernel parameter of the same name takes over.
-KERNEL_FIRST = frozenset(
-    ("elementwise", "signature", "depth", "boundary", "strict", "vjp", "jvp")
-)
 
 
 def _is_dtype_callable(dtype: object) -> bool:
@@ -160,8 +156,6 @@ def _build(
         jvp=options["jvp"],
     )
     if any(options[k] is not None and options[k] is not False for k in _MODE_OPTIONS):
-        from lazyapply.spec._modes import with_mode
-
         spec = with_mode(
             spec,
             kernel,
@@ -301,16 +295,18 @@ def with_implied_mode(spec: CallSpec, kernel: Callable[..., Any]) -> CallSpec:
         per_kernel, store = _IMPLIED_STRONG.get(kernel), None
     if per_kernel is not None and spec in per_kernel:
         return per_kernel[spec]  # type: ignore[no-any-return]
-    from lazyapply.spec._modes import with_mode
-
     try:
         out = with_mode(spec, kernel, mode[0], mode[1])
     except SpecError:
         out = spec
-    if {"scipy.special", "lazyapply.special"} & sys.modules.keys():  # issue 20
-        from lazyapply.special import with_declared_derivatives
+    # SciPy's special functions come with derivatives (only once SciPy is in play).
+    if {"scipy.special", "lazyapply.special"} & sys.modules.keys():
+        from lazyapply.special import declared_rules
 
-        out = with_declared_derivatives(out, kernel)
+        declared = out.vjp is not None or out.jvp is not None
+        rules = None if declared else declared_rules(kernel)
+        if rules is not None:
+            out = derive_spec(out, **rules)
     if per_kernel is None:
         per_kernel = {}
         if store is None:
@@ -323,78 +319,54 @@ def with_implied_mode(spec: CallSpec, kernel: Callable[..., Any]) -> CallSpec:
     return out
 
 
-_PARAMS = weak("spec: kernel parameter names (lazy_apply keywords)")
-_PARAMS_STRONG = bounded("spec: kernel parameter names (no weakref)", 256)
+# ------------------------------------------------------ specs made from other specs
+def derive_spec(spec: CallSpec, **changes: Any) -> CallSpec:
+    """``spec`` with some fields changed: the one way a spec is made from another.
 
-
-def _parameters(func: Callable[..., Any]) -> frozenset[str]:
-    """The names ``func`` takes as keywords (cached per kernel object)."""
-    last = _LAST_PARAMS[0]
-    if last[0] is func:  # the same kernel again: no weak reference to make
-        return last[1]
-    names = _find_parameters(func)
-    _LAST_PARAMS[0] = (func, names)
-    return names
-
-
-_LAST_PARAMS: list[tuple[Any, frozenset[str]]] = [(None, frozenset())]
-
-
-def _find_parameters(func: Callable[..., Any]) -> frozenset[str]:
-    try:
-        names = _PARAMS.get(func)
-        store: Any = _PARAMS
-    except TypeError:  # not weakly referenceable (a ufunc), or unhashable
-        try:
-            names, store = _PARAMS_STRONG.get(func), _PARAMS_STRONG
-        except TypeError:
-            names, store = None, None
-    if names is None:
-        try:
-            params = inspect.signature(func).parameters.values()
-        except (TypeError, ValueError):  # no signature (some builtins): none known
-            names = frozenset()
-        else:
-            names = frozenset(
-                p.name
-                for p in params
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-            )
-        if store is _PARAMS:
-            _PARAMS[func] = names
-        elif store is not None:
-            store.put(func, names)
-    return names
-
-
-def kernel_keywords(
-    func: Callable[..., Any], kwargs: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``lazy_apply``'s keywords into (options, the kernel's keywords).
-
-    A name of :data:`KERNEL_FIRST` goes to the kernel when the kernel has a
-    parameter of that name (as ``array_api_extra.lazy_apply`` passes it); otherwise,
-    even to a kernel with ``**kwargs``, it is ``lazy_apply``'s option.
+    A bound method's shape/dtype callables, a kernel without its rules (the primal
+    of a custom derivative), a vjp's own vjp, a batched op's outputs, a mode. A
+    changed rule is checked as :func:`build_spec` checks the option.
     """
-    params = _parameters(func)
-    options = {}
-    rest = {}
-    for key, value in kwargs.items():
-        if key in KERNEL_FIRST and key not in params:
-            options[key] = value
-        else:
-            rest[key] = value
-    return options, rest
+    for rule in ("vjp", "jvp"):
+        value = changes.get(rule)
+        if value is not None and not callable(value):
+            msg = f"{spec.name or 'kernel'}: {rule}= must be a callable, got {value!r}"
+            raise TypeError(msg)
+    return dataclasses.replace(spec, **changes)
 
 
-def check_names(options: Mapping[str, Any], kernel: Callable[..., Any] | None) -> None:
-    """Refuse options ``@lazy`` does not know, listing the valid ones."""
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        where = "" if kernel is None else f" for {kernel_name(kernel)}"
-        msg = (
-            f"lazy: unknown option{'s' if len(unknown) > 1 else ''} "
-            f"{', '.join(map(repr, unknown))}{where}; valid options are "
-            f"{', '.join(DEFAULTS)} (keyword-only)"
-        )
-        raise TypeError(msg)
+def rule_spec(
+    name: str,
+    output: OutputSpec,
+    as_numpy: bool,
+    *,
+    shape_fn: Callable[..., Any] | None = None,
+    dtype_fn: Callable[..., Any] | None = None,
+) -> CallSpec:
+    """The spec of a derivative kernel (a vjp call, a vjp op): strict, whole-array,
+    with the conversions of the kernel it differentiates (``as_numpy``)."""
+    return CallSpec(
+        name, output, as_numpy, shape_fn=shape_fn, dtype_fn=dtype_fn, strict=True
+    )
+
+
+def with_mode(
+    spec: CallSpec,
+    kernel: Callable[..., Any],
+    elementwise: bool = False,
+    signature: str | None = None,
+    depth: Any = None,
+    boundary: Any = None,
+) -> CallSpec:
+    """``spec`` with its execution mode set, after validating the options.
+
+    Raises
+    ------
+    SpecError
+        As :func:`lazyapply.spec._modes.parse_mode`: contradicting or malformed
+        modes, declared outputs unlike the signature's. Messages name the kernel.
+    """
+    from lazyapply.spec._modes import parse_mode
+
+    mode, output = parse_mode(spec, kernel, elementwise, signature, depth, boundary)
+    return derive_spec(spec, mode=mode, output=output)

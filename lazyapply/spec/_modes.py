@@ -2,21 +2,20 @@
 
 A mode tells lazy backends how a kernel may be split; eager backends ignore it (the
 kernel runs once on the whole arrays). Everything a mode needs is parsed and validated
-once, in :func:`with_mode` (at decoration time for ``@lazy``, once per ``lazy_apply``
+once, in :func:`parse_mode` (at decoration time for ``@lazy``, once per ``lazy_apply``
 call otherwise); the per-call work is :func:`mode_output_shapes`, which derives the
 output shapes from the arguments' shapes and checks the signature's core dimensions.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from lazyapply._errors import SpecError
 from lazyapply._kernels import implied_mode as infer_mode
-from lazyapply.spec import CallSpec, Mode, kernel_name
+from lazyapply.spec import CallSpec, Mode, OutputSpec, kernel_name
 from lazyapply.spec._signature import (
     SIGNATURE_FORMS,
     Signature,
@@ -34,7 +33,7 @@ __all__ = [
     "infer_mode",
     "mode_output",
     "mode_output_shapes",
-    "with_mode",
+    "parse_mode",
 ]
 
 BOUNDARY_KINDS = ("none", "reflect", "periodic", "nearest")
@@ -149,16 +148,17 @@ def boundary_for_ndim(boundary: Any, ndim: int, name: str) -> dict[int, Any]:
     return dict.fromkeys(range(ndim), "none" if boundary is None else boundary)
 
 
-# --------------------------------------------------------------------------- with_mode
-def with_mode(
+# -------------------------------------------------------------------------- parse_mode
+def parse_mode(
     spec: CallSpec,
     func: Callable[..., Any],
     elementwise: bool = False,
     signature: str | None = None,
     depth: Any = None,
     boundary: Any = None,
-) -> CallSpec:
-    """Return ``spec`` with its execution mode set, after validating the options.
+) -> tuple[Mode, OutputSpec]:
+    """The execution mode of these options, validated, and ``spec``'s outputs under
+    it (the spec itself is made by :func:`lazyapply.spec._build.with_mode`).
 
     Raises
     ------
@@ -210,5 +210,4 @@ def with_mode(
         if norm_boundary == "none":
             norm_boundary = None
     output = mode_output(sig, spec.output, name)
-    mode = Mode(elementwise, sig, norm_depth, norm_boundary)
-    return dataclasses.replace(spec, mode=mode, output=output)
+    return Mode(elementwise, sig, norm_depth, norm_boundary), output

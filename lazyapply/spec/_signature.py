@@ -1,6 +1,6 @@
 """Gufunc signatures: parsing, matching arguments, and the output shapes they give.
 
-A :class:`Signature` is parsed once (``with_mode``); per call,
+A :class:`Signature` is parsed once (``parse_mode``); per call,
 :func:`mode_output_shapes` derives every chunk-wise call's output shapes (loop
 dimensions, then core dimensions) from the arguments' shapes.
 """

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import LazyApplyError, SpecError
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.jax._callback import readonly_inputs
+from lazyapply.adapters.jax._callback import guard_flat_writes, readonly_inputs
 from lazyapply.adapters.jax._shard import in_shard
 from lazyapply.adapters.jax._stage import Stager, Staging, signature
 from lazyapply.spec import CallSpec, OutputSpec, Shape, kernel_name
@@ -86,10 +86,15 @@ class JaxAdapter(Adapter):
         if deferred:  # inside a host callback: NumPy in, NumPy (or JAX) out
             types = (self.native[0], np.ndarray)
             return Target(
-                host=host, convert=np.asarray, out_types=types[::-1], canon=self._canon
+                host=host,
+                convert=np.asarray,
+                out_types=types[::-1],
+                canon=self._canon,
+                guard=guard_flat_writes,
             )
         target = super().target(first, xp, deferred=False)
         target.host = host
+        target.guard = guard_flat_writes
         target.canon = self._canon
         target.move = None  # JAX places results itself; outputs are never moved back
         devices = first.devices() if hasattr(first, "devices") else ()

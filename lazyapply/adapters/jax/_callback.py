@@ -9,9 +9,12 @@ NumPy views, since a JAX array is immutable and the kernel must not change it.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import LazyApplyError
+from lazyapply._kernels import numba_kind
+from lazyapply._readonly import refuse_flat_writes
 from lazyapply.adapters.jax._fenv import in_default_fp_env
 from lazyapply.adapters.jax._stage import align_loops
 
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
     from lazyapply._call import KernelCall
     from lazyapply._check import OutputCheck
 
-__all__ = ["Callback", "readonly_inputs"]
+__all__ = ["Callback", "guard_flat_writes", "readonly_inputs"]
 
 
 def readonly_inputs(args: tuple[Any, ...], types: tuple[type, ...]) -> tuple[Any, ...]:
@@ -40,6 +43,21 @@ def readonly_inputs(args: tuple[Any, ...], types: tuple[type, ...]) -> tuple[Any
                 v.flags.writeable = False
             out[i] = v
     return tuple(out)
+
+
+def guard_flat_writes(func: Any, host: Any) -> Any:
+    """``host`` for kernel ``func``; for a Numba ``@njit`` kernel, one that first
+    refuses a write through ``.flat`` (which Numba compiles into read-only arrays:
+    the caller's ``jax.Array`` or XLA's buffer would change, with no error)."""
+    if numba_kind(func) != "dispatcher":
+        return host
+    return functools.partial(_refusing_flat_writes, func, host)
+
+
+def _refusing_flat_writes(func: Any, host: Any, args: tuple[Any, ...]) -> Any:
+    args = host(args)
+    refuse_flat_writes(func, args, {}, getattr(func, "__name__", "kernel"))
+    return args
 
 
 class Callback:

@@ -16,20 +16,31 @@ work; without one, the error names the declaration to add.
 
 JAX does not allow one function to carry both ``custom_vjp`` and ``custom_jvp``, and a
 ``pure_callback`` has no transpose, so reverse mode cannot be derived from a declared
-jvp (nor forward mode from a vjp). Both rules are built, and the call picks one from
-the transformation that is tracing it (:func:`_forward_mode`).
+jvp. Forward mode can be derived from a vjp (:func:`._forward.jvp_from_vjp`: ``J t``
+read off ``J^T``, in ``jnp`` arithmetic that JAX transposes and differentiates again),
+which gives ``jax.jvp``, ``jax.linearize`` and, with the vjp's own vjp,
+``jax.hessian``. Both rules are built, and the call picks one from the
+transformation that is tracing it (:func:`._forward.forward_mode`): reverse mode
+always gets the declared vjp itself.
+
+``jax.custom_derivatives.linear_call`` (a tangent with the vjp as its transpose)
+would spare the materialised Jacobian of non-elementwise kernels in forward mode,
+but it does not serve ``jax.hessian``: its JVP rule asserts that its residuals
+(here the kernel's inputs) have zero tangents, and it has no batching rule
+(``jacrev``/``jacfwd`` vmap), see jax/_src/custom_derivatives.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import jvp_spec, vjp_spec
 from lazyapply._grad_kernels import own_vjp
+from lazyapply.adapters.jax._forward import forward_mode, jvp_from_vjp
 from lazyapply.adapters.jax._second import VjpOfVjp
 from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
+from lazyapply.spec._build import derive_spec
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -73,7 +84,7 @@ class _Rules:
         self.name = call.name
         primal = stager.derived.get("primal")
         if primal is None:  # the kernel without rules: no recursion into this class
-            plain = dataclasses.replace(spec, vjp=None, jvp=None)
+            plain = derive_spec(spec, vjp=None, jvp=None)
             primal = stager.derived["primal"] = Stager(stager.func, plain, stager.hint)
         self.primal_stager = primal
         self.plain = adapter.plain(primal, call, args, positions, layout)
@@ -93,6 +104,9 @@ class _Rules:
         if spec.jvp is not None:
             self.by_jvp = jax.custom_jvp(self.primal)
             self.by_jvp.defjvp(self.jvp_rule)
+        elif spec.vjp is not None:  # forward mode from the vjp (jax.hessian)
+            self.by_jvp = jax.custom_jvp(self.primal)
+            self.by_jvp.defjvp(self.jvp_from_vjp)
 
     def args(self, operands: tuple[Any, ...]) -> tuple[Any, ...]:
         args = list(self.statics)
@@ -109,27 +123,17 @@ class _Rules:
 
     def staged(self, *operands: Any) -> Any:
         """Call the rule that the tracing transformation needs."""
-        forward = _forward_mode(operands)
+        forward = forward_mode(operands)
         if forward is None:  # no derivative asked for here: either rule will do
             return (self.by_vjp or self.by_jvp)(*operands)
         rule = self.by_jvp if forward else self.by_vjp
-        if rule is None:
+        if rule is None:  # forward mode always has a rule (from the vjp if need be)
             name = self.name
-            how, what = (
-                ("jvp", "forward-mode (jax.jvp, jax.jacfwd, jax.hessian)")
-                if forward
-                else ("vjp", "reverse-mode (jax.grad, jax.vjp, jax.jacrev)")
-            )
             msg = (
-                f"{name} (jax (traced)): {what} differentiation needs a declared "
-                f"{how}, and {name} has none; declare it with @{name}.def{how} or "
-                f"lazy(..., {how}=...)"
+                f"{name} (jax (traced)): reverse-mode (jax.grad, jax.vjp, jax.jacrev) "
+                f"differentiation needs a declared vjp, and {name} has only a jvp; "
+                f"declare it with @{name}.defvjp or lazy(..., vjp=...)"
             )
-            if forward and self.by_vjp is not None:
-                msg += (
-                    "; for second derivatives from vjps alone use reverse over "
-                    "reverse (jax.jacrev(jax.jacrev(f)), jax.grad(jax.grad(f)))"
-                )
             raise NotDifferentiableError(msg)
         return rule(*operands)
 
@@ -172,7 +176,7 @@ class _Rules:
             second = VjpOfVjp(
                 own, self.name, len(outs), self.multi, self.floats, len(args)
             )
-            vspec = dataclasses.replace(vspec, vjp=second)
+            vspec = derive_spec(vspec, vjp=second)
         stager = self.adapter.prepare(kernel, vspec)
         stager.hint = (
             f"{name}: the vjp of {self.name} has no vjp of its own, so {self.name} "
@@ -189,7 +193,7 @@ class _Rules:
     ) -> tuple[Any, Any]:
         import jax.numpy as jnp
 
-        out = self.primal(*primals)
+        out = self.staged(*primals)  # the rules: an outer derivative uses them
         args = self.args(primals)
         outs = out if self.multi else (out,)
         by_pos = dict(zip(self.positions, tangents, strict=True))
@@ -197,6 +201,11 @@ class _Rules:
         stager = self._jvp_stager(outs, args)
         t_out = self.adapter.stage_kernel(stager, (*picked, *outs, *args), self.kwargs)
         return out, t_out
+
+    def jvp_from_vjp(
+        self, primals: tuple[Any, ...], tangents: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        return jvp_from_vjp(self, primals, tangents)
 
     def _jvp_stager(self, outs: tuple[Any, ...], args: tuple[Any, ...]) -> Stager:
         found = getattr(self, "jvp_stager", None)
@@ -212,38 +221,3 @@ def _float0() -> Any:
     import jax
 
     return jax.dtypes.float0
-
-
-def _forward_mode(operands: tuple[Any, ...]) -> bool | None:
-    """``True`` under forward mode, ``False`` under reverse, ``None`` if neither.
-
-    The innermost transformation's tracer is the outermost one: walk each operand's
-    tracers (a batch tracer wraps ``.val``) down to the first autodiff one. With
-    JAX's direct linearize (the default since 0.7), reverse mode traces with
-    ``LinearizeTracer``; forward mode with ``JVPTracer``. Older JAX reverse mode also
-    uses ``JVPTracer``, so there nothing is decided here.
-    """
-    import jax
-    from jax.core import Tracer
-    from jax.interpreters.ad import JVPTracer
-
-    linearize = _linearize_tracer()
-    if linearize is None or not getattr(jax.config, "jax_use_direct_linearize", False):
-        return None
-    for x in operands:
-        t = x
-        while isinstance(t, Tracer):
-            if isinstance(t, JVPTracer):
-                return True
-            if isinstance(t, linearize):
-                return False
-            t = getattr(t, "primal", getattr(t, "val", None))
-    return None
-
-
-def _linearize_tracer() -> type | None:
-    try:  # private in JAX 0.10; if it moves, no mode is decided (see above)
-        from jax._src.interpreters.ad import LinearizeTracer
-    except ImportError:
-        return None
-    return LinearizeTracer  # type: ignore[no-any-return]

@@ -36,7 +36,7 @@ from lazyapply._errors import KernelOutputError, LazyApplyError
 if TYPE_CHECKING:
     from lazyapply.adapters.jax._callback import Callback
 
-__all__ = ["TARGET", "HostEntry", "host_call"]
+__all__ = ["TARGET", "HostEntry", "host_call", "register_target"]
 
 TARGET = "lazyapply_host_callback"
 _FFI_API_VERSION = (0, 3)  # XLA_FFI_API_MAJOR / MINOR of jaxlib 0.10's c_api.h
@@ -119,7 +119,7 @@ def host_call(entry: HostEntry, extents: Any, *ops: Any) -> Any:
     import jax
     import numpy as np
 
-    _register()
+    register_target()
     call = jax.ffi.ffi_call(
         TARGET,
         entry.outs if entry.multi else entry.outs[0],
@@ -129,8 +129,11 @@ def host_call(entry: HostEntry, extents: Any, *ops: Any) -> Any:
     return call(*ops, *extra, key=np.int64(entry.key))
 
 
-def _register() -> None:
-    """Register the FFI target with XLA's CPU platform (once per process)."""
+def register_target() -> None:
+    """Register the FFI target with XLA's CPU platform (once per process).
+
+    Called when a call is staged, before XLA compiles (and partitions) it.
+    """
     if _REGISTERED:
         return
     with _LOCK:

@@ -12,12 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.torch._grad import (
-    Prepared,
-    apply_with_grad,
-    needs_grad,
-    not_differentiable,
-)
+from lazyapply.adapters.torch._grad import Prepared, needs_grad, not_differentiable
+from lazyapply.adapters.torch._node import apply_with_grad
 from lazyapply.adapters.torch._op import call_op
 from lazyapply.spec import CallSpec
 
@@ -125,9 +121,17 @@ class TorchAdapter(Adapter):
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
             return call_op(self._torch, call.func, spec, args, call.kwargs)
-        if spec.as_numpy and self._any_wrapped(args):  # torch.func: the op's rules
-            return call_op(self._torch, call.func, spec, args, call.kwargs)
         from lazyapply._engine import prepared as ready
+
+        if self._any_wrapped(args):
+            live = self._transforms_active()  # else a wrapper that escaped: dead
+            if live and spec.vjp is not None:  # torch.func: the node's grad and vmap
+                prep = ready(self, call.func, spec)
+                return apply_with_grad(self, None, args, spec, first, prep, call.kwargs)
+            if spec.as_numpy:  # the op's vmap rule (the op unwraps a dead wrapper)
+                if live and needs_grad(args):
+                    not_differentiable(call.name, self.label(first))
+                return call_op(self._torch, call.func, spec, args, call.kwargs)
 
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)

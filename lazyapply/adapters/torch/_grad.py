@@ -1,10 +1,11 @@
 """PyTorch autograd for kernels with a declared vjp, eager and compiled.
 
-Eagerly, a call on tensors that require grad (with grad mode on) runs inside one
-``torch.autograd.Function``: the forward is the plain eager call on detached tensors,
-the backward runs the declared vjp through :func:`lazyapply._grad.run_vjp`, so the vjp
-kernel is itself a lazy call (converted and checked like the kernel). The same rule is
-registered on the kernel's custom op (``register_autograd``) for compiled code.
+Eagerly, and under torch.func, a call on tensors that require grad (with grad mode
+on) runs inside one autograd node (:mod:`._node`): the forward is the checked eager
+call on detached tensors, the backward runs the declared vjp as a checked call of
+the vjp kernel, itself a node when it must be differentiable (``create_graph=True``,
+torch.func). The same rule is registered on the kernel's custom op
+(``register_autograd``) for compiled code.
 
 With ``as_numpy=True`` and no vjp, such a call raises
 :class:`~lazyapply.NotDifferentiableError` naming the kernel (torch itself would say
@@ -20,9 +21,16 @@ from typing import Any, cast
 from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions
-from lazyapply.spec import CallSpec, Mode, OutputSpec
+from lazyapply.spec import CallSpec, OutputSpec
+from lazyapply.spec._build import rule_spec
 
-__all__ = ["apply_with_grad", "needs_grad", "register_op_autograd", "vjp_op_spec"]
+__all__ = [
+    "Prepared",
+    "needs_grad",
+    "not_differentiable",
+    "register_op_autograd",
+    "vjp_op_spec",
+]
 
 
 def needs_grad(args: tuple[Any, ...]) -> bool:
@@ -81,12 +89,8 @@ class Prepared:
         if hit is None:
             spec = self.spec
             kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
-            vspec = CallSpec(
-                kernel.__name__,
-                OutputSpec(shapes, dtypes, True),
-                spec.as_numpy,
-                strict=True,
-            )
+            output = OutputSpec(shapes, dtypes, True)
+            vspec = rule_spec(kernel.__name__, output, spec.as_numpy)
             check = OutputCheck(shapes, dtypes, True, (True, True))
             hit = make_call(
                 adapter, first, kernel, kwargs, vspec, check, None, deferred=True
@@ -106,93 +110,6 @@ def not_differentiable(name: str, backend: str) -> None:
         "vjp=, or call it under torch.no_grad() or on x.detach()"
     )
     raise NotDifferentiableError(msg)
-
-
-def apply_with_grad(
-    adapter: Any,
-    call: Any,
-    args: tuple[Any, ...],
-    spec: CallSpec,
-    first: Any,
-    prepared: Prepared,
-) -> Any:
-    """The eager call, recorded as one autograd node whose backward is the vjp."""
-    import torch
-
-    if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
-        not_differentiable(call.name, adapter.label(first))
-    node = _node_class(torch)
-    return node.apply(_Call(adapter, call, prepared, first), *args)
-
-
-class _Call:
-    """What the autograd node needs besides the tensors (one per call)."""
-
-    __slots__ = ("adapter", "call", "first", "prepared")
-
-    def __init__(self, adapter: Any, call: Any, prepared: Prepared, first: Any) -> None:
-        self.adapter = adapter
-        self.call = call
-        self.prepared = prepared
-        self.first = first
-
-
-_NODE: list[Any] = []
-
-
-def _node_class(torch: Any) -> Any:
-    """The ``autograd.Function`` subclass, made once (torch is imported lazily)."""
-    if _NODE:
-        return _NODE[0]
-
-    class LazyKernelNode(torch.autograd.Function):  # type: ignore[misc]
-        @staticmethod
-        def forward(ctx: Any, c: _Call, *args: Any) -> Any:
-            plain = tuple(
-                a.detach() if isinstance(a, torch.Tensor) else a for a in args
-            )
-            out = c.call.run(plain, c.call.kwargs)
-            multi = c.call.check.multi
-            outs = out if multi else (out,)
-            ctx.c, ctx.multi, ctx.args = c, multi, plain
-            ctx.save_for_backward(*outs)
-            frozen = [o for o in outs if not o.dtype.is_floating_point]
-            if frozen:
-                ctx.mark_non_differentiable(*frozen)
-            return out
-
-        @staticmethod
-        def backward(ctx: Any, *grads: Any) -> Any:
-            c, args = ctx.c, ctx.args
-            outs = ctx.saved_tensors
-            needs = ctx.needs_input_grad
-            # Floating-point tensors that need a gradient (torch's own dtype tests:
-            # array_namespace per argument cost more than the vjp of a small array).
-            positions = tuple(
-                i
-                for i, a in enumerate(args)
-                if needs[i + 1]
-                and isinstance(a, torch.Tensor)
-                and (a.is_floating_point() or a.is_complex())
-            )
-            full: list[Any] = [None] * (len(args) + 1)
-            if not positions:
-                return tuple(full)
-            grads = tuple(
-                torch.zeros_like(o) if g is None else g
-                for g, o in zip(grads, outs, strict=True)
-            )
-            kwargs = c.call.kwargs
-            vjp = c.prepared.vjp_call(
-                c.adapter, c.first, len(grads), ctx.multi, positions, args, kwargs
-            )
-            picked = vjp.run((*grads, *outs, *args), kwargs)
-            for i, g in zip(positions, picked, strict=True):
-                full[i + 1] = g
-            return tuple(full)
-
-    _NODE.append(LazyKernelNode)
-    return LazyKernelNode
 
 
 def register_op_autograd(
@@ -284,15 +201,13 @@ def vjp_op_spec(kernel: Any, spec: CallSpec) -> CallSpec:
     offset = 2 * kernel.n_out
     # Only what run_vjp's spec holds besides the sizes: the forward kernel's spec
     # (when pre-registering) and the vjp call's spec then give the same op.
-    return CallSpec(
+    # No mode: run_vjp may pick another mode than the forward's (a broadcast
+    # argument), and the op's name, which a cached compiled backward holds, must
+    # not depend on it. (torch.func.vmap of a vjp op is therefore sequential.)
+    return rule_spec(
         kernel.__name__,
         OutputSpec(None, None, True),
         spec.as_numpy,
-        # No mode: run_vjp may pick another mode than the forward's (a broadcast
-        # argument), and the op's name, which a cached compiled backward holds, must
-        # not depend on it. (torch.func.vmap of a vjp op is therefore sequential.)
-        Mode(),
         shape_fn=_like("shape", offset, kernel.positions),
         dtype_fn=_like("dtype", offset, kernel.positions),
-        strict=True,
     )

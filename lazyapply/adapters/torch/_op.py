@@ -24,7 +24,6 @@ programs therefore run in the process that exported them.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import threading
 from typing import Any
@@ -34,6 +33,7 @@ from lazyapply.adapters.torch._fake import fake_outputs, run_checked
 from lazyapply.adapters.torch._identity import op_digest
 from lazyapply.adapters.torch._sites import TENSOR, TOKEN, join_site, site_of
 from lazyapply.spec import CallSpec, kernel_name
+from lazyapply.spec._build import derive_spec
 
 __all__ = ["TENSOR", "call_op", "join_site", "prepare_op", "site_of"]
 
@@ -111,7 +111,7 @@ def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
     from lazyapply.adapters.torch import _grad as _torch_grad
 
     label = spec.name or kernel_name(kernel)
-    plain = dataclasses.replace(spec, vjp=None)
+    plain = derive_spec(spec, vjp=None)
     calls: dict[Any, Any] = {}  # checked kernel calls, per argument metadata
 
     def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:

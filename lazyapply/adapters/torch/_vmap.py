@@ -1,22 +1,27 @@
-"""``torch.func.vmap`` of an elementwise or gufunc kernel's custom op: one call.
+"""``torch.func.vmap`` of a kernel: its custom op's rule, and its autograd node's.
 
-The batch dimension of every batched tensor moves to the front, and size-1 loop
-dimensions are inserted after it so that all batched tensors have as many loop
-dimensions as the widest argument; unbatched tensors then broadcast against them.
-The kernel (elementwise, or a gufunc over its loop dimensions) handles the extra
-leading dimension itself, so the batch costs one kernel call.
+The op (a kernel without a vjp): the batch dimension of every batched tensor moves
+to the front, and size-1 loop dimensions are inserted after it so that all batched
+tensors have as many loop dimensions as the widest argument; unbatched tensors then
+broadcast against them. The kernel (elementwise, or a gufunc over its loop
+dimensions) handles the extra leading dimension itself, so the batch costs one
+kernel call. A whole-array kernel runs once per batch element.
+
+The node (a kernel with a vjp, and the vjp itself): one call only where no operand
+broadcasts (:func:`batch_operands`), so that the vjp's cotangents are the stacked
+per-element ones; otherwise once per element.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
 
 from lazyapply.spec import CallSpec, OutputSpec
+from lazyapply.spec._build import derive_spec
 
-__all__ = ["register_op_vmap"]
+__all__ = ["batch_operands", "batched_spec", "node_vmap", "register_op_vmap"]
 
 
 def _core_ndims(spec: CallSpec, args: tuple[Any, ...]) -> list[int]:
@@ -24,6 +29,88 @@ def _core_ndims(spec: CallSpec, args: tuple[Any, ...]) -> list[int]:
     if sig is None:
         return [0] * len(args)
     return [len(dims) for dims in sig.inputs]
+
+
+def batched_spec(spec: CallSpec) -> CallSpec:
+    """``spec`` for arguments with one more leading (batch) dimension.
+
+    Declared output shapes of the full output (elementwise, or a gufunc's that are
+    not only core shapes) no longer hold and are dropped; callables stay (evaluated
+    on the batched arguments).
+    """
+    sig = spec.mode.signature
+    shapes = spec.output.shapes
+    if shapes is not None and (
+        sig is None
+        or any(len(s) != len(d) for s, d in zip(shapes, sig.outputs, strict=True))
+    ):
+        shapes = None
+    output = OutputSpec(shapes, spec.output.dtypes, spec.output.multi)
+    return derive_spec(spec, output=output)
+
+
+def batch_operands(
+    step: Any, args: tuple[Any, ...], dims: tuple[Any, ...], size: int
+) -> list[Any] | None:
+    """The operands of one batched call (batch first), or ``None``: call per element.
+
+    One call serves the batch only where the step is elementwise or a gufunc and
+    every tensor operand has the same loop shape: then no operand broadcasts, so the
+    batched call, and a vjp's cotangent of each operand, is exactly the stack of the
+    per-element ones. An unbatched operand is repeated along the batch (a copy: a
+    kernel writing into it must not write into the other elements' operand).
+    """
+    tensors = [i for i, a in enumerate(args) if hasattr(a, "movedim")]
+    cores = step.cores(len(args))
+    if cores is None or not tensors:
+        return None
+    loops = set()
+    for i in tensors:
+        shape = list(args[i].shape)
+        if dims[i] is not None:
+            del shape[dims[i]]
+        loops.add(tuple(shape[: len(shape) - cores[i]]))
+    if len(loops) != 1:
+        return None
+    new = list(args)
+    for i in tensors:
+        a, d = args[i], dims[i]
+        if d is None:
+            new[i] = a.unsqueeze(0).expand(size, *a.shape).contiguous()
+        else:
+            new[i] = a.movedim(d, 0)
+    return new
+
+
+def node_vmap(
+    node: Any, info: Any, dims: tuple[Any, ...], step: Any, args: tuple[Any, ...]
+) -> tuple[Any, Any]:
+    """The ``vmap`` rule of an autograd node (``node.apply(step, *args)``).
+
+    One node on the batch where :func:`batch_operands` allows, else one per batch
+    element, stacked; either way a node at the next level, so a grad transform
+    below still differentiates it.
+    """
+    import torch
+
+    operands = batch_operands(step, args, dims, info.batch_size)
+    if operands is not None:
+        out = node.apply(step.batched(), *operands)
+        return out, (0,) * len(out) if isinstance(out, tuple) else 0
+    runs = [
+        node.apply(
+            step,
+            *(
+                a if d is None else a.select(d, b)
+                for a, d in zip(args, dims, strict=True)
+            ),
+        )
+        for b in range(info.batch_size)
+    ]
+    if not isinstance(runs[0], tuple):
+        return torch.stack(runs), 0
+    outs = tuple(torch.stack(r) for r in zip(*runs, strict=True))
+    return outs, (0,) * len(outs)
 
 
 def register_op_vmap(
@@ -41,17 +128,7 @@ def register_op_vmap(
         op.register_vmap(functools.partial(_one_by_one, op))
         return
 
-    # The batched call has one more dimension than a declared full output shape.
-    sig = spec.mode.signature
-    shapes = spec.output.shapes
-    if shapes is not None and (
-        sig is None
-        or any(len(s) != len(d) for s, d in zip(shapes, sig.outputs, strict=True))
-    ):
-        shapes = None
-    batched_spec = dataclasses.replace(
-        spec, output=OutputSpec(shapes, spec.output.dtypes, spec.output.multi)
-    )
+    batched = batched_spec(spec)
 
     def rule(info: Any, in_dims: Any, tensors: Any, site: int) -> Any:
         dims = in_dims[0]
@@ -69,8 +146,7 @@ def register_op_vmap(
             t = args[i].movedim(d, 0)
             pad = widest - (loop - 1)
             new[i] = t.reshape(t.shape[:1] + (1,) * pad + t.shape[1:])
-        batched = prepare_op(kernel, batched_spec)
-        outs = batched([new[i] for i in positions], site)
+        outs = prepare_op(kernel, batched)([new[i] for i in positions], site)
         return list(outs), [0] * len(outs)
 
     op.register_vmap(rule)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lazyapply._errors import ArgumentTypeError
+from lazyapply._kernels import writes_read_only
 from lazyapply._readonly import writes_through_flat
 from lazyapply.adapters.jax.native._bodies import Plan, plan_body
 
@@ -139,11 +140,31 @@ def _refusal(plan: Plan, exc: Exception) -> str:
     logger.debug("native compile of `%s` failed: %s", plan.name, text)
     if "readonly array" in text and ("setitem" in text or "Cannot modify" in text):
         raise _mutation(plan, "an input") from None
+    argtypes = _kernel_types(plan)
+    if argtypes is not None and writes_read_only(plan.kernel, argtypes):
+        raise _mutation(plan, "an input") from None  # x += 1, x.fill(0), out=x...
     if MARK in text:
         reason = text.split(MARK, 1)[1].splitlines()[0]
         return f"{reason} (the callback checks)"
     first = (text.strip().splitlines() or [""])[0]
     return f"Numba could not compile the kernel for ({plan.signature}): {first}"
+
+
+def _kernel_types(plan: Plan) -> tuple[Any, ...] | None:
+    """The Numba types the handler calls an ``@njit`` kernel with (no keywords)."""
+    from numba import types
+
+    if plan.failure.keys:
+        return None
+    ins, scalars = plan.handler_args[0], plan.handler_args[1]
+    out: list[Any] = []
+    for p in plan.failure.layout:
+        if p[0] == "a":
+            dtype, ndim = ins[p[1]]
+            out.append(types.Array(dtype, ndim, "C", readonly=True))
+        else:
+            out.append(scalars[p[1]] if p[0] == "s" else types.none)
+    return tuple(out)
 
 
 def _mutation(plan: Plan, what: str) -> ArgumentTypeError:

@@ -1,0 +1,285 @@
+"""One autograd node per call of a kernel with a declared vjp: autograd and torch.func.
+
+:class:`LazyKernelNode` has the form torch.func accepts (``forward`` without ``ctx``,
+``setup_context``, a ``vmap`` rule; torch's ``custom_op`` autograd has not,
+pytorch/pytorch#170834): it serves ``backward``, ``create_graph=True``,
+``gradgradcheck`` and ``torch.func.grad``/``vjp``/``jacrev``/``vmap`` in any nesting.
+A node computes a *step*, :class:`KernelStep` (the kernel) or :class:`VjpStep` (the
+vjp of a step); a backward applies the vjp's step as a node again, differentiable
+when the vjp declares its own vjp. ``forward`` only sees plain tensors (torch.func
+unwraps one level per transform) and runs the step's checked kernel call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lazyapply._caches import bounded
+from lazyapply._errors import NotDifferentiableError
+from lazyapply._grad_kernels import VjpOfVjp, own_vjp, second_order_hint
+from lazyapply.adapters.torch._grad import Prepared, not_differentiable
+from lazyapply.spec import CallSpec
+from lazyapply.spec._build import derive_spec
+
+__all__ = ["KernelStep", "VjpStep", "apply_with_grad", "node_class"]
+
+_TRANSFORMS = (
+    "torch.autograd.grad(create_graph=True), gradgradcheck, "
+    "torch.func.grad(torch.func.grad(f))"
+)
+
+
+def _first_tensor(args: tuple[Any, ...]) -> Any:
+    import torch
+
+    return next(a for a in args if isinstance(a, torch.Tensor))
+
+
+class _Step:
+    """What one node computes; ``prepared`` is the (differentiated) kernel's."""
+
+    __slots__ = ("adapter", "kwargs", "prepared")
+
+    def __init__(self, adapter: Any, prepared: Any, kwargs: Any) -> None:
+        self.adapter = adapter
+        self.prepared = prepared
+        self.kwargs = kwargs
+
+    @property
+    def spec(self) -> CallSpec:
+        return self.prepared.spec  # type: ignore[no-any-return]
+
+    def cores(self, n: int) -> list[int] | None:
+        """Core dimensions of each of ``n`` operands; ``None``: not batchable."""
+        mode = self.spec.mode
+        if mode.elementwise:
+            return [0] * n
+        sig = mode.signature
+        return None if sig is None else [len(dims) for dims in self._cores(sig)]
+
+    def _cores(self, sig: Any) -> list[Any]:
+        return list(sig.inputs)
+
+    def _ready(self) -> Any:
+        """The kernel's preparation for arguments with one more leading dimension."""
+        from lazyapply._engine import prepared as ready
+        from lazyapply.adapters.torch._vmap import batched_spec
+
+        return ready(self.adapter, self.prepared.func, batched_spec(self.spec))
+
+
+class KernelStep(_Step):
+    """The kernel's checked call (``call``, or one made for the arguments' metadata)."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, adapter: Any, prepared: Any, call: Any, kwargs: Any) -> None:
+        super().__init__(adapter, prepared, kwargs)
+        self.call = call
+
+    def run(self, args: tuple[Any, ...]) -> Any:
+        call = self.call
+        if call is None:
+            first = _first_tensor(args)
+            call = self.prepared.checked_call(self.adapter, first, args, self.kwargs)
+        return call.run(args, self.kwargs)
+
+    def derivative(
+        self, operands: tuple[Any, ...], n: int, multi: bool, positions: tuple[int, ...]
+    ) -> VjpStep:
+        return VjpStep(self.adapter, self.prepared, self.kwargs, n, multi, positions)
+
+    def batched(self) -> KernelStep:
+        return KernelStep(self.adapter, self._ready(), None, self.kwargs)
+
+
+class VjpStep(_Step):
+    """The declared vjp of a kernel, on ``(*grads, *outs, *args)``: the cotangents
+    of ``positions``."""
+
+    __slots__ = ("multi", "n", "positions")
+
+    def __init__(
+        self,
+        adapter: Any,
+        prepared: Any,
+        kwargs: Any,
+        n: int,
+        multi: bool,
+        positions: tuple[int, ...],
+    ) -> None:
+        super().__init__(adapter, prepared, kwargs)
+        self.n = n
+        self.multi = multi
+        self.positions = positions
+
+    def _cores(self, sig: Any) -> list[Any]:  # of (*grads, *outs, *args)
+        return [*sig.outputs, *sig.outputs, *sig.inputs]
+
+    def _call(self, flat: tuple[Any, ...]) -> Any:
+        """The vjp's checked call for these operands' metadata (cached)."""
+        args = flat[2 * self.n :]
+        first = _first_tensor(flat)
+        return self.prepared.vjp_call(
+            self.adapter, first, self.n, self.multi, self.positions, args, self.kwargs
+        )
+
+    def run(self, flat: tuple[Any, ...]) -> Any:
+        return self._call(flat).run(flat, self.kwargs)
+
+    def derivative(
+        self, flat: tuple[Any, ...], n: int, multi: bool, positions: tuple[int, ...]
+    ) -> VjpStep:
+        """The vjp of this vjp: the rule the vjp declares for itself, or an error."""
+        spec = self.spec
+        if isinstance(spec.vjp, VjpOfVjp):  # this is already a vjp's vjp
+            msg = (
+                f"{spec.vjp.__name__}: lazyapply differentiates {spec.vjp.name} at "
+                "most twice (the rule declared with .vjp.defvjp has no derivative "
+                "of its own); stop at the second derivative"
+            )
+            raise NotDifferentiableError(msg)
+        own = own_vjp(spec.vjp)
+        if own is None:
+            label = self.adapter.label(_first_tensor(flat))
+            raise NotDifferentiableError(
+                second_order_hint(spec.name, f"{label}: {_TRANSFORMS}")
+            )
+        call = self._call(flat)  # func: the VjpKernel, spec: its declared outputs
+        key = (own, self.n, self.multi, self.positions, call)
+        prep = _SECOND.get(key)
+        if prep is None:
+            rule = VjpOfVjp(
+                own, spec.name, self.n, self.multi, self.positions, call.func.n_args
+            )
+            vspec = derive_spec(call.spec, vjp=rule)
+            prep = _SECOND.put(key, Prepared(call.func, vspec))
+        return VjpStep(self.adapter, prep, self.kwargs, n, multi, positions)
+
+    def batched(self) -> VjpStep:
+        prep = self._ready()
+        return VjpStep(
+            self.adapter, prep, self.kwargs, self.n, self.multi, self.positions
+        )
+
+
+_SECOND = bounded("torch: second-order vjp preparations", 256)
+_NODE: list[Any] = []
+
+
+def _detached(torch: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def apply_with_grad(
+    adapter: Any,
+    call: Any,
+    args: tuple[Any, ...],
+    spec: CallSpec,
+    first: Any,
+    prepared: Prepared,
+    kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """The call, recorded as one autograd node whose backward is the vjp.
+
+    ``call`` is the kernel's checked call for these arguments (``None`` under
+    torch.func: the node makes it for the plain tensors it gets).
+    """
+    if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
+        not_differentiable(spec.name, adapter.label(first))
+    if kwargs is None:
+        kwargs = call.kwargs
+    return node_class().apply(KernelStep(adapter, prepared, call, kwargs), *args)
+
+
+def _forward(step: Any, *args: Any) -> Any:
+    import torch
+
+    return step.run(_detached(torch, args))
+
+
+def _setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+    import torch
+
+    step, *args = inputs
+    multi = isinstance(output, tuple)
+    outs = output if multi else (output,)
+    at = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
+    ctx.step, ctx.multi, ctx.at = step, multi, at
+    ctx.template = tuple(None if i in at else a for i, a in enumerate(args))
+    ctx.save_for_backward(*(args[i] for i in at), *outs)
+    frozen = [o for o in outs if not (o.is_floating_point() or o.is_complex())]
+    if frozen:
+        ctx.mark_non_differentiable(*frozen)
+
+
+def _backward(ctx: Any, *grads: Any) -> Any:
+    import torch
+
+    saved = ctx.saved_tensors
+    args = list(ctx.template)
+    for i, t in zip(ctx.at, saved, strict=False):
+        args[i] = t
+    outs = saved[len(ctx.at) :]
+    needs = ctx.needs_input_grad
+    # Floating-point tensors that need a gradient, by torch's own dtype tests
+    # (array_namespace per argument costs more than the vjp of a small array).
+    positions = tuple(
+        i
+        for i in ctx.at
+        if needs[i + 1] and (args[i].is_floating_point() or args[i].is_complex())
+    )
+    full: list[Any] = [None] * (len(args) + 1)
+    if not positions:
+        return tuple(full)
+    grads = tuple(
+        torch.zeros_like(o) if g is None else g
+        for g, o in zip(grads, outs, strict=True)
+    )
+    flat = (*grads, *outs, *args)
+    step = ctx.step.derivative(tuple(args), len(grads), ctx.multi, positions)
+    wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+    tensors = [a for a in flat if isinstance(a, torch.Tensor)]
+    if torch.is_grad_enabled() or any(map(wrapped, tensors)):
+        # create_graph=True, or a torch.func transform: the vjp is a node too,
+        # differentiable when it declares its own vjp.
+        picked = node_class().apply(step, *flat)
+    else:
+        picked = step.run(_detached(torch, flat))
+    for i, g in zip(positions, picked, strict=True):
+        full[i + 1] = g
+    return tuple(full)
+
+
+def _jvp(ctx: Any, *tangents: Any) -> Any:
+    label = ctx.step.adapter.label(_first_tensor(tangents))
+    msg = (
+        f"{ctx.step.spec.name} ({label}): forward-mode differentiation "
+        "(torch.func.jvp, jacfwd, hessian) does not go through a declared vjp; use "
+        "reverse mode: torch.func.grad, vjp or jacrev, and jacrev(jacrev(f)) for a "
+        "Hessian"
+    )
+    raise NotDifferentiableError(msg)
+
+
+def _vmap(info: Any, in_dims: Any, step: Any, *args: Any) -> Any:
+    from lazyapply.adapters.torch._vmap import node_vmap
+
+    return node_vmap(node_class(), info, in_dims[1:], step, args)
+
+
+def node_class() -> Any:
+    """The ``autograd.Function`` subclass, made once (torch is imported lazily)."""
+    if _NODE:
+        return _NODE[0]
+    import torch
+
+    methods: dict[str, Any] = {
+        "forward": staticmethod(_forward),
+        "setup_context": staticmethod(_setup_context),
+        "backward": staticmethod(_backward),
+        "jvp": staticmethod(_jvp),
+        "vmap": staticmethod(_vmap),
+    }
+    _NODE.append(type("LazyKernelNode", (torch.autograd.Function,), methods))
+    return _NODE[0]
