@@ -129,7 +129,7 @@ class Adapter:
         asarray = back.asarray
         convert = asarray if device is None else functools.partial(_to, asarray, device)
         return Target(
-            host=functools.partial(_host, self.native),
+            host=functools.partial(numpy_inputs, native=self.native),
             convert=convert,
             out_types=self.native,
             device=device,
@@ -183,10 +183,6 @@ class Adapter:
         else:
             dtypes = tuple(resolve_dtype(d, xp, name) for d in output.dtypes)
         return shapes, dtypes
-
-
-def _host(native: tuple[type, ...], args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return numpy_inputs(args, native)
 
 
 def _to(asarray: Callable[..., Any], device: Any, o: Any) -> Any:
