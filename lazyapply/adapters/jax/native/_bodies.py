@@ -58,7 +58,8 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
         return "a padded shard of an @njit kernel (the host callback slices it)"
     ins = tuple((numba.from_dtype(dt), nd) for dt, nd in key[4])
     outs = tuple((numba.from_dtype(dt), nd) for dt, nd in key[7])
-    layout, scalars, names = _layout(args, positions, template.kwargs)
+    layout, found_scalars, names = _layout(args, positions, template.kwargs)
+    scalars = tuple(found_scalars)
     keys = tuple(template.kwargs)
     kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
     sig = _signature(ins, scalars, outs)
@@ -77,16 +78,12 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
             return f"keyword arguments to a Numba {kind}: {', '.join(keys)}"
         if any(p[0] == "n" for p in layout):
             return f"None among the arguments of a Numba {kind}"
-        element = _element_function(template.func)
-        env["element"] = element
-        checked = (element,)
-        if kind == "ufunc":
-            body = _ufunc_body(layout, ins, outs, padded)
-        else:
-            found = _gufunc_body(template.func, layout, ins, outs, padded)
-            if isinstance(found, str):
-                return found
-            body = found
+        env["element"] = _element_function(template.func)
+        checked = (env["element"],)
+        found = _element_body(template.func, kind, layout, ins, outs, padded)
+        if isinstance(found, str):
+            return found
+        body = found
     from lazyapply.adapters.jax.native import _store
 
     env.update(
@@ -101,17 +98,21 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
         kernel=template.func,
         name=template.name,
         signature=sig,
-        handler_args=(
-            (*ins, (numba.int32, 1)) if padded else ins,
-            tuple(scalars),
-            outs,
-            body,
-        ),
+        # A padded shard's extents follow the operands.
+        handler_args=(ins + ((numba.int32, 1),) * bool(padded), scalars, outs, body),
         env=env,
         failure=failure,
         checked=checked,
         extra_key=(kind, x64, getattr(template.func, "signature", None)),
     )
+
+
+def _element_body(
+    func: Any, kind: str | None, layout: Any, ins: Any, outs: Any, padded: int
+) -> list[str] | str:
+    if kind == "ufunc":
+        return _ufunc_body(layout, ins, outs, padded)
+    return _gufunc_body(func, layout, ins, outs, padded)
 
 
 def _layout(
