@@ -170,21 +170,34 @@ class KernelCall:
         except Exception as exc:  # clearer errors for known mistakes, on failure only
             explain(exc, self.func, args, self.name, self.host is not None)
             raise
+        placed = False  # converted here: on the caller's device by construction
+        if type(out) not in self.out_types and type(out) is _ndarray() and not lead:
+            # A NumPy result of another library (as_numpy): converted straight away
+            # (convert puts it on the caller's device); what the library refuses
+            # takes the general path (a copy, or a message). (try/except, not
+            # contextlib.suppress: no object made on the hot path)
+            try:
+                out = self.convert(out)
+            except (TypeError, ValueError, RuntimeError, NotImplementedError):
+                pass
+            else:
+                placed = True
         if like is not None:  # strict, nothing declared, one array argument
             if (
                 type(out) in self.out_types
                 and out.shape == like.shape
                 and out.dtype == like.dtype
-                and (self.move is None or out.device == self.device)
+                and (placed or self.move is None or out.device == self.device)
             ):
                 return out
             like_shape = (tuple(like.shape),)
             check = OutputCheck(like_shape, (like.dtype,), False, (False, False))
         check = self.check if check is None else check
         if check.multi:
+            # (A converted array is one output: the count check below refuses it.)
             return self._several(out, lead, check)
         if type(out) in self.out_types and not lead:  # the hot path: one array
-            if self.move is not None and out.device != self.device:
+            if not placed and self.move is not None and out.device != self.device:
                 out = self.move(out, self.device)
             if not self.strict:
                 return out
@@ -194,14 +207,6 @@ class KernelCall:
                 dtype is None or out.dtype == dtype
             ):
                 return out
-        elif not self.strict and not lead and type(out) is _ndarray():
-            # A NumPy result of another library (as_numpy): converted straight away;
-            # what the library refuses takes the general path (a copy, or a message).
-            # (try/except, not contextlib.suppress: no object made on the hot path)
-            try:
-                return self.convert(out)
-            except (TypeError, ValueError, RuntimeError):
-                pass
         elif isinstance(out, (tuple, list)) and any(hasattr(o, "shape") for o in out):
             raise check.count_error(out, self.where())
         return self._one(0, out, lead, check)

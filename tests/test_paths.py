@@ -26,6 +26,7 @@ def test_every_backend_has_a_path_and_names_are_unique() -> None:
         "jax jit native",
         "jax vmap",
         "torch autograd",
+        "torch vmap",
         "torch compile",
     }
 

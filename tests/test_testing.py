@@ -230,8 +230,14 @@ def test_plain_numpy_kernel_passes_and_test_devices_are_opt_in() -> None:
     def wave(a: Any) -> Any:  # NumPy code: fine wherever NumPy can read the input
         return np.sin(a) * 2
 
-    report = check_kernel(wave, A)
-    assert report.failures == []
+    with pytest.raises(CheckFailed) as caught:
+        check_kernel(wave, A)
+    # Except under torch.func.vmap, whose batched tensors NumPy cannot read: the row
+    # says so, with the fix.
+    report = caught.value.report
+    (vmap,) = report.failures
+    assert (vmap.backend, vmap.mode) == ("torch", "vmap, batch of 2")
+    assert "declare as_numpy=True" in vmap.fix
     assert {"torch_meta", "array_api_strict_device1"}.isdisjoint(
         r.backend for r in report
     )
@@ -503,5 +509,85 @@ def test_numpy_function_on_torch_where_warnings_are_errors() -> None:
         check_kernel(wave, A, backends=["torch"])
     rows = err.value.report.failures
     assert rows
-    assert all("__array_wrap__" in r.message for r in rows)
+    # torch.func.vmap's batched tensors are not even readable by NumPy.
+    assert all(
+        "__array_wrap__" in r.message for r in rows if r.mode != "vmap, batch of 2"
+    )
     assert all("declare as_numpy=True" in r.fix for r in rows)
+
+
+# ------------------------------------------------------------ torch.func.vmap row
+# as_numpy: lazyapply batches the call itself (torch code is vmapped by torch).
+@lazy(as_numpy=True, signature="(n)->()")
+def total(a: Any) -> Any:
+    """Honest gufunc: sums the core (last) axis only."""
+    return a.sum(axis=-1)
+
+
+@lazy(as_numpy=True, signature="(n)->()")
+def total_of_all(a: Any) -> Any:
+    """Declared a gufunc over its last axis, but sums every axis: right on a 1-D
+    sample, wrong as soon as a loop dimension appears (vmap's batch)."""
+    return np.asarray(a.sum())
+
+
+def test_torch_vmap_row_fails_a_kernel_wrong_under_vmap_only() -> None:
+    _needs(Backend.TORCH)
+    with pytest.raises(CheckFailed) as err:
+        check_kernel(total_of_all, B, backends=["numpy", "torch"])
+    assert _failed(err) == {("torch", "vmap, batch of 2")}
+    (row,) = err.value.report.failures
+    assert "breaks its mode ((n)->()) under vmap" in row.fix
+    report = check_kernel(total, B, backends=["numpy", "torch"])
+    assert ("torch", "vmap, batch of 2", "ok") in {
+        (r.backend, r.mode, r.outcome) for r in report
+    }
+
+
+def _sin_cos_vjp(g: Any, out: Any, x: Any) -> Any:
+    gs, gc = g
+    return (gs * np.cos(x) - gc * np.sin(x),)
+
+
+@lazy(
+    as_numpy=True,
+    elementwise=True,
+    shape=lambda x: [x.shape] * 2,
+    dtype=lambda x: [x.dtype] * 2,
+    vjp=_sin_cos_vjp,
+)
+def sin_cos(x: Any) -> Any:
+    """Two outputs declared by callables, with a vjp: every output under vmap."""
+    return np.sin(x), np.cos(x)
+
+
+@pytest.mark.parametrize(
+    "make",
+    ["sin_cos", "scipy erf", "numba", "cython"],
+)
+def test_torch_vmap_row_passes_honest_kernels(make: str) -> None:
+    _needs(Backend.TORCH)
+    args: tuple[Any, ...] = (A,)
+    if make == "sin_cos":
+        kernel = sin_cos
+    elif make == "scipy erf":
+        special = pytest.importorskip("scipy.special", reason="scipy is not installed")
+        kernel = lazy(special.erf, as_numpy=True)  # lazyapply.special's vjp
+    elif make == "numba":
+        numba = pytest.importorskip("numba", reason="numba is not installed")
+        kernel = lazy(
+            numba.vectorize(["float64(float64, float64)"])(_hypot), as_numpy=True
+        )
+        args = (A, B)
+    else:
+        from .torch_kernels import cython_ffill
+
+        kernel = cython_ffill()  # whole array: one call per batch element
+        args = (np.where(A > 1, np.nan, A),)
+    report = check_kernel(kernel, *args, backends=["numpy", "torch"])
+    rows = {(r.backend, r.mode): r.outcome for r in report}
+    assert rows[("torch", "vmap, batch of 2")] == "ok", str(report)
+
+
+def _hypot(x: float, y: float) -> float:
+    return (x * x + y * y) ** 0.5

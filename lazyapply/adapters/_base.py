@@ -129,7 +129,7 @@ class Adapter:
         asarray = back.asarray
         convert = asarray if device is None else functools.partial(_to, asarray, device)
         return Target(
-            host=functools.partial(_host, self.native),
+            host=functools.partial(numpy_inputs, native=self.native),
             convert=convert,
             out_types=self.native,
             device=device,
@@ -149,7 +149,11 @@ class Adapter:
         first: Any,
         prepared: Any,
     ) -> Any:
-        """Defer ``call`` (a graph task, a callback); only for ``deferred`` calls."""
+        """Defer ``call`` (a graph task, a callback); only for ``deferred`` calls.
+
+        ``call`` is a :class:`~lazyapply._engine.PendingCall` where ``lays_out`` is
+        false (the strategy builds its own checked calls).
+        """
         raise NotImplementedError
 
     # ---------------------------------------------------------- metadata inference
@@ -179,10 +183,6 @@ class Adapter:
         else:
             dtypes = tuple(resolve_dtype(d, xp, name) for d in output.dtypes)
         return shapes, dtypes
-
-
-def _host(native: tuple[type, ...], args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return numpy_inputs(args, native)
 
 
 def _to(asarray: Callable[..., Any], device: Any, o: Any) -> Any:

@@ -26,6 +26,7 @@ __all__ = [
     "direct",
     "jit",
     "quiet_callbacks",
+    "torch_vmap",
     "vmap",
 ]
 
@@ -74,6 +75,28 @@ def vmap(
         for a, ax in zip(args, axes, strict=True)
     )
     return jax.vmap(functools.partial(kernel, **kw), in_axes=axes)(*stacked)
+
+
+def torch_vmap(
+    path: Path, kernel: Kernel, backend: Backend, args: tuple[Any, ...], kw: Any
+) -> Any:
+    import torch
+
+    # Copies stacked on a new leading axis, except every second tensor argument,
+    # stacked on a new last axis (in_dims=-1): the batch dimension moves, as users'
+    # in_dims make it. Other arguments are not batched (in_dims=None).
+    axes: list[int | None] = []
+    stacked = []
+    for a in args:
+        if not isinstance(a, torch.Tensor):
+            axes.append(None)
+            stacked.append(a)
+            continue
+        axis = -1 if sum(ax is not None for ax in axes) % 2 else 0
+        axes.append(axis)
+        stacked.append(torch.stack([a] * path.batch, dim=axis))
+    batched = torch.func.vmap(functools.partial(kernel, **kw), in_dims=tuple(axes))
+    return batched(*stacked)
 
 
 def compiled(

@@ -169,9 +169,13 @@ def check_kernel(
         ``elementwise`` that is not (``x - x.mean()``) fails here.
     PyTorch (CPU, CUDA)
         Also with tensors that require grad (one autograd node, whose backward runs
-        the declared vjp; an ``as_numpy`` kernel without a vjp is left out) and under
-        ``torch.compile(fullgraph=True, backend="aot_eager")``: the automatic custom
-        op with its fake implementation, traced as Inductor would.
+        the declared vjp; an ``as_numpy`` kernel without a vjp is left out), under
+        ``torch.func.vmap`` over a batch of two copies (stacked on the first axis,
+        or the last for every second tensor argument: every output, each batch
+        element) and under ``torch.compile(fullgraph=True, backend="aot_eager")``:
+        the automatic custom op with its fake implementation, traced as Inductor
+        would. NumPy code without ``as_numpy`` fails under ``vmap`` (NumPy cannot
+        read torch.func's batched tensors); the row says to declare it.
     Pickle
         The kernel survives a ``pickle`` round trip (by reference, for a
         module-level kernel) or, for a local one, a ``cloudpickle`` round trip, as

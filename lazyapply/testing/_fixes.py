@@ -64,6 +64,8 @@ def fix_for(
             "its input cannot run there; leave this test backend out, or write the "
             "kernel with the array's namespace (array_api_compat.array_namespace(x))"
         )
+    if mode.startswith("vmap") and (fix := _vmap_fix(backend, text, options)):
+        return fix
     if "__array_wrap__" in text:
         return (
             "NumPy functions on torch tensors go through torch's deprecated "
@@ -107,6 +109,24 @@ def fix_for(
         return (
             "define the kernel at module level in an importable module, so it "
             "pickles by reference (or install cloudpickle)"
+        )
+    return ""
+
+
+def _vmap_fix(backend: str, text: str, options: Any) -> str:
+    if backend.startswith("torch") and "data pointer" in text:
+        return (
+            "under torch.func.vmap the kernel receives torch.func's batched tensors, "
+            "which NumPy cannot read: declare as_numpy=True (lazyapply then batches "
+            "the call itself), or write the kernel with torch operations"
+        )
+    mode = "elementwise" if options.get("elementwise") else options.get("signature")
+    if mode and ("values differ" in text or "shape" in text):
+        return (
+            f"the kernel breaks its mode ({mode}) under vmap, where the batch is one "
+            "more leading loop dimension: work on the core (last) axes only "
+            "(axis=-1, x[..., i]), or drop the option so that vmap calls the "
+            "kernel once per batch element"
         )
     return ""
 

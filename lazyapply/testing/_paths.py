@@ -252,6 +252,7 @@ _LABELS = {
     "jax jit callback": "jit",
     "jax jit native": "jit, native",
     "jax vmap": "vmap, batch of 2",
+    "torch vmap": "vmap, batch of 2",
 }
 
 
@@ -322,6 +323,14 @@ PATHS: tuple[Path, ...] = (
         "tensors that require grad: one autograd node running the vjp",
         calls.autograd,
         _differentiable,
+    ),
+    Path(
+        "torch vmap",
+        _TORCH,
+        "torch.func.vmap over a batch of two copies (batch axis first, or last)",
+        calls.torch_vmap,
+        _batched,
+        batch=2,
     ),
     Path(
         "torch compile",

@@ -3,8 +3,9 @@
 Chosen once per signature (see :mod:`._stage`): the native path when the kernel
 compiles for it (:func:`~.native.native_decision`), else ``jax.pure_callback`` of the
 one :class:`~lazyapply._call.KernelCall`; either runs once per shard when the
-operands are sharded along loop dimensions (:func:`~._shard.per_shard`). Wrapped in
-a ``custom_jvp`` whose rule says which derivative to declare.
+operands are sharded along loop dimensions (:func:`~._shard.per_shard`), a padded
+shard's native call through the host callback (the kernel sees only real elements).
+Wrapped in a ``custom_jvp`` whose rule says which derivative to declare.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 from lazyapply._errors import SpecError
 from lazyapply.adapters.jax._callback import Callback
 from lazyapply.adapters.jax._host import HostEntry
-from lazyapply.adapters.jax._shard import in_shard, partitioned_callback, per_shard
+from lazyapply.adapters.jax._shard import (
+    in_shard,
+    padded_shard,
+    partitioned_callback,
+    per_shard,
+)
 from lazyapply.adapters.jax._stage import (
     Decision,
     Route,
@@ -71,16 +77,20 @@ def plain_staging(
         call, args, positions, structs, loop, spec.as_numpy
     )
     fn: Callable[..., Any]
+    callback = Callback(call, args, positions, ndims, align)
+    entry = None
+    if in_shard() == "partition":  # pure_callback would crash there (see _host)
+        dtypes = tuple(a.dtype for a in arrays)
+        entry = HostEntry(callback, dtypes, structs, layout.multi)
     if native is not None:
         fn = native
+        if entry is not None:
+            fn = functools.partial(_native_shard, native, entry)
+    elif entry is not None:
+        fn = functools.partial(partitioned_callback, entry)
     else:
         method = "broadcast_all" if batched else "sequential"
-        callback = Callback(call, args, positions, ndims, align)
         fn = functools.partial(_pure_callback, callback, result, method)
-        if in_shard() == "partition":  # pure_callback would crash there (see _host)
-            dtypes = tuple(a.dtype for a in arrays)
-            entry = HostEntry(callback, dtypes, structs, layout.multi)
-            fn = functools.partial(partitioned_callback, entry)
     local = functools.partial(adapter.stage_local, stager, args, positions, call.kwargs)
     sharded = None
     if not layout.declared[0] and loop is not None:
@@ -89,6 +99,15 @@ def plain_staging(
         fn = sharded
         decision = Decision(Route.SHARDED, str(decision))
     return Staging(no_derivative(fn, stager.hint), decision)
+
+
+def _native_shard(native: Callable[..., Any], entry: HostEntry, *ops: Any) -> Any:
+    """One partitioned shard's native call; through the host callback when XLA pads
+    the shard, so that the kernel sees only the real elements (the handler would loop
+    over the padding too, and a kernel raising on its values would fail)."""
+    if padded_shard():
+        return partitioned_callback(entry, *ops)
+    return native(*ops)
 
 
 def _pure_callback(callback: Callback, result: Any, method: str, *ops: Any) -> Any:

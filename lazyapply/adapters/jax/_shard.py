@@ -15,7 +15,10 @@ sharding without an all-gather:
   (:mod:`._host`; ``jax.pure_callback`` crashes there on JAX 0.10). That target is
   CPU-only: on other platforms the callback path gathers as before. A shard that XLA
   pads (a loop dimension the mesh does not divide) shows the kernel only its real
-  elements; replicated operands are split over the devices so that each computes a
+  elements, on both paths: the native path's program then calls the kernel through
+  that host callback on every shard (:func:`padded_shard`), so that a kernel raising
+  on (or looping on) XLA's padding values never sees them; evenly divided shards stay
+  native. Replicated operands are split over the devices so that each computes a
   part once. ``custom_partitioning`` has no batching rule: under ``vmap`` the batch
   becomes one more loop dimension, staged and partitioned anew.
 
@@ -42,7 +45,7 @@ from lazyapply.adapters.jax._shard_specs import (
     sharding_rule,
 )
 
-__all__ = ["in_shard", "partitioned_callback", "per_shard"]
+__all__ = ["in_shard", "padded_shard", "partitioned_callback", "per_shard"]
 
 # Set while one shard's call is staged, so that it is not partitioned again:
 # ``on`` is "map" (inside shard_map) or "partition" (a custom_partitioning rule's
@@ -55,6 +58,11 @@ _LOCAL = threading.local()
 def in_shard() -> str:
     """``""``, or how the current thread is staging one shard's call."""
     return str(getattr(_LOCAL, "on", ""))
+
+
+def padded_shard() -> bool:
+    """Whether the current thread stages a partitioned shard that XLA pads."""
+    return getattr(_LOCAL, "extents", None) is not None
 
 
 def partitioned_callback(entry: HostEntry, *ops: Any) -> Any:
@@ -142,7 +150,8 @@ def per_shard(
         fn = explicit_map(on_map, stage_local, wide, given, top, out_shapes, multi)
         if fn is None and jax.default_backend() != "cpu":
             return None  # lazyapply's host callback target is CPU-only
-        register_target()  # now, not while XLA partitions
+    # Now, not while XLA partitions; the native path needs it for padded shards.
+    register_target()
     if fn is None:
         fn = _partitioned(stage_local, wide, top, out_shapes, multi, native is None)
     if all(s == op.shape for s, op in zip(full, operands, strict=True)):
@@ -189,9 +198,8 @@ def _partitioned(
 
     def partition(mesh: Any, arg_shapes: Any, result_shape: Any) -> Any:
         loop_spec, args, results = shardings(mesh, arg_shapes)
-        padded = (
-            padded_loops(mesh, loop_spec, arg_shapes[0].shape) if callback else None
-        )
+        # Native too: a padded shard's call goes through the host callback (_route).
+        padded = padded_loops(mesh, loop_spec, arg_shapes[0].shape)
         lower = functools.partial(_on_partition, stage_local, keep, padded)
         return mesh, lower, results, tuple(args)
 
