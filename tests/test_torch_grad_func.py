@@ -349,3 +349,14 @@ def test_torch_code_with_a_declared_vjp_uses_it_under_torch_func() -> None:
     leaf = x.clone().requires_grad_()
     tripled(leaf).sum().backward()
     _close(leaf.grad, np.full(6, 10.0))
+
+
+def test_grad_of_vmap_of_a_kernel_without_vjp_names_it() -> None:
+    # Inside vmap inside grad, requires_grad says False: the grad level is found
+    # by unwrapping.
+    m = torch.stack([_x(lo=0.1, hi=0.9)] * 2)
+    with pytest.raises(NotDifferentiableError, match=r"^ellipk \(torch on cpu\)"):
+        func.grad(lambda a: func.vmap(nograd)(a).sum())(m)
+    # A constant that no grad level tracks needs no derivative.
+    got = func.grad(lambda a: a.sum() + func.vmap(nograd)(m).sum())(m)
+    _close(got, np.ones((2, 6)))

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from lazyapply._call import numpy_inputs
 from lazyapply.adapters._base import Adapter, Target
-from lazyapply.adapters.torch._grad import Prepared, needs_grad, not_differentiable
+from lazyapply.adapters.torch._grad import (
+    Prepared,
+    grad_tracked,
+    needs_grad,
+    not_differentiable,
+)
 from lazyapply.adapters.torch._node import apply_with_grad
 from lazyapply.adapters.torch._op import call_op
 from lazyapply.spec import CallSpec
@@ -130,7 +135,7 @@ class TorchAdapter(Adapter):
                 prep = ready(self, call.func, spec)
                 return apply_with_grad(self, None, args, spec, first, prep, call.kwargs)
             if spec.as_numpy:  # the op's vmap rule (the op unwraps a dead wrapper)
-                if live and needs_grad(args):
+                if live and grad_tracked(args):
                     not_differentiable(call.name, self.label(first))
                 return call_op(self._torch, call.func, spec, args, call.kwargs)
 
