@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from lazyapply.adapters._base import Adapter
 
 __all__ = [
+    "PendingCall",
     "PreparedCall",
     "make_call",
     "prepare_call",
@@ -104,13 +105,58 @@ def _defer(
     ).defer()
 
 
+class PendingCall:
+    """A kernel call not yet made: what an adapter that lays out itself gets.
+
+    ``func``, ``kwargs`` and ``name`` as a :class:`KernelCall` has them;
+    :meth:`build` makes the :class:`KernelCall` (by :func:`make_call`, checking the
+    number of outputs) where the strategy runs the kernel in traced code.
+    """
+
+    __slots__ = ("adapter", "first", "func", "kwargs", "name", "spec", "xp")
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        first: Any,
+        func: Callable[..., Any],
+        kwargs: dict[str, Any],
+        spec: CallSpec,
+        xp: Any,
+        name: str,
+    ) -> None:
+        self.adapter = adapter
+        self.first = first
+        self.func = func
+        self.kwargs = kwargs
+        self.spec = spec
+        self.xp = xp
+        self.name = name
+
+    def build(self) -> KernelCall:
+        """The :class:`KernelCall` of this call."""
+        check = OutputCheck(None, None, self.spec.output.multi, (False, False))
+        return make_call(
+            self.adapter,
+            self.first,
+            self.func,
+            self.kwargs,
+            self.spec,
+            check,
+            self.xp,
+            deferred=True,
+            name=self.name,
+        )
+
+
 class PreparedCall:
     """A kernel call made ready for one set of arguments, by :func:`prepare_call`.
 
     Attributes
     ----------
-    call : KernelCall
-        The one call of the kernel, with the check of these arguments' outputs.
+    call : KernelCall or PendingCall
+        The one call of the kernel, with the check of these arguments' outputs (a
+        :class:`PendingCall` for adapters that lay out themselves).
     args, kwargs
         The operands it is made for.
     layout : Layout or None
@@ -132,7 +178,7 @@ class PreparedCall:
         self,
         adapter: Adapter,
         first: Any,
-        call: KernelCall,
+        call: KernelCall | PendingCall,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         spec: CallSpec,
@@ -150,7 +196,8 @@ class PreparedCall:
 
     def run(self) -> Any:
         """Call the kernel now (concrete arrays) and return its checked outputs."""
-        return self.call.run(self.args, self.kwargs, check=self.check)
+        call = cast("KernelCall", self.call)  # pending only where deferred
+        return call.run(self.args, self.kwargs, check=self.check)
 
     def defer(self) -> Any:
         """Hand the call to its adapter's deferral (a graph task, a callback)."""
@@ -160,9 +207,12 @@ class PreparedCall:
             raise TypeError(msg)
         lay = cast("Layout", self.layout)  # None only where lays_out is False
         if not adapter.lays_out:  # the strategy lays out itself (torch's custom op)
-            return adapter.defer(self.call, self.args, self.spec, lay, self.first, None)
-        ready = prepared(adapter, self.call.func, self.spec)
-        return adapter.defer(self.call, self.args, self.spec, lay, self.first, ready)
+            # A PendingCall: such an adapter's defer takes one (torch's does).
+            call = cast("KernelCall", self.call)
+            return adapter.defer(call, self.args, self.spec, lay, self.first, None)
+        call = cast("KernelCall", self.call)
+        ready = prepared(adapter, call.func, self.spec)
+        return adapter.defer(call, self.args, self.spec, lay, self.first, ready)
 
 
 def prepare_call(
@@ -190,12 +240,11 @@ def prepare_call(
     if not adapter.lays_out:
         # Dynamo traces torch's deferred calls as bytecode and cannot trace the
         # layout's caches: the strategy lays out where the outputs are made (the custom
-        # op's fake implementation, on fake tensors), with the same function.
-        check = OutputCheck(None, None, spec.output.multi, (False, False))
-        call = make_call(
-            adapter, first, func, kwargs, spec, check, xp, deferred=True, name=name
-        )
-        return PreparedCall(adapter, first, call, args, kwargs, spec, None, None)
+        # op's fake implementation, on fake tensors), with the same function, and keeps
+        # its own checked calls. It gets the call's parts; building a KernelCall here
+        # would cost every autograd step (and every compiled trace's guards) a target.
+        pending = PendingCall(adapter, first, func, kwargs, spec, xp, name)
+        return PreparedCall(adapter, first, pending, args, kwargs, spec, None, None)
     lay = layout(adapter, first, func, args, kwargs, spec, xp, name)
     mode = spec.mode
     kind = (

@@ -149,7 +149,11 @@ class Adapter:
         first: Any,
         prepared: Any,
     ) -> Any:
-        """Defer ``call`` (a graph task, a callback); only for ``deferred`` calls."""
+        """Defer ``call`` (a graph task, a callback); only for ``deferred`` calls.
+
+        ``call`` is a :class:`~lazyapply._engine.PendingCall` where ``lays_out`` is
+        false (the strategy builds its own checked calls).
+        """
         raise NotImplementedError
 
     # ---------------------------------------------------------- metadata inference

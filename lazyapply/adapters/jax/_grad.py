@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import jvp_spec, vjp_spec
-from lazyapply._grad_kernels import own_vjp
+from lazyapply._grad_kernels import VjpOfVjp, own_vjp, second_order_hint
 from lazyapply.adapters.jax._forward import forward_mode, jvp_from_vjp
-from lazyapply.adapters.jax._second import VjpOfVjp
 from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
 from lazyapply.spec._build import derive_spec
 
@@ -170,7 +169,6 @@ class _Rules:
         """The vjp kernel, its spec and stager: made once for this signature."""
         grads = outs  # only their number matters to the vjp's spec
         kernel, vspec = vjp_spec(self.spec, grads, outs, args, self.floats, self.multi)
-        name = kernel.__name__
         own = own_vjp(self.spec.vjp)
         if own is not None:  # second derivatives: the vjp's own vjp, flattened
             second = VjpOfVjp(
@@ -178,13 +176,7 @@ class _Rules:
             )
             vspec = derive_spec(vspec, vjp=second)
         stager = self.adapter.prepare(kernel, vspec)
-        stager.hint = (
-            f"{name}: the vjp of {self.name} has no vjp of its own, so {self.name} "
-            "cannot be differentiated twice (jax.grad(jax.grad(f)), jax.hessian). "
-            f"Declare it with @{self.name}.vjp.defvjp, or give @{self.name}.defvjp a "
-            "function decorated with @lazy(vjp=...); that rule, vjp(gg, cts, g, out, "
-            "*args), returns one cotangent per argument of the vjp (g, out, *args)"
-        )
+        stager.hint = second_order_hint(self.name, "jax.grad(jax.grad(f)), jax.hessian")
         self.vjp_stager = stager
         return stager
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lazyapply._call import numpy_inputs
 from lazyapply.adapters._base import Adapter, Target
@@ -20,6 +20,7 @@ from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
+    from lazyapply._engine import PendingCall
     from lazyapply.spec._metadata import Layout
 
 __all__ = ["TorchAdapter"]
@@ -98,7 +99,7 @@ class TorchAdapter(Adapter):
 
     def defer(
         self,
-        call: KernelCall,
+        call: KernelCall | PendingCall,
         args: tuple[Any, ...],
         spec: CallSpec,
         layout: Layout | None,
@@ -108,15 +109,16 @@ class TorchAdapter(Adapter):
         """The custom op (compiling, exporting, a subclass, torch.func with
         ``as_numpy``), one autograd node running the vjp, or the checked call.
 
-        ``layout`` is ``None`` (``lays_out``): Dynamo traces this method, so the op's
-        fake implementation lays out; the eager strategies lay out here.
+        ``layout`` is ``None`` and ``call`` a :class:`~lazyapply._engine.PendingCall`
+        (``lays_out``): Dynamo traces this method, so the op's fake implementation
+        lays out; the eager strategies lay out here.
         """
         torch_code = not spec.as_numpy and spec.vjp is None
         if self._compiling() or type(first) not in self._plain:
             if torch_code:
                 # Torch code, compiled: Dynamo traces the kernel's own operations (and
                 # autograd differentiates them); an opaque op would hide them.
-                return call.run(args, call.kwargs)
+                return cast("PendingCall", call).build().run(args, call.kwargs)
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
             return call_op(self._torch, call.func, spec, args, call.kwargs)

@@ -81,28 +81,42 @@ def kernel_call(
     except (Unkeyable, TypeError):
         key, hit = None, None
     if hit is None:
-        from lazyapply._check import OutputCheck
-        from lazyapply._engine import make_call
-
-        name = spec.name or kernel_name(kernel)
-        adapter, got = _layout(kernel, spec, name, args, kwargs, first)
-        check = OutputCheck(got.shapes, got.dtypes, got.multi, got.declared)
-        # deferred=True: strict, every output checked (a graph relies on it).
-        hit = make_call(
-            adapter, first, kernel, kwargs, spec, check, None, deferred=True, name=name
-        )
+        hit = _checked(kernel, spec, args, kwargs, first)
         if key is not None:
-            if len(cache) > 256:
-                cache.clear()
-            cache[key] = hit
+            _keep(cache, key, hit)
     return hit
+
+
+def _checked(
+    kernel: Any,
+    spec: CallSpec,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    first: Any,
+) -> Any:
+    from lazyapply._check import OutputCheck
+    from lazyapply._engine import make_call
+
+    name = spec.name or kernel_name(kernel)
+    adapter, got = _layout(kernel, spec, name, args, kwargs, first)
+    check = OutputCheck(got.shapes, got.dtypes, got.multi, got.declared)
+    # deferred=True: strict, every output checked (a graph relies on it).
+    return make_call(
+        adapter, first, kernel, kwargs, spec, check, None, deferred=True, name=name
+    )
+
+
+def _keep(cache: dict[Any, Any], key: Any, hit: Any) -> None:
+    if len(cache) > 256:
+        cache.clear()
+    cache[key] = hit
 
 
 def run_checked(
     cache: dict[Any, Any],
     kernel: Any,
     spec: CallSpec,
-    name: str,
+    site: int,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     tensors: list[Any],
@@ -110,12 +124,19 @@ def run_checked(
     """The op's real kernel: one checked kernel call against the fake's metadata.
 
     A compiled graph relies on that metadata, so a kernel that returns anything else
-    raises :class:`~lazyapply.KernelOutputError`. Outputs are contiguous, as the fake
-    implementation's ``torch.empty`` says (a kernel may return ``a.T``, or SciPy's
-    Fortran-ordered ``cholesky``); outputs that alias an input or each other are
-    copied (a custom op's outputs may not alias).
+    raises :class:`~lazyapply.KernelOutputError`. The checked call is kept per call
+    site (the static key of the other arguments, made when tracing) and the tensors'
+    metadata: a compiled call builds no key from the static values.
+
+    Outputs are contiguous, as the fake implementation's ``torch.empty`` says (a
+    kernel may return ``a.T``, or SciPy's Fortran-ordered ``cholesky``); outputs that
+    alias an input or each other are copied (a custom op's outputs may not alias).
     """
-    call = kernel_call(cache, kernel, spec, args, kwargs, tensors[0])
+    key = (site, *[(t.shape, t.dtype, t.device) for t in tensors])
+    call = cache.get(key)
+    if call is None:
+        call = _checked(kernel, spec, args, kwargs, tensors[0])
+        _keep(cache, key, call)
     out = call.run(args, kwargs)
     outs = list(out) if call.check.multi else [out]
     taken = {t.untyped_storage().data_ptr() for t in tensors}

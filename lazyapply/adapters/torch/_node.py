@@ -16,7 +16,6 @@ from typing import Any
 
 from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
-from lazyapply._grad import differentiable_positions
 from lazyapply._grad_kernels import VjpOfVjp, own_vjp, second_order_hint
 from lazyapply.adapters.torch._grad import Prepared, not_differentiable
 from lazyapply.spec import CallSpec
@@ -222,8 +221,13 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     for i, t in zip(ctx.at, saved, strict=False):
         args[i] = t
     outs = saved[len(ctx.at) :]
+    needs = ctx.needs_input_grad
+    # Floating-point tensors that need a gradient, by torch's own dtype tests
+    # (array_namespace per argument costs more than the vjp of a small array).
     positions = tuple(
-        i for i in differentiable_positions(args) if ctx.needs_input_grad[i + 1]
+        i
+        for i in ctx.at
+        if needs[i + 1] and (args[i].is_floating_point() or args[i].is_complex())
     )
     full: list[Any] = [None] * (len(args) + 1)
     if not positions:

@@ -116,7 +116,7 @@ def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
 
     def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
-        return run_checked(calls, kernel, plain, label, args, kwargs, tensors)
+        return run_checked(calls, kernel, plain, site, args, kwargs, tensors)
 
     def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors)
