@@ -312,3 +312,40 @@ def test_forward_mode_is_refused_with_the_kernels_name(how: str) -> None:
     }
     with pytest.raises(NotDifferentiableError, match=r"^cube(_vjp)? \(torch on cpu\)"):
         calls[how]()
+
+
+@lazy(
+    as_numpy=True,
+    elementwise=True,
+    shape=lambda x: [x.shape] * 2,
+    dtype=lambda x: [x.dtype, "int64"],
+)
+def doubled_and_flag(x: Any) -> Any:
+    return x * 2, (x > 0.5).astype(np.int64)
+
+
+@doubled_and_flag.defvjp
+def _doubled_and_flag_vjp(g: Any, out: Any, x: Any) -> Any:
+    return (g[0] * 2,)
+
+
+def test_integer_output_beside_a_float_one_under_torch_func() -> None:
+    x = _x()
+
+    def loss(a: Any) -> Any:
+        value, flag = doubled_and_flag(a)
+        assert flag.dtype == torch.int64
+        return value.sum()
+
+    _close(func.grad(loss)(x), np.full(6, 2.0))
+    _close(func.vmap(func.grad(loss))(torch.stack([x, x + 1])), np.full((2, 6), 2.0))
+
+
+def test_torch_code_with_a_declared_vjp_uses_it_under_torch_func() -> None:
+    # The declared rule, not torch's own derivative of the code (as eagerly).
+    tripled = lazy(lambda a: a * 3, vjp=lambda g, out, a: (g * 10,))
+    x = _x()
+    _close(func.grad(lambda a: tripled(a).sum())(x), np.full(6, 10.0))
+    leaf = x.clone().requires_grad_()
+    tripled(leaf).sum().backward()
+    _close(leaf.grad, np.full(6, 10.0))
