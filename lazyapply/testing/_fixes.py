@@ -66,6 +66,13 @@ def fix_for(
         )
     if mode.startswith("vmap") and (fix := _vmap_fix(backend, text, options)):
         return fix
+    if mode == "torch compile" and "ndarray" in text and not options.get("as_numpy"):
+        return (
+            "torch.compile traces a kernel without as_numpy as torch code, and NumPy "
+            "calls on its tensors cannot be traced: declare as_numpy=True (the kernel "
+            "then runs as an opaque op on NumPy arrays), or write it with torch "
+            "operations"
+        )
     if "__array_wrap__" in text:
         return (
             "NumPy functions on torch tensors go through torch's deprecated "
