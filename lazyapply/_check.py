@@ -113,8 +113,10 @@ class OutputCheck:
         if not self.multi:
             msg = (
                 f"{where}: the kernel returned a {type(got).__name__} of "
-                f"{len(got)} items where one array was expected; declare one shape "
-                "per output (shape=[(...), (...)]) to return several"
+                f"{len(got)} items where one array was expected; if they are the "
+                "values of one array, return np.asarray(...) of them (np.stack for "
+                "arrays); to return several outputs, declare one shape per output "
+                "(shape=[(...), (...)])"
             )
         elif isinstance(got, (str, bytes)) or not hasattr(got, "__len__"):
             msg = (

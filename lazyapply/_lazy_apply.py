@@ -133,7 +133,9 @@ def lazy_apply(
         and sets no stencil. Only for a kernel without such a parameter (one that
         takes ``**kwargs``, say) is the keyword read as the option; to pass both, use
         :func:`~lazyapply.lazy` (its options are fixed at decoration) or a
-        ``functools.partial``.
+        ``functools.partial``. A NumPy ufunc takes ``signature`` (its loop types,
+        ``np.add(x, y, signature="ff->f")``), so that keyword reaches the ufunc;
+        declare the dtype it makes (``dtype="float32"``).
 
     Returns
     -------

@@ -126,6 +126,17 @@ def test_none_output_is_an_error(backend: Backend) -> None:
         _run(backend, lambda a: lazy_apply(lambda u: None, a), x)
 
 
+def test_a_list_of_arrays_for_one_output_names_both_fixes(backend: Backend) -> None:
+    """A list meant as one array's values: np.asarray; several outputs: shape=[...]."""
+    x = backend.asarray(np.arange(3.0))
+
+    def stats(a: Any) -> Any:
+        return [a[0], a[-1]]  # 0-d arrays (NumPy scalars): one array meant
+
+    with pytest.raises(KernelOutputError, match=r"stats .*np\.asarray\(\.\.\.\)"):
+        _run(backend, lambda a: lazy_apply(stats, a, shape=(2,)), x)
+
+
 @pytest.mark.slow
 def test_environment_turns_strict_on() -> None:
     code = (

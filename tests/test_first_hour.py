@@ -196,3 +196,30 @@ def test_torch_extra_is_a_range_that_keeps_the_installed_torch() -> None:
     torch = pytest.importorskip("torch")
     installed = version.Version(torch.__version__).base_version
     assert req.specifier.contains(installed), (spec, torch.__version__)
+
+
+def test_numpy_functions_on_tensors_warn_unless_as_numpy() -> None:
+    """README and docs/user_guide/pytorch.rst: declare NumPy kernels as_numpy=True."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    import warnings
+
+    def sine(x: Any) -> Any:
+        return np.sin(x) * 2
+
+    t = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    with pytest.warns(DeprecationWarning, match="__array_wrap__"):
+        lazy(sine)(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = lazy(sine, as_numpy=True)(t)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), np.sin(t.numpy()) * 2)
+
+
+def test_a_ufuncs_own_signature_keyword_reaches_the_ufunc() -> None:
+    """lazy_apply's docstring: ``signature=`` of a ufunc is the ufunc's loop types."""
+    x = np.arange(3.0)
+    want = np.add(x, x, signature="ff->f")
+    got = lazy_apply(np.add, x, x, signature="ff->f", dtype="float32", strict=True)
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_array_equal(got, want)

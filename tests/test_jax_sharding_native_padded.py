@@ -3,10 +3,12 @@
 A loop dimension the mesh does not divide (7 rows on 4 devices) leaves the last shard
 padded. The kernel must see only the real elements, as it does eagerly: a Numba
 kernel raising on non-positive input runs on 7 positive elements, and a probe kernel
-returning its input's length sees shards of 2, 2, 2 and 1 rows. Such a program calls
-the kernel through lazyapply's host-callback target on every shard; evenly divided
-shards stay native (no host callback in the compiled program). Values are compared
-with eager NumPy; the compiled text is checked for ``all-gather``.
+returning its input's length sees shards of 2, 2, 2 and 1 rows. The handler of a
+``@vectorize`` or ``@guvectorize`` kernel then loops within each shard's extents
+(still native); an ``@njit`` kernel, given whole arrays, is called through
+lazyapply's host-callback target, which slices them. Evenly divided shards stay
+native (no host callback in the compiled program). Values are compared with eager
+NumPy; the compiled text is checked for ``all-gather``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,22 @@ _SCRIPT = textwrap.dedent(
                 raise ValueError("non-positive input")
             acc += np.log(x[i]) * y[i]
         out[0] = acc
+
+    @numba.guvectorize(
+        ["void(float32[:], float32[:], float32[:])"], "(n)->(),()"
+    )
+    def g_two(x, lo, hi):
+        lo[0], hi[0] = np.inf, -np.inf
+        for i in range(x.shape[0]):
+            if x[i] <= 0:
+                raise ValueError("non-positive input")
+            lo[0], hi[0] = min(lo[0], np.log(x[i])), max(hi[0], np.log(x[i]))
+
+    @numba.vectorize
+    def v_refuse(x):
+        if x > 0:
+            raise ValueError("positive input")
+        return x
 
     @numba.njit
     def both(x, y):
@@ -115,6 +133,10 @@ _SCRIPT = textwrap.dedent(
          [h[:, 0]], np.log(h[:, 0]), line, rows)
     case("njit-7x3-grid", nb_log, lambda a: lazy_apply(nb_log, a, **ew),
          [h[:, :3]], np.log(h[:, :3]), grid, P("a", "b"))
+    case("vectorize-7x3-grid", v_log, lambda a: lazy_apply(v_log, a, **ew),
+         [h[:, :3]], np.log(h[:, :3]), grid, P("a", "b"))
+    case("gufunc-two-7", g_two, lambda a: lazy_apply(g_two, a, as_numpy=True),
+         [h], (np.log(h).min(-1), np.log(h).max(-1)), line, rows)
     case("gufunc-7", g_dot, lambda a, b: lazy_apply(g_dot, a, b, as_numpy=True),
          [h, hy], eager_dot(h, hy), line, rows)
     case("gufunc-5", g_dot, lambda a, b: lazy_apply(g_dot, a, b, as_numpy=True),
@@ -138,6 +160,17 @@ _SCRIPT = textwrap.dedent(
          line, rows)
     case("probe-8", width, lambda a: lazy_apply(width, a, **ew),
          [h8[:, 0]], np.full(8, 2, np.float32), line, rows)
+    # A real element the kernel refuses, on every shard (so no device waits for a
+    # failed one at a collective): the kernel's own message, from the native re-run.
+    s = NamedSharding(line, rows)
+    f = jax.jit(
+        lambda a: lazy_apply(v_refuse, jax.lax.with_sharding_constraint(a, s), **ew)
+    )
+    try:
+        f(h[:, 0]).block_until_ready()
+        print(json.dumps(["refused", "no error"]))
+    except Exception as exc:
+        print(json.dumps(["refused", str(exc)]))
     """
 )
 
@@ -163,23 +196,31 @@ def report() -> dict[str, list[object]]:
 
 
 # ok, all-gather, host callback, native target, explain_native's route
-_PADDED = [True, False, True, False, "native"]
 _EVEN = [True, False, False, True, "native"]
+_SLICED = [True, False, True, False, "callback"]  # @njit: the host callback slices
 
 
 @pytest.mark.parametrize(
     "label",
-    ["njit-7", "vectorize-7", "njit-7x3-grid", "gufunc-7", "gufunc-5"],
+    ["vectorize-7", "vectorize-7x3-grid", "gufunc-7", "gufunc-5", "gufunc-two-7"],
 )
-def test_kernel_raising_on_padding_runs_on_real_elements(
+def test_native_handler_loops_over_real_elements_only(
     report: dict[str, list[object]], label: str
 ) -> None:
-    # Each kernel raises on non-positive input; XLA's padding would trip it.
-    assert report[label] == _PADDED
+    # Each kernel raises on non-positive input; XLA's padding would trip it. The
+    # 5-row case leaves one shard with no real row at all.
+    assert report[label] == _EVEN
+
+
+@pytest.mark.parametrize("label", ["njit-7", "njit-7x3-grid"])
+def test_njit_kernel_on_padded_shards_is_sliced(
+    report: dict[str, list[object]], label: str
+) -> None:
+    assert report[label] == _SLICED
 
 
 def test_several_outputs_on_padded_shards(report: dict[str, list[object]]) -> None:
-    assert report["several-outputs-7"] == _PADDED
+    assert report["several-outputs-7"] == _SLICED
 
 
 def test_kernel_sees_shards_of_two_two_two_and_one_rows(
@@ -187,7 +228,7 @@ def test_kernel_sees_shards_of_two_two_two_and_one_rows(
 ) -> None:
     # The probe returns the length it is given: 7 rows on 4 devices are shards of
     # 2, 2, 2 and 1 real rows, never the padded 2.
-    assert report["probe-7"] == _PADDED
+    assert report["probe-7"] == _SLICED
     assert report["probe-8"] == _EVEN
 
 
@@ -198,3 +239,13 @@ def test_evenly_divided_shards_stay_native(
     report: dict[str, list[object]], label: str
 ) -> None:
     assert report[label] == _EVEN
+
+
+def test_error_on_a_padded_native_shard_is_the_kernels(
+    report: dict[str, list[object]],
+) -> None:
+    (text,) = report["refused"]
+    assert isinstance(text, str)
+    assert "v_refuse" in text
+    assert "ValueError: positive input" in text
+    assert "lazyapply bug" not in text

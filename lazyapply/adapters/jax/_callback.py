@@ -98,9 +98,14 @@ class Callback:
         except LazyApplyError:
             raise
         except Exception as exc:
-            # XLA turns this into a JaxRuntimeError whose text ends with this line
-            # (JAX 0.10 keeps neither the exception nor its notes): make that line
-            # name the kernel and the way to see the kernel's own traceback.
+            # XLA turns this into a JaxRuntimeError whose text ends with this line:
+            # jaxlib 0.10 formats it as "CpuCallback error calling callback: " and
+            # nanobind's error_what (the thread's whole stack, then "Type: message"),
+            # keeping neither the exception nor its notes. The stack is printed
+            # whenever the exception has a traceback, which it always has once it
+            # leaves JAX's Python wrappers (pure_callback_impl, _wrapped_callback),
+            # so this line cannot come first: make it name the kernel and the way
+            # to the kernel's own traceback.
             first = (str(exc).strip().splitlines() or [""])[0]
             msg = (
                 f"{call.name} (jax (traced)): the kernel raised "

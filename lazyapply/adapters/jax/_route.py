@@ -3,8 +3,8 @@
 Chosen once per signature (see :mod:`._stage`): the native path when the kernel
 compiles for it (:func:`~.native.native_decision`), else ``jax.pure_callback`` of the
 one :class:`~lazyapply._call.KernelCall`; either runs once per shard when the
-operands are sharded along loop dimensions (:func:`~._shard.per_shard`), a padded
-shard's native call through the host callback (the kernel sees only real elements).
+operands are sharded along loop dimensions (:func:`~._shard.per_shard`); a padded
+shard's kernel sees only its real elements (:func:`_native_shard`).
 Wrapped in a ``custom_jvp`` whose rule says which derivative to declare.
 """
 
@@ -30,7 +30,7 @@ from lazyapply.adapters.jax._stage import (
     Staging,
     no_derivative,
 )
-from lazyapply.adapters.jax.native import native_decision
+from lazyapply.adapters.jax.native import native_decision, native_stage
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
@@ -85,7 +85,10 @@ def plain_staging(
     if native is not None:
         fn = native
         if entry is not None:
-            fn = functools.partial(_native_shard, native, entry)
+            padded = functools.partial(
+                native_stage, call, args, positions, structs, loop, spec.as_numpy
+            )
+            fn = functools.partial(_native_shard, native, padded, entry)
     elif entry is not None:
         fn = functools.partial(partitioned_callback, entry)
     else:
@@ -101,13 +104,23 @@ def plain_staging(
     return Staging(no_derivative(fn, stager.hint), decision)
 
 
-def _native_shard(native: Callable[..., Any], entry: HostEntry, *ops: Any) -> Any:
-    """One partitioned shard's native call; through the host callback when XLA pads
-    the shard, so that the kernel sees only the real elements (the handler would loop
-    over the padding too, and a kernel raising on its values would fail)."""
-    if padded_shard():
+def _native_shard(
+    native: Callable[..., Any],
+    padded: Callable[..., Any],
+    entry: HostEntry,
+    *ops: Any,
+) -> Any:
+    """One partitioned shard's native call. When XLA pads the shard, the kernel must
+    see only the real elements (one raising on the padding's values would fail): the
+    handler compiled for the shard's extents (``padded(padded=rank)``), else the host
+    callback, which slices the operands."""
+    extents = padded_shard()
+    if extents is None:
+        return native(*ops)
+    staged = padded(padded=int(extents.shape[0]))
+    if isinstance(staged, str):
         return partitioned_callback(entry, *ops)
-    return native(*ops)
+    return staged(*ops, extents)
 
 
 def _pure_callback(callback: Callback, result: Any, method: str, *ops: Any) -> Any:

@@ -15,10 +15,11 @@ sharding without an all-gather:
   (:mod:`._host`; ``jax.pure_callback`` crashes there on JAX 0.10). That target is
   CPU-only: on other platforms the callback path gathers as before. A shard that XLA
   pads (a loop dimension the mesh does not divide) shows the kernel only its real
-  elements, on both paths: the native path's program then calls the kernel through
-  that host callback on every shard (:func:`padded_shard`), so that a kernel raising
-  on (or looping on) XLA's padding values never sees them; evenly divided shards stay
-  native. Replicated operands are split over the devices so that each computes a
+  elements, on both paths (:func:`padded_shard`), so that a kernel raising on (or
+  looping on) XLA's padding values never sees them: the native handler of a
+  ``@vectorize`` or ``@guvectorize`` kernel loops within the extents, an ``@njit``
+  kernel (or a foreign loop) is called through that host callback on every shard.
+  Replicated operands are split over the devices so that each computes a
   part once. ``custom_partitioning`` has no batching rule: under ``vmap`` the batch
   becomes one more loop dimension, staged and partitioned anew.
 
@@ -60,9 +61,10 @@ def in_shard() -> str:
     return str(getattr(_LOCAL, "on", ""))
 
 
-def padded_shard() -> bool:
-    """Whether the current thread stages a partitioned shard that XLA pads."""
-    return getattr(_LOCAL, "extents", None) is not None
+def padded_shard() -> Any:
+    """The valid loop extents (a traced int32 vector) of the partitioned shard that
+    the current thread stages, when XLA pads it; else None."""
+    return getattr(_LOCAL, "extents", None)
 
 
 def partitioned_callback(entry: HostEntry, *ops: Any) -> Any:
@@ -198,7 +200,7 @@ def _partitioned(
 
     def partition(mesh: Any, arg_shapes: Any, result_shape: Any) -> Any:
         loop_spec, args, results = shardings(mesh, arg_shapes)
-        # Native too: a padded shard's call goes through the host callback (_route).
+        # Native too: a padded shard's call sees only its real elements (_route).
         padded = padded_loops(mesh, loop_spec, arg_shapes[0].shape)
         lower = functools.partial(_on_partition, stage_local, keep, padded)
         return mesh, lower, results, tuple(args)

@@ -76,6 +76,7 @@ def native_stage(
     structs: tuple[Any, ...],
     loop_ndims: tuple[int, ...] | None,
     as_numpy: bool = True,
+    padded: int = 0,
 ) -> Callable[..., Any] | str:
     """A function of the operands ``args[i] for i in positions`` staging the kernel.
 
@@ -93,6 +94,10 @@ def native_stage(
         them into one call); ``None`` for a whole-array kernel (one call per element).
     as_numpy
         The call's option; the native path needs NumPy inputs (``True``).
+    padded
+        For one shard that XLA pads (see :mod:`.._shard`): its loop rank. The staging
+        then takes the shard's valid extents (int32) after the operands, and the
+        handler loops over those elements only.
 
     Returns
     -------
@@ -103,6 +108,8 @@ def native_stage(
     from lazyapply.adapters.jax.native._capi import foreign_kind  # lazyapply issue 20
 
     kind = foreign_kind(func)  # a SciPy ufunc or a Cython function: its C loop
+    if kind is not None and padded:
+        return "a padded shard of a foreign loop (the host callback slices it)"
     if kind is not None:
         from lazyapply.adapters.jax.native._special import special_stage
 
@@ -119,13 +126,14 @@ def native_stage(
         func, args, positions, template.kwargs, dtypes
     )
     if built is None:
-        built = _target(template, args, positions, structs)
+        built = _target(template, args, positions, structs, padded)
     if isinstance(built, str):
         _decide(func, name, f"callback: {built}")
         return built
     target = built[0]
     _decide(func, name, f"native: {target}{getattr(built[1], 'note', '')}")
-    return _stager(target, template, args, positions, structs, loop_ndims)
+    loops = None if padded else loop_ndims  # a shard is never batched
+    return _stager(target, template, args, positions, structs, loops)
 
 
 def native_decision(
@@ -190,7 +198,11 @@ def scalar_type(v: Any) -> str:
 
 
 def _target(
-    template: Any, args: tuple[Any, ...], positions: tuple[int, ...], structs: Any
+    template: Any,
+    args: tuple[Any, ...],
+    positions: tuple[int, ...],
+    structs: Any,
+    padded: int,
 ) -> tuple[str, Any] | str:
     """The registered FFI target for this signature (compiled once, thread-safely)."""
     import numpy as np
@@ -206,6 +218,7 @@ def _target(
         tuple((i, None if v is None else scalar_type(v)) for i, v in statics),
         tuple((k, None if v is None else scalar_type(v)) for k, v in kw.items()),
         tuple((np.dtype(s.dtype), len(s.shape)) for s in structs),
+        padded,
     )
     from lazyapply.adapters.jax.native._build import compile_target
 

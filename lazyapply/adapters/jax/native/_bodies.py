@@ -53,15 +53,20 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
     from lazyapply.adapters.jax.native._failure import FailureInfo
 
     kind = kernel_kind(template.func)
+    padded = key[8]  # a padded shard's loop rank: its extents are one more operand
+    if padded and kind == "jit":
+        return "a padded shard of an @njit kernel (the host callback slices it)"
     ins = tuple((numba.from_dtype(dt), nd) for dt, nd in key[4])
     outs = tuple((numba.from_dtype(dt), nd) for dt, nd in key[7])
-    layout, scalars, names = _layout(args, positions, template.kwargs)
+    layout, found_scalars, names = _layout(args, positions, template.kwargs)
+    scalars = tuple(found_scalars)
     keys = tuple(template.kwargs)
     kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
     sig = _signature(ins, scalars, outs)
     failure = FailureInfo(
         template, tuple(layout), keys, tuple(np.dtype(d) for d, _ in key[4]), kinds, sig
     )
+    failure.padded = padded
     n = len(args)
     env: dict[str, Any] = {}
     if kind == "jit":
@@ -73,16 +78,12 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
             return f"keyword arguments to a Numba {kind}: {', '.join(keys)}"
         if any(p[0] == "n" for p in layout):
             return f"None among the arguments of a Numba {kind}"
-        element = _element_function(template.func)
-        env["element"] = element
-        checked = (element,)
-        if kind == "ufunc":
-            body = _ufunc_body(layout, ins, outs)
-        else:
-            found = _gufunc_body(template.func, layout, ins, outs)
-            if isinstance(found, str):
-                return found
-            body = found
+        env["element"] = _element_function(template.func)
+        checked = (env["element"],)
+        found = _element_body(template.func, kind, layout, ins, outs, padded)
+        if isinstance(found, str):
+            return found
+        body = found
     from lazyapply.adapters.jax.native import _store
 
     env.update(
@@ -97,12 +98,21 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
         kernel=template.func,
         name=template.name,
         signature=sig,
-        handler_args=(ins, tuple(scalars), outs, body),
+        # A padded shard's extents follow the operands.
+        handler_args=(ins + ((numba.int32, 1),) * bool(padded), scalars, outs, body),
         env=env,
         failure=failure,
         checked=checked,
         extra_key=(kind, x64, getattr(template.func, "signature", None)),
     )
+
+
+def _element_body(
+    func: Any, kind: str | None, layout: Any, ins: Any, outs: Any, padded: int
+) -> list[str] | str:
+    if kind == "ufunc":
+        return _ufunc_body(layout, ins, outs, padded)
+    return _gufunc_body(func, layout, ins, outs, padded)
 
 
 def _layout(
@@ -197,13 +207,18 @@ def _element_function(func: Any) -> Any:
 
 
 def _loops(
-    out_shape: list[str], operands: list[tuple[str, list[str]]], indent: int
+    out_shape: list[str],
+    operands: list[tuple[str, list[str]]],
+    indent: int,
+    bounds: list[str] | None = None,
 ) -> tuple[list[str], dict[str, str], str]:
     """Nested loops over ``out_shape`` and each operand's flat offset, broadcasting.
 
     ``operands``: (name, dims) with dims right-aligned to ``out_shape``; a dimension
-    of size 1 has stride 0. Returns the lines opening the loops (the body goes at the
-    returned indentation), each operand's offset expression, and the indentation.
+    of size 1 has stride 0. ``bounds``: how far each loop runs, when not the whole
+    ``out_shape`` (a padded shard). Returns the lines opening the loops (the body goes
+    at the returned indentation), each operand's offset expression, and the
+    indentation.
     """
     lines: list[str] = []
     offsets: dict[str, str] = {}
@@ -224,19 +239,29 @@ def _loops(
         offsets[name] = " + ".join(terms) or "0"
     lines.append(f"{pad}if ok:")
     depth = indent + 1
-    for d, size in enumerate(out_shape):
+    for d, size in enumerate(bounds or out_shape):
         lines.append("    " * depth + f"for i{d} in range({size}):")
         depth += 1
     return lines, offsets, "    " * depth
 
 
-def _ufunc_body(layout: list[Any], ins: Any, outs: Any) -> list[str]:
-    """One element loop over XLA's buffers; a flat loop when no operand broadcasts."""
-    if len(outs) != 1:
+def _extents(shape: list[str], n: int, padded: int) -> tuple[list[str], list[str]]:
+    """A padded shard's loop bounds: the lines reading its extents (operand ``n``,
+    int32, after the real operands) and each loop's bound, ``shape`` past them."""
+    lines = [f"    e{d} = min(int(x{n}[{d}]), {shape[d]})" for d in range(padded)]
+    return lines, [f"e{d}" for d in range(padded)] + shape[padded:]
+
+
+def _ufunc_body(layout: list[Any], ins: Any, outs: Any, padded: int) -> list[str]:
+    """One element loop over XLA's buffers; a flat loop when no operand broadcasts
+    (never on a padded shard: only the real elements, those within the extents)."""
+    if len(outs) != 1 or padded > outs[0][1]:
         return ["    ok = False"]
     rank = outs[0][1]
     flat = [f"xf{i} = V_x{i}(x{i}_a, (x{i}_n,))" for i in range(len(ins))]
     same = " and ".join(f"x{i}_n == o0_n" for i in range(len(ins))) or "True"
+    if padded:
+        same = "False"
     fast = [f"xf{p[1]}[j]" if p[0] == "a" else f"s{p[1]}" for p in layout]
     lines = [
         "    of0 = V_o0(o0_a, (o0_n,))",
@@ -251,12 +276,19 @@ def _ufunc_body(layout: list[Any], ins: Any, outs: Any) -> list[str]:
     ops = [
         (f"x{i}", [f"x{i}_s{d}" for d in range(nd)]) for i, (_, nd) in enumerate(ins)
     ]
-    opened, offsets, pad = _loops(shape, ops, 2)
+    bounds = None
+    if padded:  # the output's offset: it is walked within the extents only
+        ops.append(("o0", shape))
+        found, bounds = _extents(shape, len(ins), padded)
+        lines += [f"    {line}" for line in found]
+    opened, offsets, pad = _loops(shape, ops, 2, bounds)
     slow = [
         f"xf{p[1]}[{offsets[f'x{p[1]}']}]" if p[0] == "a" else f"s{p[1]}"
         for p in layout
     ]
     lines += opened
+    if padded:
+        return [*lines, *_element_call(slow, offsets["o0"], pad)]
     lines += [*_element_call(slow, "j", pad), f"{pad}j += 1"]
     return lines
 
@@ -273,7 +305,9 @@ def _element_call(args: list[str], j: str, pad: str) -> list[str]:
     ]
 
 
-def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str] | str:
+def _gufunc_body(
+    func: Any, layout: list[Any], ins: Any, outs: Any, padded: int
+) -> list[str] | str:
     """A loop over the loop dimensions calling the core function on buffer views."""
     from numba import types
     from numba.np.ufunc.sigparse import parse_signature
@@ -284,6 +318,8 @@ def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str]
     declared = [s.args for s in func._dispatcher.overloads]  # scalar or 1-elem array
     lines: list[str] = []
     loop_rank = outs[0][1] - len(out_cores[0])
+    if padded > loop_rank:
+        return f"a padded shard of {padded} loop dimensions, {loop_rank} in the call"
     shape = [f"o0_s{d}" for d in range(loop_rank)]
     ops, call = [], []
     for pos, (p, core) in enumerate(zip(layout, in_cores, strict=True)):
@@ -311,9 +347,14 @@ def _gufunc_body(func: Any, layout: list[Any], ins: Any, outs: Any) -> list[str]
         view = ", ".join(dims[loop_rank:]) or "1"
         size = " * ".join(dims[:loop_rank]) or "1"
         lines.append(f"    w{k} = V_o{k}(o{k}_a, ({size}, {view}))")
-        call.append(f"w{k}[j]")
+        call.append(f"w{k}[{{o0}}]" if padded else f"w{k}[j]")
     lines.append("    j = 0")
-    opened, offsets, pad = _loops(shape, ops, 1)
+    bounds = None
+    if padded:  # the outputs' offset: they are walked within the extents only
+        ops.append(("o0", shape))
+        found, bounds = _extents(shape, len(ins), padded)
+        lines += found
+    opened, offsets, pad = _loops(shape, ops, 1, bounds)
     lines += opened
     args = "".join(c.format(**offsets) + ", " for c in call)
     lines += [

@@ -57,6 +57,7 @@ class FailureInfo:
         self.dtypes = dtypes
         self.scalars = scalars
         self.signature = signature
+        self.padded = 0  # a padded shard's loop rank: its extents follow the operands
 
     def register(self, token: int) -> None:
         """Answer failures of the handlers compiled with ``token``."""
@@ -71,6 +72,12 @@ class FailureInfo:
         ]
         rets = _i64(frame + 112)
         outs = [_shape(_i64(rets + 8 * k)) for k in range(_i64(frame + 96))]
+        if self.padded:  # the real elements only, as the handler saw them
+            table = _i64(frame + 72) + 8 * len(self.dtypes)
+            extents = _read(_i64(table), np.dtype(np.int32))
+            cut = tuple(slice(0, int(e)) for e in extents)
+            ins = [a[cut] for a in ins]
+            outs = [np.empty(o, np.int8)[cut].shape for o in outs]
         attrs = _i64(frame + 160)
         scalars = []
         for j, kind in enumerate(self.scalars):  # XLA_FFI_Scalar: dtype, value*
