@@ -312,3 +312,51 @@ def test_forward_mode_is_refused_with_the_kernels_name(how: str) -> None:
     }
     with pytest.raises(NotDifferentiableError, match=r"^cube(_vjp)? \(torch on cpu\)"):
         calls[how]()
+
+
+@lazy(
+    as_numpy=True,
+    elementwise=True,
+    shape=lambda x: [x.shape] * 2,
+    dtype=lambda x: [x.dtype, "int64"],
+)
+def doubled_and_flag(x: Any) -> Any:
+    return x * 2, (x > 0.5).astype(np.int64)
+
+
+@doubled_and_flag.defvjp
+def _doubled_and_flag_vjp(g: Any, out: Any, x: Any) -> Any:
+    return (g[0] * 2,)
+
+
+def test_integer_output_beside_a_float_one_under_torch_func() -> None:
+    x = _x()
+
+    def loss(a: Any) -> Any:
+        value, flag = doubled_and_flag(a)
+        assert flag.dtype == torch.int64
+        return value.sum()
+
+    _close(func.grad(loss)(x), np.full(6, 2.0))
+    _close(func.vmap(func.grad(loss))(torch.stack([x, x + 1])), np.full((2, 6), 2.0))
+
+
+def test_torch_code_with_a_declared_vjp_uses_it_under_torch_func() -> None:
+    # The declared rule, not torch's own derivative of the code (as eagerly).
+    tripled = lazy(lambda a: a * 3, vjp=lambda g, out, a: (g * 10,))
+    x = _x()
+    _close(func.grad(lambda a: tripled(a).sum())(x), np.full(6, 10.0))
+    leaf = x.clone().requires_grad_()
+    tripled(leaf).sum().backward()
+    _close(leaf.grad, np.full(6, 10.0))
+
+
+def test_grad_of_vmap_of_a_kernel_without_vjp_names_it() -> None:
+    # Inside vmap inside grad, requires_grad says False: the grad level is found
+    # by unwrapping.
+    m = torch.stack([_x(lo=0.1, hi=0.9)] * 2)
+    with pytest.raises(NotDifferentiableError, match=r"^ellipk \(torch on cpu\)"):
+        func.grad(lambda a: func.vmap(nograd)(a).sum())(m)
+    # A constant that no grad level tracks needs no derivative.
+    got = func.grad(lambda a: a.sum() + func.vmap(nograd)(m).sum())(m)
+    _close(got, np.ones((2, 6)))

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
-from lazyapply import NotDifferentiableError, SpecError, lazy  # noqa: E402
+from lazyapply import NotDifferentiableError, SpecError, lazy, lazy_apply  # noqa: E402
 from lazyapply.adapters.torch._op import TENSOR, site_of  # noqa: E402
 
 
@@ -128,6 +129,47 @@ def test_tensor_escaped_from_a_transform_runs_now() -> None:
         with torch.no_grad():  # grad mode off: it runs now
             got = triple(dead)
         np.testing.assert_allclose(got.numpy(), x.numpy() * 3)
+
+
+def _read_only(a: Any) -> Any:
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: x + 1,
+        lambda x: _read_only(x + 1),
+        lambda x: np.array(x.sum()),
+        lambda x: x[::-1],
+        lambda x: np.asfortranarray(np.outer(x, x)),
+        lambda x: (x + 1).astype(np.uint16),
+        lambda x: [1.0, 2.0],
+    ],
+    ids=["plain", "read-only", "0-d", "reversed", "fortran", "uint16", "list"],
+)
+def test_as_numpy_outputs_convert_as_torch_asarray_does(make: Any) -> None:
+    # On CPU the output goes through torch.from_numpy where that is what
+    # torch.asarray does (a writeable array with dimensions), else torch.asarray:
+    # same values, dtype, shape and memory sharing either way. (torch warns about a
+    # read-only array once per process, so warnings are not compared.)
+    x = _x()
+    out = make(x.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the read-only array's
+        try:
+            expected = torch.asarray(out, device="cpu")
+        except (TypeError, ValueError, RuntimeError):  # reversed: lazyapply copies
+            expected = torch.asarray(np.ascontiguousarray(out))
+        got = lazy_apply(lambda a: out, x, as_numpy=True)
+    assert got.dtype == expected.dtype
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+    if isinstance(out, np.ndarray):
+        shared = np.shares_memory(expected.numpy(), out)
+        assert np.shares_memory(got.numpy(), out) == shared
 
 
 # ------------------------------------------------------------ non-contiguous outputs

@@ -12,6 +12,7 @@ kernel implies is added per kernel by :func:`with_implied_mode`.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import sys
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -188,18 +189,10 @@ def _immutable(value: Any) -> bool:
 
 # Option values matched by identity: immutable, and never equal across types.
 _OPTION_VALUES = (type(None), bool, str, types.FunctionType)
-_LAST_OPTIONS: list[tuple[Any, Any, Any, tuple[Any, ...], CallSpec]] = [
-    (None, None, None, (), _PLAIN[0])
-]
-
-
-def _same_items(items: tuple[Any, ...], last: tuple[Any, ...]) -> bool:
-    if len(items) != len(last):
-        return False
-    for (k, v), (lk, lv) in zip(items, last, strict=True):
-        if k != lk or v is not lv:
-            return False
-    return True
+# (shape, dtype, as_numpy, option names, option values, spec) of the last cached
+# lookup with options; values matched by identity (C-level map: no Python loop).
+_LAST_OPTIONS: list[tuple[Any, Any, Any, tuple[str, ...], tuple[Any, ...], CallSpec]]
+_LAST_OPTIONS = [(None, None, None, (), (), _PLAIN[0])]
 
 
 def plain_spec(func: Callable[..., Any], as_numpy: bool) -> CallSpec:
@@ -231,23 +224,25 @@ def apply_spec(
             if _immutable(shape) and _immutable(dtype):
                 _LAST[0] = (shape, dtype, as_numpy, spec)
     else:
-        items = tuple(options.items())
         last_options = _LAST_OPTIONS[0]
         if (
             shape is last_options[0]
             and dtype is last_options[1]
             and as_numpy is last_options[2]
-            and _same_items(items, last_options[3])
+            and tuple(options) == last_options[3]
+            and all(map(operator.is_, options.values(), last_options[4]))
         ):
-            spec = last_options[4]
+            spec = last_options[5]
         else:
             spec = _cached(func, shape, dtype, as_numpy, options)
+            values = tuple(options.values())
             if (
                 _immutable(shape)
                 and _immutable(dtype)
-                and all(type(v) in _OPTION_VALUES for _, v in items)
+                and all(type(v) in _OPTION_VALUES for v in values)
             ):
-                _LAST_OPTIONS[0] = (shape, dtype, as_numpy, items, spec)
+                names = tuple(options)
+                _LAST_OPTIONS[0] = (shape, dtype, as_numpy, names, values, spec)
     return spec if type(func) is types.FunctionType else with_implied_mode(spec, func)
 
 

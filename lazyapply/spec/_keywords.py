@@ -77,6 +77,8 @@ def kernel_keywords(
     even to a kernel with ``**kwargs``, it is ``lazy_apply``'s option.
     """
     params = _parameters(func)
+    if params.isdisjoint(kwargs) and KERNEL_FIRST.issuperset(kwargs):
+        return kwargs, {}  # only options (a fresh dict per call: ours to keep)
     options = {}
     rest = {}
     for key, value in kwargs.items():

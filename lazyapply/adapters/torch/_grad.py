@@ -26,6 +26,7 @@ from lazyapply.spec._build import rule_spec
 
 __all__ = [
     "Prepared",
+    "grad_tracked",
     "needs_grad",
     "not_differentiable",
     "register_op_autograd",
@@ -40,6 +41,24 @@ def needs_grad(args: tuple[Any, ...]) -> bool:
     for a in args:
         if isinstance(a, torch.Tensor) and a.requires_grad:
             return torch.is_grad_enabled()
+    return False
+
+
+def grad_tracked(args: tuple[Any, ...]) -> bool:
+    """Whether a torch.func grad transform tracks an argument, at any level.
+
+    ``requires_grad`` cannot tell: a ``vmap`` wrapper around a tracked tensor says
+    ``False`` (``torch.func.grad`` of ``torch.func.vmap`` of a kernel).
+    """
+    import torch
+
+    func = torch._C._functorch  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+    for arg in args:
+        t = arg
+        while isinstance(t, torch.Tensor) and func.is_functorch_wrapped_tensor(t):
+            if func.is_gradtrackingtensor(t):
+                return True
+            t = func.get_unwrapped(t)
     return False
 
 

@@ -238,9 +238,7 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     )
     flat = (*grads, *outs, *args)
     step = ctx.step.derivative(tuple(args), len(grads), ctx.multi, positions)
-    wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
-    tensors = [a for a in flat if isinstance(a, torch.Tensor)]
-    if torch.is_grad_enabled() or any(map(wrapped, tensors)):
+    if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():  # type: ignore[attr-defined]
         # create_graph=True, or a torch.func transform: the vjp is a node too,
         # differentiable when it declares its own vjp.
         picked = node_class().apply(step, *flat)
@@ -268,18 +266,37 @@ def _vmap(info: Any, in_dims: Any, step: Any, *args: Any) -> Any:
     return node_vmap(node_class(), info, in_dims[1:], step, args)
 
 
-def node_class() -> Any:
-    """The ``autograd.Function`` subclass, made once (torch is imported lazily)."""
-    if _NODE:
-        return _NODE[0]
-    import torch
+def _forward_with_ctx(ctx: Any, step: Any, *args: Any) -> Any:
+    out = _forward(step, *args)
+    _setup_context(ctx, (step, *args), out)
+    return out
 
-    methods: dict[str, Any] = {
-        "forward": staticmethod(_forward),
-        "setup_context": staticmethod(_setup_context),
-        "backward": staticmethod(_backward),
-        "jvp": staticmethod(_jvp),
-        "vmap": staticmethod(_vmap),
-    }
-    _NODE.append(type("LazyKernelNode", (torch.autograd.Function,), methods))
-    return _NODE[0]
+
+def node_class() -> Any:
+    """The ``autograd.Function`` subclass for this call (made once per process).
+
+    Under a torch.func transform, the form torch.func accepts (``forward`` without
+    ``ctx``, ``setup_context``). Otherwise the same rules with ``ctx`` in
+    ``forward``: ``Function.apply`` binds the arguments of a ``setup_context``
+    function through ``inspect.signature`` on every call (about a fifth of a small
+    call's forward and backward).
+    """
+    if not _NODE:
+        import torch
+
+        rules: dict[str, Any] = {
+            "backward": staticmethod(_backward),
+            "jvp": staticmethod(_jvp),
+            "vmap": staticmethod(_vmap),
+        }
+        base = (torch.autograd.Function,)
+        plain = {"forward": staticmethod(_forward_with_ctx), **rules}
+        func = {
+            "forward": staticmethod(_forward),
+            "setup_context": staticmethod(_setup_context),
+            **rules,
+        }
+        _NODE.append(torch._C._are_functorch_transforms_active)  # type: ignore[attr-defined]
+        _NODE.append(type("LazyKernelNode", base, plain))
+        _NODE.append(type("LazyKernelNode", base, func))
+    return _NODE[2] if _NODE[0]() else _NODE[1]
