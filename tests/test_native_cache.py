@@ -223,3 +223,18 @@ def test_identity_follows_code_helpers_and_global_values() -> None:
     )
     with pytest.raises(Uncacheable, match="global 'TABLE'"):
         kernel_identity(mod.k)
+
+
+def test_entry_follows_the_native_code_not_only_the_version(tmp_path: Path) -> None:
+    # Two checkouts of one lazyapply version (two branches, a development copy
+    # beside a release) share a cache folder: their handlers must not mix.
+    from lazyapply.adapters.jax.native import _cache
+
+    for name, text in (("_handler.py", "A = 1\n"), ("_store.py", "B = 2\n")):
+        (tmp_path / name).write_text(text)
+    before = _cache.code_digest(tmp_path)
+    (tmp_path / "_store.py").write_text("B = 3\n")
+    _cache.code_digest.cache_clear()
+    assert _cache.code_digest(tmp_path) != before
+    here = Path(_cache.__file__).parent
+    assert _cache.code_digest(here) in _cache._versions()

@@ -9,8 +9,9 @@ cache folder.
 
 The digest covers everything the machine code depends on: the kernel's identity and
 code (:func:`kernel_identity`: its bytecode, constants, defaults and the globals it
-reads, recursively through the Numba functions it calls), the call's signature, and
-the versions of Python, NumPy, Numba, llvmlite, JAX and lazyapply. Nothing is trusted
+reads, recursively through the Numba functions it calls), the call's signature, the
+versions of Python, NumPy, Numba, llvmlite, JAX and lazyapply, and the source of
+this package (:func:`code_digest`). Nothing is trusted
 that does not match: a source file that differs from the generated one, an entry
 without its commit mark, or machine code Numba cannot load is removed and rebuilt.
 Processes that start at once each compile and write the same files; renames make the
@@ -20,6 +21,7 @@ last writer win without a reader ever seeing half a file.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -77,7 +79,25 @@ def _versions() -> tuple[str, ...]:
         llvmlite.__version__,  # type: ignore[attr-defined]
         jax.__version__,
         getattr(lazyapply, "__version__", "0"),
+        code_digest(Path(__file__).parent),
     )
+
+
+@functools.cache
+def code_digest(folder: Path) -> str:
+    """A digest of the sources that generate the machine code (this package).
+
+    Two installations of one lazyapply version whose native code differs (a
+    development checkout beside a release, two branches sharing a cache folder)
+    must not load each other's handlers: the generated source is checked, but not
+    the intrinsics and helpers it calls, nor what Numba writes beside it while
+    another process is between its own check and load.
+    """
+    hasher = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        hasher.update(path.name.encode())
+        hasher.update(path.read_bytes())
+    return hasher.hexdigest()[:16]
 
 
 class Uncacheable(Exception):
