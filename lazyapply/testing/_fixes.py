@@ -64,15 +64,8 @@ def fix_for(
             "its input cannot run there; leave this test backend out, or write the "
             "kernel with the array's namespace (array_api_compat.array_namespace(x))"
         )
-    if mode.startswith("vmap") and (fix := _vmap_fix(backend, text, options)):
+    if fix := _transform_fix(backend, mode, text, options):
         return fix
-    if mode == "torch compile" and "ndarray" in text and not options.get("as_numpy"):
-        return (
-            "torch.compile traces a kernel without as_numpy as torch code, and NumPy "
-            "calls on its tensors cannot be traced: declare as_numpy=True (the kernel "
-            "then runs as an opaque op on NumPy arrays), or write it with torch "
-            "operations"
-        )
     if "__array_wrap__" in text:
         return (
             "NumPy functions on torch tensors go through torch's deprecated "
@@ -118,6 +111,18 @@ def fix_for(
             "pickles by reference (or install cloudpickle)"
         )
     return ""
+
+
+def _transform_fix(backend: str, mode: str, text: str, options: Any) -> str:
+    """Fixes of the vmap and torch.compile rows."""
+    if mode == "torch compile" and "ndarray" in text and not options.get("as_numpy"):
+        return (
+            "torch.compile traces a kernel without as_numpy as torch code, and NumPy "
+            "calls on its tensors cannot be traced: declare as_numpy=True (the kernel "
+            "then runs as an opaque op on NumPy arrays), or write it with torch "
+            "operations"
+        )
+    return _vmap_fix(backend, text, options) if mode.startswith("vmap") else ""
 
 
 def _vmap_fix(backend: str, text: str, options: Any) -> str:
