@@ -139,7 +139,12 @@ def register_op_autograd(
     import torch
 
     from lazyapply._grad import VjpKernel
-    from lazyapply.adapters.torch._sites import TENSOR, join_site, site_of
+    from lazyapply.adapters.torch._sites import (
+        join_site,
+        operand_index,
+        site_of,
+        split,
+    )
 
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         tensors, site = inputs
@@ -149,23 +154,24 @@ def register_op_autograd(
     def backward(ctx: Any, grads: Any) -> Any:
         saved = ctx.saved_tensors
         tensors, outs = saved[: ctx.n], saved[ctx.n :]
-        args, kwargs = join_site(ctx.site, tensors)
+        # Numbers passed as tensors stay so (Scalar): no cotangent, and the vjp's
+        # op gets them as its operands too.
+        args, kwargs = join_site(ctx.site, tensors, "raw")
         positions = differentiable_positions(args)
-        arg_of = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         if not positions:
-            return [None] * len(arg_of), None
+            return [None] * ctx.n, None
         n = len(outs)
         multi = spec.output.multi or n > 1
         kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
         flat = (*grads, *outs, *args)
-        template = tuple(TENSOR if isinstance(a, torch.Tensor) else a for a in flat)
-        vjp_op = prepare_op(kernel, spec)
-        picked = vjp_op(
-            [a for a in flat if isinstance(a, torch.Tensor)], site_of(template, kwargs)
-        )
-        by_arg = dict(zip(positions, picked, strict=True))
-        # The op's operands are the tensor arguments in order: map positions to them.
-        return [by_arg.get(i) for i in arg_of], None
+        operands, template, kw = split(flat, kwargs, torch.Tensor)
+        picked = prepare_op(kernel, spec)(operands, site_of(template, kw))
+        # The op's operands: its tensor arguments and numbers, in template order.
+        grads_in: list[Any] = [None] * ctx.n
+        at = operand_index(args, torch.Tensor)
+        for i, g in zip(positions, picked, strict=True):
+            grads_in[at[i]] = g
+        return grads_in, None
 
     op.register_autograd(backward, setup_context=setup_context)
 

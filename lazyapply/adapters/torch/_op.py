@@ -31,7 +31,14 @@ from typing import Any
 from lazyapply._caches import pinned
 from lazyapply.adapters.torch._fake import fake_outputs, run_checked
 from lazyapply.adapters.torch._identity import op_digest
-from lazyapply.adapters.torch._sites import TENSOR, TOKEN, join_site, site_of
+from lazyapply.adapters.torch._sites import (
+    FLOAT,
+    INT,
+    TENSOR,
+    TOKEN,
+    join_site,
+    site_of,
+)
 from lazyapply.spec import CallSpec, kernel_name
 from lazyapply.spec._build import derive_spec
 
@@ -119,7 +126,7 @@ def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
         return run_checked(calls, kernel, plain, site, args, kwargs, tensors)
 
     def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
-        args, kwargs = join_site(site, tensors)
+        args, kwargs = join_site(site, tensors, "placeholder")
         shapes, dtypes = fake_outputs(kernel, spec, label, args, kwargs, tensors)
         device = tensors[0].device
         return [
@@ -186,8 +193,28 @@ def call_op(
     The number of outputs is what the op's fake implementation (the one metadata
     function) made.
     """
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    template = tuple(TENSOR if isinstance(a, torch.Tensor) else a for a in args)
+    tensors: list[Any] = []
+    parts: list[Any] = []
+    # Python floats and ints go as 0-d tensors (FLOAT/INT in the template), unless a
+    # shape or dtype callable may read their value: then they stay static (a value
+    # Dynamo made symbolic cannot be: a known limit).
+    numbers = spec.shape_fn is None and spec.dtype_fn is None
+    device = None
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            device = a.device
+            break
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            tensors.append(a)
+            parts.append(TENSOR)
+        elif numbers:
+            parts.append(_numbers(torch, a, tensors, device))
+        else:
+            parts.append(a)
+    template = tuple(parts)
+    if numbers:
+        kwargs = {k: _numbers(torch, v, tensors, device) for k, v in kwargs.items()}
     op = getattr(torch.ops.lazyapply, op_name_of(kernel, spec))
     outs = op(tensors, site_of(template, kwargs))
     if spec.vjp is not None:
@@ -199,3 +226,32 @@ def call_op(
         )
         register_vjp(kernel, spec, template, kwargs, positions, len(outs))
     return tuple(outs) if spec.output.multi or len(outs) > 1 else outs[0]
+
+
+def _is_number(a: Any) -> bool:
+    # type(), not isinstance: bool and NumPy scalars stay static (their type is
+    # part of the call); Dynamo answers float/int for a symbolic number too.
+    return type(a) is float or (type(a) is int and -(2**63) <= a < 2**63)
+
+
+def _numbers(torch: Any, a: Any, tensors: list[Any], device: Any) -> Any:
+    """``a``, its Python numbers (at top level or in a tuple or list) appended to
+    ``tensors`` as 0-d tensors and replaced by ``FLOAT``/``INT``."""
+    if _is_number(a):
+        tensors.append(_as_tensor(torch, a, device))
+        return FLOAT if type(a) is float else INT
+    if type(a) is tuple or type(a) is list:
+        parts = []
+        for b in a:
+            if _is_number(b):
+                tensors.append(_as_tensor(torch, b, device))
+                parts.append(FLOAT if type(b) is float else INT)
+            else:
+                parts.append(b)
+        return tuple(parts) if type(a) is tuple else parts
+    return a
+
+
+def _as_tensor(torch: Any, a: Any, device: Any) -> Any:
+    dtype = torch.float64 if type(a) is float else torch.int64
+    return torch.scalar_tensor(a, dtype=dtype, device=device)

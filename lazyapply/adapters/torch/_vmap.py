@@ -122,7 +122,9 @@ def register_op_vmap(
     ``prepare_op`` (:func:`._op.prepare_op`) makes. A whole-array kernel: one call
     per batch element (as ``jax.vmap`` does with a sequential callback), stacked.
     """
-    from lazyapply.adapters.torch._sites import join_site
+    import torch
+
+    from lazyapply.adapters.torch._sites import join_site, operand_index
 
     if not (spec.mode.elementwise or spec.mode.signature is not None):
         op.register_vmap(functools.partial(_one_by_one, op))
@@ -132,21 +134,25 @@ def register_op_vmap(
 
     def rule(info: Any, in_dims: Any, tensors: Any, site: int) -> Any:
         dims = in_dims[0]
-        args, _ = join_site(site, tensors)
+        # Numbers passed as 0-d tensors (Scalar) are never batched (made in the
+        # call): they stay operands as they are.
+        args, _ = join_site(site, tensors, "raw")
+        at = operand_index(args, torch.Tensor)
         cores = _core_ndims(spec, args)
-        positions = [i for i, a in enumerate(args) if hasattr(a, "movedim")]
+        positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         loops = [args[i].ndim - cores[i] for i in positions]
+        batch = [dims[at[i]] for i in positions]
         widest = max(
-            (n - (d is not None) for n, d in zip(loops, dims, strict=True)), default=0
+            (n - (d is not None) for n, d in zip(loops, batch, strict=True)), default=0
         )
-        new = list(args)
-        for i, loop, d in zip(positions, loops, dims, strict=True):
+        operands = list(tensors)
+        for i, loop, d in zip(positions, loops, batch, strict=True):
             if d is None:
                 continue
             t = args[i].movedim(d, 0)
             pad = widest - (loop - 1)
-            new[i] = t.reshape(t.shape[:1] + (1,) * pad + t.shape[1:])
-        outs = prepare_op(kernel, batched)([new[i] for i in positions], site)
+            operands[at[i]] = t.reshape(t.shape[:1] + (1,) * pad + t.shape[1:])
+        outs = prepare_op(kernel, batched)(operands, site)
         return list(outs), [0] * len(outs)
 
     op.register_vmap(rule)
