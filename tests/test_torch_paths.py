@@ -310,13 +310,6 @@ def opaque(x: Any) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: after the NotDifferentiableError graph break, Dynamo compiles "
-    "lazyapply's eager frames one by one; TorchAdapter._any_wrapped calls the "
-    "untraceable builtin is_functorch_wrapped_tensor, and Dynamo's UserWarning about "
-    "it (an error with warnings as errors) comes before lazyapply's message",
-)
 def test_opaque_kernel_without_vjp_names_the_kernel_under_compile() -> None:
     x = _x().requires_grad_()
     f = torch.compile(lambda t: opaque(t).sum(), backend="aot_eager")

@@ -56,6 +56,13 @@ class TorchAdapter(Adapter):
         self._transforms_active = torch._C._are_functorch_transforms_active  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
         # torch.func.vmap/grad/jvp wrap tensors (whose type is still torch.Tensor).
         self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+        # After a graph break Dynamo compiles every frame lazyapply runs eagerly, and it
+        # cannot trace is_functorch_wrapped_tensor (a pybind builtin: a UserWarning, an
+        # error under warnings-as-errors). Only eager calls ask it (compiled calls leave
+        # defer before), so Dynamo is kept off this one frame.
+        self._any_wrapped: Callable[[tuple[Any, ...]], bool] = torch.compiler.disable(  # type: ignore[no-untyped-call]
+            self._scan_wrapped
+        )
 
     @staticmethod
     def claims(x: Any) -> bool:
@@ -95,7 +102,7 @@ class TorchAdapter(Adapter):
         # outside transforms no argument is asked (~0.1 us per tensor saved).
         return self._transforms_active() and self._any_wrapped(args)
 
-    def _any_wrapped(self, args: tuple[Any, ...]) -> bool:
+    def _scan_wrapped(self, args: tuple[Any, ...]) -> bool:
         tensor, wrapped = self._torch.Tensor, self._wrapped
         return any(isinstance(a, tensor) and wrapped(a) for a in args)
 
@@ -160,7 +167,7 @@ class TorchAdapter(Adapter):
         return target
 
 
-def _to_numpy(tensor: type, args: tuple[Any, ...]) -> tuple[Any, ...]:
+def _to_numpy(tensor: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     # np.asarray(t) of a plain tensor is t.__array__(), which is t.numpy() (torch's
     # _tensor.py): called straight, ~0.3 us less; anything else goes through asarray.
     if len(args) == 1 and type(args[0]) is tensor:
@@ -172,7 +179,7 @@ def _to_torch(torch: Any, device: Any, o: Any) -> Any:
     return torch.asarray(o, device=device)
 
 
-def _to_cpu(torch: Any, ndarray: type, o: Any) -> Any:
+def _to_cpu(torch: Any, ndarray: Any, o: Any) -> Any:
     # torch.from_numpy is what torch.asarray(o, device="cpu") does for a writeable
     # array with dimensions, at half the cost (same dtype, same shared memory, same
     # errors); asarray keeps the rest: its warning for a read-only array, its copy
