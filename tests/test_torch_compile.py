@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
+from lazyapply import lazy  # noqa: E402
 from lazyapply.adapters.torch._op import prepare_op, site_of  # noqa: E402
 
 from .torch_kernels import (  # noqa: E402
@@ -189,3 +190,58 @@ def test_cached_compiled_graphs_find_their_ops_in_a_new_process(tmp_path: Any) -
             script, env=env, capture_output=True, text=True, timeout=600, check=False
         )
         assert proc.returncode == 0, (run, proc.stdout[-2000:], proc.stderr[-3000:])
+
+
+def _typed(x: Any, a: Any, *, pair: Any = (0, 0)) -> Any:
+    # The value and the type of each number: a float passed as a float64 operand
+    # must come back a float, an int an int, a bool a bool.
+    tag = sum(10.0**k for k, v in enumerate((a, *pair)) if type(v) is float)
+    return (x * a + pair[0] - pair[1] + tag + 1000 * (type(a) is bool)).astype(x.dtype)
+
+
+def _mul_vjp(g: Any, out: Any, x: Any, a: Any) -> tuple[Any, None]:
+    return g * a, None
+
+
+typed = lazy(_typed, as_numpy=True, elementwise=True)
+
+
+def _mul(x: Any, a: Any) -> Any:
+    return x * a
+
+
+mul = lazy(_mul, as_numpy=True, elementwise=True, vjp=_mul_vjp)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fullgraph", [True, False])
+def test_numbers_that_change_between_calls_give_eager_values(fullgraph: bool) -> None:
+    # Dynamo makes a number that changed since the last compile symbolic: it is the
+    # op's data then, not a constant of the graph.
+    torch._dynamo.reset()
+    f = torch.compile(
+        lambda t, a, p: typed(t, a, pair=p), fullgraph=fullgraph, backend="aot_eager"
+    )
+    x = torch.arange(4.0, dtype=torch.float64)
+    values = [
+        (2.0, (1, 2)),
+        (3.0, (1.0, 2.0)),
+        (-4.5, (3, 4)),
+        (0.0, (5.5, 6.0)),
+        (1, (7, 8)),
+        (True, (1, 2)),
+        (5, (2.0, 1.0)),
+    ]
+    for a, p in values:
+        got = f(x, a, p).numpy()
+        np.testing.assert_array_equal(got, _typed(x.numpy(), a, pair=p))
+
+
+@pytest.mark.slow
+def test_a_float_that_changes_keeps_its_vjp_under_compile() -> None:
+    torch._dynamo.reset()
+    f = torch.compile(lambda t, a: mul(t, a).sum(), fullgraph=True, backend="aot_eager")
+    for a in (2.0, 3.0, -0.5):
+        x = torch.arange(4.0, dtype=torch.float64, requires_grad=True)
+        f(x, a).backward()
+        np.testing.assert_array_equal(x.grad.numpy(), np.full(4, a))
