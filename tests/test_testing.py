@@ -565,7 +565,13 @@ def sin_cos(x: Any) -> Any:
 
 @pytest.mark.parametrize(
     "make",
-    ["sin_cos", "scipy erf", "numba", "cython"],
+    [
+        "sin_cos",
+        "scipy erf",
+        "numba",
+        # Compiles the Cython example with the C compiler on a fresh checkout.
+        pytest.param("cython", marks=pytest.mark.slow),
+    ],
 )
 def test_torch_vmap_row_passes_honest_kernels(make: str) -> None:
     _needs(Backend.TORCH)

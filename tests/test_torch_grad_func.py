@@ -158,6 +158,7 @@ def test_vmap_of_grad_with_any_in_dims(in_dims: tuple[Any, ...]) -> None:
     _close(grads[1], an * np.cos(bn))
 
 
+@pytest.mark.slow  # compiles the Cython example with the C compiler on a fresh checkout
 def test_whole_array_cython_kernel_per_batch_element() -> None:
     ffill = cython_ffill()
 

@@ -96,9 +96,17 @@ def cython_ffill() -> Any:
     import pyximport
 
     here = Path(__file__).resolve().parents[1] / "examples" / "cython_kernel"
-    pyximport.install(build_dir=str(here / "build"), language_level=3, inplace=False)
+    build = here / "build" / "tests"  # apart from the example's own run.py
+    build.mkdir(parents=True, exist_ok=True)
+    pyximport.install(build_dir=str(build), language_level=3, inplace=False)
     if str(here) not in sys.path:
         sys.path.insert(0, str(here))
-    from ffill import ffill
+    # pytest-xdist workers share this build folder: one compiles while the others
+    # wait, then they load its module (else one reads a half-written library).
+    import fcntl
+
+    with open(build / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        from ffill import ffill
 
     return lazy(ffill, as_numpy=True, shape=lambda x: x.shape, dtype=lambda x: x.dtype)
