@@ -280,8 +280,8 @@ def test_static_values_that_compare_equal_under_compile(how: str) -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="Dynamo's float guard compares with ==, so -0.0 reuses the graph traced "
-    "for 0.0 (pytorch/pytorch#192604, not in torch 2.13)",
+    reason="Dynamo compares float constants with ==, so -0.0 reuses the graph traced "
+    "for 0.0 (related upstream fix pytorch/pytorch#192608, not in torch 2.13)",
 )
 def test_negative_zero_after_zero_in_one_compiled_function() -> None:
     x = torch.ones(3, dtype=torch.float64)
