@@ -132,8 +132,10 @@ def tagged_vjp(g: Any, out: Any, x: Any, *, s: Any) -> tuple[Any]:
 
 @pytest.mark.xfail_path(
     "torch compile",
-    reason="keyword statics 1, 1.0, np.float32(1) after 0.0 break the graph (dynamo: "
-    "assume_constant_result argument conversion failed, op_name_of)",
+    reason="a NumPy scalar static (np.float32(1)) after Python numbers breaks the "
+    "graph "
+    "(Dynamo passes it as a tensor of unknown value: assume_constant_result argument "
+    "conversion failed); Python numbers pass as 0-d operands now",
 )
 def test_equal_but_different_static_arguments(path: PathCase) -> None:
     """Every value gives its own result, called one after the other (caches warm)."""
