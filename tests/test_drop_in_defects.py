@@ -441,31 +441,10 @@ print("ok")
 
 @pytest.mark.slow
 def test_jax_as_numpy_on_a_multi_device_array() -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     pytest.importorskip("jax")
-    import lazyapply
+    from ._devices import run_on_devices
 
-    root = str(Path(lazyapply.__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "PYTHONPATH": root,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", _SHARDED_SCRIPT],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().endswith("ok")
+    assert run_on_devices(_SHARDED_SCRIPT, timeout=120).strip().endswith("ok")
 
 
 def scale_by(x: Any, *, factor: Any) -> Any:

@@ -10,12 +10,11 @@ program asks.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from ._devices import run_on_devices
 
 pytest.importorskip("jax", reason="jax is not installed")
 pytest.importorskip("numba", reason="numba is not installed")
@@ -119,21 +118,8 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, str]:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line]
+    stdout = run_on_devices(_SCRIPT)
+    lines = [line.split(" ", 1) for line in stdout.splitlines() if " " in line]
     return dict(lines)
 
 

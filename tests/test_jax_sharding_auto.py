@@ -12,13 +12,12 @@ Every value is compared with eager NumPy; the compiled text is checked for
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
 import pytest
+
+from ._devices import run_on_devices
 
 pytest.importorskip("jax", reason="jax is not installed")
 
@@ -208,21 +207,8 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, list[object]]:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line[:1] == "["]
+    stdout = run_on_devices(_SCRIPT)
+    rows = [json.loads(line) for line in stdout.splitlines() if line[:1] == "["]
     return {row[0]: row[1:] for row in rows}
 
 
@@ -395,22 +381,9 @@ def test_second_process_on_a_compilation_cache(tmp_path: Any) -> None:
     # Three processes share JAX's persistent cache: the second runs the same
     # program, the third another kernel of the same shape. A program with a host
     # callback key from another process must never call the wrong kernel.
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
     got = []
     for kernel in ("sin", "sin", "cos"):
-        proc = subprocess.run(
-            [sys.executable, "-c", _CACHED, str(tmp_path), kernel],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        got.append(proc.stdout.split()[0] if proc.stdout.split() else "")
+        out = run_on_devices(_CACHED, str(tmp_path), kernel, timeout=300).split()
+        got.append(out[0] if out else "")
     assert set(got) <= {"ok", "error"}  # never "WRONG", never a crash
     assert got[0] == "ok"

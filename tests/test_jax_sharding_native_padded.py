@@ -14,12 +14,11 @@ NumPy; the compiled text is checked for ``all-gather``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from ._devices import run_on_devices
 
 pytest.importorskip("jax", reason="jax is not installed")
 pytest.importorskip("numba", reason="numba is not installed")
@@ -177,21 +176,8 @@ _SCRIPT = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, list[object]]:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line[:1] == "["]
+    stdout = run_on_devices(_SCRIPT)
+    rows = [json.loads(line) for line in stdout.splitlines() if line[:1] == "["]
     return {row[0]: row[1:] for row in rows}
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ._devices import run_on_devices
+
 jax = pytest.importorskip("jax", reason="jax is not installed")
 pytest.importorskip("numba", reason="numba is not installed")
 sc = pytest.importorskip("scipy.special", reason="scipy is not installed")
@@ -275,21 +277,7 @@ _SHARDED = textwrap.dedent(
 
 @pytest.mark.slow
 def test_sharded_per_shard() -> None:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        "JAX_PLATFORMS": "cpu",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
+    lines = run_on_devices(_SHARDED).strip().splitlines()
     assert len(lines) == 3
     for line in lines:
         _, kept, gathered, decision = line.split(" ", 3)
