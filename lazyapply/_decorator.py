@@ -23,7 +23,7 @@ from typing import (
     overload,
 )
 
-from lazyapply._detect import find_adapter
+from lazyapply._detect import check_definition, find_adapter
 from lazyapply._engine import run
 from lazyapply._errors import ArgumentTypeError, SpecError
 from lazyapply._pickling import by_value, from_main, lookup
@@ -91,6 +91,7 @@ class LazyFunction(Generic[P, R]):
             )
             raise TypeError(msg)
         check_names(options, kernel)
+        check_definition(getattr(kernel, "__name__", "kernel"))  # not in a trace
         full = {**DEFAULTS, **options}
         spec = build_spec(kernel, full)  # raises before anything is stored
         self._kernel = kernel

@@ -18,7 +18,7 @@ from lazyapply.spec import dtype_args  # re-exported: where adapters find it
 if TYPE_CHECKING:
     from lazyapply.adapters._base import Adapter
 
-__all__ = ["adapter_for", "dtype_args", "find_adapter"]
+__all__ = ["adapter_for", "check_definition", "dtype_args", "find_adapter"]
 
 # Python scalars and None pass through to the kernel; they pick no backend.
 _TYPES: dict[type, Adapter | None] = {
@@ -62,6 +62,13 @@ def _instance(module: str, cls: str) -> Adapter:
 
 
 def _learn(x: Any, name: str) -> Adapter | None:
+    t = type(x)
+    if t is list or t is tuple:  # never cached: the next one may hold arrays
+        # Checked here, not in _learn_key: Dynamo runs that one at trace time and
+        # needs constant arguments, and a tuple of numbers that changes between
+        # compiled calls holds symbolic ones.
+        _plain_sequence(x, name)
+        return None
     key = _learn_key(x, name)
     return None if key is None else _ADAPTERS[key]
 
@@ -69,14 +76,12 @@ def _learn(x: Any, name: str) -> Adapter | None:
 def _learn_key(x: Any, name: str) -> str | None:
     """Learn the adapter of ``type(x)``; its key in ``_ADAPTERS``."""
     t = type(x)
-    if t is list or t is tuple:  # never cached: the next one may hold arrays
-        _plain_sequence(x, name)
-        return None
     for trigger, module, cls in _ROWS:
         if trigger in sys.modules:
             adapter_cls = getattr(__import__(module, fromlist=[cls]), cls)
             if adapter_cls.claims(x):
                 _TYPES[t] = _instance(module, cls)
+                _learn_ndarray()
                 return cls
     if hasattr(x, "__array_namespace__"):
         xp = x.__array_namespace__()
@@ -100,6 +105,18 @@ def _learn_key(x: Any, name: str) -> str | None:
         "argument"
     )
     raise ArgumentTypeError(msg)
+
+
+def _learn_ndarray() -> None:
+    """Learn NumPy's array type as soon as any library's is.
+
+    torch.compile's Dynamo shows a NumPy scalar argument as a 0-d ``numpy.ndarray``
+    whose value it does not know, which :func:`_learn_key` (run at trace time on
+    constant arguments) cannot take; known beforehand, it takes the hot path.
+    """
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and numpy.ndarray not in _TYPES:
+        _TYPES[numpy.ndarray] = _instance("lazyapply.adapters.numpy", "NumPyAdapter")
 
 
 _NUMBERS = (bool, int, float, complex)
@@ -127,6 +144,12 @@ def _plain_sequence(seq: list[Any] | tuple[Any, ...], name: str) -> None:
                     "into one array"
                 )
                 raise ArgumentTypeError(msg)
+
+
+def check_definition(name: str) -> None:
+    """Ask every adapter in use whether a kernel can be decorated now."""
+    for adapter in tuple(_ADAPTERS.values()):
+        adapter.check_definition(name)
 
 
 def adapter_for(x: Any, name: str = "kernel") -> Adapter:
@@ -198,6 +221,11 @@ def _mixed(args: tuple[Any, ...], func: Callable[..., Any] | str) -> tuple[Any, 
     if len(found) == 1:
         adapter, first = found[0]
         if not numpy_arrays or getattr(adapter, "adopts_numpy", False):
+            return adapter, first
+        if all(a.ndim == 0 for _, a in numpy_arrays):
+            # 0-d arrays promote as NumPy scalars do (NEP 50), and torch.compile's
+            # Dynamo shows every NumPy scalar as one (pytorch/pytorch#185815):
+            # scalars of the call, as eagerly.
             return adapter, first
         found.append(numpy_arrays[0])
     elif not found:  # NumPy arrays and scalars only: NumPy's adapter (not reached)

@@ -133,9 +133,11 @@ class PendingCall:
         self.xp = xp
         self.name = name
 
-    def build(self) -> KernelCall:
-        """The :class:`KernelCall` of this call."""
-        check = OutputCheck(None, None, self.spec.output.multi, (False, False))
+    def build(self, check: OutputCheck | None = None) -> KernelCall:
+        """The :class:`KernelCall` of this call, checking ``check`` (default: the
+        number of outputs only)."""
+        if check is None:
+            check = OutputCheck(None, None, self.spec.output.multi, (False, False))
         return make_call(
             self.adapter,
             self.first,

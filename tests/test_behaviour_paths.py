@@ -130,13 +130,6 @@ def tagged_vjp(g: Any, out: Any, x: Any, *, s: Any) -> tuple[Any]:
     return (g * _marker(s),)
 
 
-@pytest.mark.xfail_path(
-    "torch compile",
-    reason="a NumPy scalar static (np.float32(1)) after Python numbers breaks the "
-    "graph "
-    "(Dynamo passes it as a tensor of unknown value: assume_constant_result argument "
-    "conversion failed); Python numbers pass as 0-d operands now",
-)
 def test_equal_but_different_static_arguments(path: PathCase) -> None:
     """Every value gives its own result, called one after the other (caches warm)."""
     native = path.path.name == "jax jit native"

@@ -267,15 +267,7 @@ def two_declared(a: Any) -> Any:
 @pytest.mark.parametrize(
     "kernel",
     [
-        pytest.param(
-            two_as_list,
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="open: check_kernel's torch compile row fails loudly "
-                "('Unsupported: Observed exception') for a list of outputs declared "
-                "by a shape callable",
-            ),
-        ),
+        two_as_list,
         two_declared,
     ],
     ids=lambda k: k.__name__,

@@ -278,12 +278,9 @@ def test_static_values_that_compare_equal_under_compile(how: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dynamo compares float constants with ==, so -0.0 reuses the graph traced "
-    "for 0.0 (related upstream fix pytorch/pytorch#192608, not in torch 2.13)",
-)
 def test_negative_zero_after_zero_in_one_compiled_function() -> None:
+    # Dynamo guards float constants with == (fixed after torch 2.13,
+    # pytorch/pytorch#192604): lazyapply adds a guard on the sign of a zero.
     x = torch.ones(3, dtype=torch.float64)
     torch._dynamo.reset()
     f = _compile(copysign)

@@ -136,6 +136,9 @@ class Adapter:
             move=None if device is None else functools.partial(_move, asarray),
         )
 
+    def check_definition(self, name: str) -> None:
+        """Raise if a kernel cannot be decorated now (inside this library's trace)."""
+
     def prepare(self, func: Callable[..., Any], spec: CallSpec) -> Any:
         """Build once per kernel and spec what deferred calls need (``None``)."""
         return None

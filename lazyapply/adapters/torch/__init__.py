@@ -11,7 +11,10 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
+
 from lazyapply._call import numpy_inputs
+from lazyapply._errors import SpecError
 from lazyapply.adapters._base import Adapter, Target
 from lazyapply.adapters.torch._grad import (
     Prepared,
@@ -21,6 +24,8 @@ from lazyapply.adapters.torch._grad import (
 )
 from lazyapply.adapters.torch._node import apply_with_grad
 from lazyapply.adapters.torch._op import call_op
+from lazyapply.adapters.torch._traced import checked_call
+from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
 from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
@@ -77,6 +82,20 @@ class TorchAdapter(Adapter):
     def label(self, first: Any) -> str:
         return f"torch on {first.device}"
 
+    def check_definition(self, name: str) -> None:
+        if self._compiling():
+            # Dynamo would trace the decoration: building the spec (frozen
+            # dataclasses it cannot make as constants) and then calling an op whose
+            # name it must know as a constant of the graph.
+            msg = (
+                f"{name} (torch.compile): @lazy applied inside the compiled function; "
+                "Dynamo cannot trace the decoration itself. Decorate the kernel "
+                "outside the compiled function (at module level, passing what it "
+                "closed over as arguments), or call lazy_apply(kernel, *args, ...) "
+                "inside it, which Dynamo traces"
+            )
+            raise SpecError(msg)
+
     # --- strategies: the engine asks ``deferred``, then ``defer`` ---------------
     def deferred(self, args: tuple[Any, ...]) -> bool:
         """Whether autograd, a compiler or a torch.func transform must see the call.
@@ -127,10 +146,19 @@ class TorchAdapter(Adapter):
         """
         torch_code = not spec.as_numpy and spec.vjp is None
         if self._compiling() or type(first) not in self._plain:
-            if torch_code:
+            if torch_code and (
+                not _numpy_scalars(args, call.kwargs) or needs_grad(args)
+            ):
                 # Torch code, compiled: Dynamo traces the kernel's own operations (and
                 # autograd differentiates them); an opaque op would hide them.
-                return cast("PendingCall", call).build().run(args, call.kwargs)
+                # Dynamo shows a NumPy scalar to traced code as a 0-d ndarray
+                # (pytorch/pytorch#185815): without grad, such a call goes through
+                # the op, whose kernel gets the NumPy scalar, as eagerly. Its
+                # outputs are checked against the layout, as eagerly.
+                out = checked_call(self._torch, cast("PendingCall", call), args, spec)
+                if not guard_zero_signs():  # a float zero baked in: its sign too
+                    refuse_unguarded_zeros(call.name, args, call.kwargs)
+                return out
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
             return call_op(self._torch, call.func, spec, args, call.kwargs)
@@ -159,12 +187,20 @@ class TorchAdapter(Adapter):
         # adds about 0.3 us per output and nothing that a kernel's output needs.
         target.convert = functools.partial(_to_torch, self._torch, target.device)
         if target.device.type == "cpu":
-            import numpy as np
-
             target.convert = functools.partial(_to_cpu, self._torch, np.ndarray)
         target.move = _move
         target.host = functools.partial(_to_numpy, self._tensor)
         return target
+
+
+def _numpy_scalars(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a NumPy scalar is among the arguments, as Dynamo shows it: a 0-d
+    ``numpy.ndarray`` (at top level or in a tuple or list, as the op passes them)."""
+    for a in (*args, *kwargs.values()):
+        for b in a if type(a) is tuple or type(a) is list else (a,):
+            if isinstance(b, np.ndarray) and b.ndim == 0:
+                return True
+    return False
 
 
 def _to_numpy(tensor: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:

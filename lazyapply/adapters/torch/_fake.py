@@ -18,10 +18,10 @@ from lazyapply.spec import CallSpec, kernel_name
 from lazyapply.spec._metadata import Layout, layout
 from lazyapply.spec._static import Unkeyable, static_key
 
-__all__ = ["fake_outputs", "kernel_call", "run_checked"]
+__all__ = ["fake_outputs", "kernel_call", "layout_of", "run_checked"]
 
 
-def _layout(
+def layout_of(
     kernel: Any,
     spec: CallSpec,
     name: str,
@@ -54,7 +54,7 @@ def fake_outputs(
     tensors: list[Any],
 ) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """Output shapes and torch dtypes, from :func:`layout` on the (fake) arguments."""
-    _, got = _layout(kernel, spec, name, args, kwargs, tensors[0])
+    _, got = layout_of(kernel, spec, name, args, kwargs, tensors[0])
     return got.shapes, got.dtypes
 
 
@@ -98,7 +98,7 @@ def _checked(
     from lazyapply._engine import make_call
 
     name = spec.name or kernel_name(kernel)
-    adapter, got = _layout(kernel, spec, name, args, kwargs, first)
+    adapter, got = layout_of(kernel, spec, name, args, kwargs, first)
     check = OutputCheck(got.shapes, got.dtypes, got.multi, got.declared)
     # deferred=True: strict, every output checked (a graph relies on it).
     return make_call(

@@ -24,9 +24,12 @@ programs therefore run in the process that exported them.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Any
+
+import numpy as np
 
 from lazyapply._caches import pinned
 from lazyapply.adapters.torch._fake import fake_outputs, run_checked
@@ -34,11 +37,13 @@ from lazyapply.adapters.torch._identity import op_digest
 from lazyapply.adapters.torch._sites import (
     FLOAT,
     INT,
+    NUMPY,
     TENSOR,
     TOKEN,
     join_site,
     site_of,
 )
+from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
 from lazyapply.spec import CallSpec, kernel_name
 from lazyapply.spec._build import derive_spec
 
@@ -59,6 +64,10 @@ def _kernel_key(kernel: Any) -> Any:
 
     if isinstance(kernel, VjpKernel):  # made per backward call: key on its fields
         return ("vjp", *kernel.__reduce__()[1])
+    if type(kernel) is functools.partial:
+        # A bound @lazy method, made per attribute access: its function and the
+        # instance's identity (the op holds the partial, so the id stays its own).
+        return ("partial", kernel.func, *map(id, kernel.args), *kernel.keywords)
     return kernel
 
 
@@ -153,6 +162,15 @@ def op_name_of(kernel: Any, spec: CallSpec) -> str:
     return str(prepare_op(kernel, spec)._name)
 
 
+def bound_op_name_of(func: Any, spec: CallSpec, *bound: Any) -> str:
+    """:func:`op_name_of` a bound method ``functools.partial(func, *bound)``.
+
+    Dynamo hands a marked-constant function an object (an ``nn.Module``) only as a
+    top-level argument (guarded by identity), never inside a partial.
+    """
+    return op_name_of(functools.partial(func, *bound), spec)
+
+
 def register_vjp(
     kernel: Any,
     spec: CallSpec,
@@ -181,6 +199,7 @@ def register_vjp(
 # torch._dynamo.assume_constant_result does; set here so that torch._dynamo is not
 # imported with this module.
 op_name_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
+bound_op_name_of._dynamo_marked_constant = True  # type: ignore[attr-defined]
 register_vjp._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
@@ -193,6 +212,38 @@ def call_op(
     The number of outputs is what the op's fake implementation (the one metadata
     function) made.
     """
+    tensors, template, kwargs = operands(torch, spec, args, kwargs)
+    bound = type(kernel) is functools.partial and not kernel.keywords  # obj.method
+    op = getattr(torch.ops.lazyapply, traced_op_name(kernel, spec))
+    outs = op(tensors, site_of(template, kwargs))
+    if not guard_zero_signs():  # a float zero baked into the graph: its sign too
+        refuse_unguarded_zeros(spec.name or kernel_name(kernel), args, kwargs)
+    if spec.vjp is not None:
+        # Floating-point tensors: the arguments a vjp returns cotangents for.
+        positions = tuple(
+            i
+            for i, a in enumerate(args)
+            if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
+        )
+        # (A bound method's partial is no constant for Dynamo; the vjp's op needs
+        # only the spec.)
+        register_vjp(
+            None if bound else kernel, spec, template, kwargs, positions, len(outs)
+        )
+    return tuple(outs) if spec.output.multi or len(outs) > 1 else outs[0]
+
+
+def traced_op_name(kernel: Any, spec: CallSpec) -> str:
+    """The op's name, from traced code (a bound method: its instance passed apart)."""
+    if type(kernel) is functools.partial and not kernel.keywords:  # obj.method
+        return bound_op_name_of(kernel.func, spec, *kernel.args)
+    return op_name_of(kernel, spec)
+
+
+def operands(
+    torch: Any, spec: CallSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[list[Any], tuple[Any, ...], dict[str, Any]]:
+    """The op's tensors, and the template and keywords of its call site."""
     tensors: list[Any] = []
     parts: list[Any] = []
     # Python floats and ints go as 0-d tensors (FLOAT/INT in the template), unless a
@@ -212,20 +263,9 @@ def call_op(
             parts.append(_numbers(torch, a, tensors, device))
         else:
             parts.append(a)
-    template = tuple(parts)
     if numbers:
         kwargs = {k: _numbers(torch, v, tensors, device) for k, v in kwargs.items()}
-    op = getattr(torch.ops.lazyapply, op_name_of(kernel, spec))
-    outs = op(tensors, site_of(template, kwargs))
-    if spec.vjp is not None:
-        # Floating-point tensors: the arguments a vjp returns cotangents for.
-        positions = tuple(
-            i
-            for i, a in enumerate(args)
-            if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
-        )
-        register_vjp(kernel, spec, template, kwargs, positions, len(outs))
-    return tuple(outs) if spec.output.multi or len(outs) > 1 else outs[0]
+    return tensors, tuple(parts), kwargs
 
 
 def _is_number(a: Any) -> bool:
@@ -235,20 +275,26 @@ def _is_number(a: Any) -> bool:
 
 
 def _numbers(torch: Any, a: Any, tensors: list[Any], device: Any) -> Any:
-    """``a``, its Python numbers (at top level or in a tuple or list) appended to
-    ``tensors`` as 0-d tensors and replaced by ``FLOAT``/``INT``."""
+    """``a``, its Python numbers and NumPy scalars (at top level or in a tuple or
+    list) appended to ``tensors`` as 0-d tensors and replaced by their markers."""
+    if type(a) is tuple or type(a) is list:
+        parts = [_number(torch, b, tensors, device) for b in a]
+        return tuple(parts) if type(a) is tuple else parts
+    return _number(torch, a, tensors, device)
+
+
+def _number(torch: Any, a: Any, tensors: list[Any], device: Any) -> Any:
     if _is_number(a):
         tensors.append(_as_tensor(torch, a, device))
         return FLOAT if type(a) is float else INT
-    if type(a) is tuple or type(a) is list:
-        parts = []
-        for b in a:
-            if _is_number(b):
-                tensors.append(_as_tensor(torch, b, device))
-                parts.append(FLOAT if type(b) is float else INT)
-            else:
-                parts.append(b)
-        return tuple(parts) if type(a) is tuple else parts
+    if isinstance(a, np.ndarray) and a.ndim == 0:
+        # Dynamo shows a NumPy scalar as a 0-d ndarray of unknown value
+        # (pytorch/pytorch#185815), which a call site (a constant) cannot hold:
+        # it goes as a 0-d tensor of its dtype, and the kernel gets the NumPy
+        # scalar back (an eager 0-d array is a scalar of the call too).
+        t = torch.as_tensor(a)
+        tensors.append(t.to(device) if device is not None else t)
+        return NUMPY + str(t.dtype).removeprefix("torch.")
     return a
 
 

@@ -24,6 +24,7 @@ from lazyapply.spec._static import Unkeyable, static_key
 __all__ = [
     "FLOAT",
     "INT",
+    "NUMPY",
     "TENSOR",
     "TOKEN",
     "Scalar",
@@ -51,6 +52,11 @@ TENSOR = "<lazyapply tensor argument>"
 FLOAT = "<lazyapply float argument>"
 INT = "<lazyapply int argument>"
 _NUMBER: dict[str, type] = {FLOAT: float, INT: int}
+# A NumPy scalar passed as a 0-d tensor of its dtype: this prefix and the dtype's
+# name. Under torch.compile a NumPy scalar is a traced 0-d array (Dynamo's view of
+# it), so its value cannot be a constant of the site; the kernel gets the NumPy
+# scalar of that dtype and value back, as eagerly.
+NUMPY = "<lazyapply numpy argument>"
 # Sites and ops without a stable identity carry this process's token: a graph cached
 # by another process never names them.
 TOKEN = secrets.token_hex(4)
@@ -95,16 +101,30 @@ class Scalar:
         self.marker, self.tensor = marker, tensor
 
 
+def _scalar_marker(a: Any) -> bool:
+    return type(a) is str and (a in _NUMBER or a.startswith(NUMPY))
+
+
+def _marked(a: Any) -> bool:
+    return a == TENSOR or _scalar_marker(a)
+
+
 def _take(a: Any, it: Any, numbers: str) -> Any:
     if type(a) in (tuple, list):  # numbers in a tuple or list (one level)
         return type(a)(_take(b, it, numbers) for b in a)
-    if type(a) is not str or (a != TENSOR and a not in _NUMBER):
+    if not _marked(a):
         return a
     t = next(it)
     if a == TENSOR:
         return t
     if numbers == "raw":
         return Scalar(a, t)
+    if a.startswith(NUMPY):
+        import numpy as np
+
+        if numbers == "placeholder":
+            return np.dtype(a.removeprefix(NUMPY)).type(1)
+        return t.detach().cpu().numpy()[()]  # the NumPy scalar, its dtype kept
     if numbers == "placeholder":  # fake tensors hold no value; metadata needs none
         return _NUMBER[a](1)
     return _NUMBER[a](t.item())
@@ -143,8 +163,8 @@ class _NoTensor:  # keyword arguments hold no tensor operand
 
 def _has_number(v: Any) -> bool:
     if type(v) in (tuple, list):
-        return any(type(b) is str and b in _NUMBER for b in v)
-    return type(v) is str and v in _NUMBER
+        return any(_scalar_marker(b) for b in v)
+    return _scalar_marker(v)
 
 
 def _part(a: Any, tensors: list[Any], tensor_type: type) -> Any:

@@ -1,0 +1,111 @@
+"""Kernels in plain torch code under torch.compile, checked as they are eagerly.
+
+Dynamo traces such a kernel's own operations (autograd differentiates them), so no
+custom op hides them; their outputs are still checked against the one metadata
+function. A *layout op* per kernel and spec, whose fake implementation is
+:func:`~lazyapply.spec._metadata.layout` on the traced arguments, returns one
+0-stride tensor per output (its shape and dtype, no data) and one more whose shape
+carries ``(multi, shape declared, dtype declared)``. The traced code checks the
+kernel's outputs against them with the eager :class:`~lazyapply._check.OutputCheck`,
+while tracing: a wrong ``shape=`` or ``dtype=`` raises the same
+:class:`~lazyapply.KernelOutputError` as eagerly, and a shape callable that gives
+several outputs is a tuple of outputs, as eagerly. The layout op's outputs are read
+only for their metadata, so AOTAutograd drops it from the compiled graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from lazyapply._caches import pinned
+from lazyapply._check import OutputCheck
+from lazyapply.adapters.torch._fake import layout_of
+from lazyapply.adapters.torch._op import op_name_of, operands, site_of
+from lazyapply.adapters.torch._sites import join_site
+from lazyapply.spec import CallSpec, kernel_name
+
+if TYPE_CHECKING:
+    from lazyapply._call import KernelCall
+    from lazyapply._engine import PendingCall
+
+__all__ = ["checked_call"]
+
+_LOCK = threading.Lock()
+# Pinned: compiled graphs name the registered ops.
+_LAYOUT_OPS: dict[str, Any] = pinned("torch: layout ops of torch-code kernels")
+
+
+def layout_op_name(kernel: Any, spec: CallSpec, *bound: Any) -> str:
+    """The layout op of ``kernel`` (bound to ``bound``, for a method); registered
+    once, under the kernel op's name (its stable identity) and ``_layout``."""
+    if bound:
+        kernel = functools.partial(kernel, *bound)
+    name = f"{op_name_of(kernel, spec)}_layout"
+    if name not in _LAYOUT_OPS:
+        with _LOCK:
+            if name not in _LAYOUT_OPS:
+                _LAYOUT_OPS[name] = _register(kernel, spec, name)
+    return name
+
+
+def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
+    import torch
+
+    label = spec.name or kernel_name(kernel)
+
+    def metas(tensors: list[torch.Tensor], site: int, numbers: str) -> Any:
+        args, kwargs = join_site(site, tensors, numbers)
+        _, got = layout_of(kernel, spec, label, args, kwargs, tensors[0])
+        device = tensors[0].device
+        out = [
+            torch.zeros((), dtype=d, device=device).expand(s)
+            for s, d in zip(got.shapes, got.dtypes, strict=True)
+        ]
+        flags = (int(got.multi), *map(int, got.declared))
+        return [*out, torch.zeros((), device=device).expand(flags)]
+
+    def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
+        return metas(tensors, site, "value")
+
+    def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
+        return metas(tensors, site, "placeholder")
+
+    op = torch.library.custom_op(
+        f"lazyapply::{name}",
+        impl,
+        mutates_args=(),
+        schema="(Tensor[] tensors, int site) -> Tensor[]",
+    )
+    op.register_fake(fake)
+    return op
+
+
+# Dynamo runs it at trace time and keeps the name as a constant of the graph.
+layout_op_name._dynamo_marked_constant = True  # type: ignore[attr-defined]
+
+
+def checked_call(
+    torch: Any, call: PendingCall, args: tuple[Any, ...], spec: CallSpec
+) -> Any:
+    """Run the torch-code kernel of ``call`` (traced by Dynamo), its outputs checked
+    against the layout op's metadata. Traced: it imports nothing."""
+    tensors, template, kwargs = operands(torch, spec, args, call.kwargs)
+    func = call.func
+    if type(func) is functools.partial and not func.keywords:  # obj.method
+        name = layout_op_name(func.func, spec, *func.args)
+    else:
+        name = layout_op_name(func, spec)
+    *metas, flags = getattr(torch.ops.lazyapply, name)(
+        tensors, site_of(template, kwargs)
+    )
+    multi, shape_declared, dtype_declared = (bool(n) for n in flags.shape)
+    check = OutputCheck(
+        tuple(tuple(m.shape) for m in metas),
+        tuple(m.dtype for m in metas),
+        multi,
+        (shape_declared, dtype_declared),
+    )
+    kernel_call: KernelCall = call.build(check)
+    return kernel_call.run(args, call.kwargs)
