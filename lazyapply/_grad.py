@@ -199,7 +199,7 @@ def jvp_spec(
         hit, key = None, None
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    kernel = JvpKernel(spec.jvp, spec.name, multi, positions, len(args))
+    kernel = JvpKernel(spec.jvp, spec.name, len(outs), multi, positions, len(args))
     options = {
         **APPLY_DEFAULTS,
         "shape": shapes if multi else shapes[0],
