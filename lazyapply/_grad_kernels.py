@@ -59,10 +59,16 @@ class _FlatRule:
     number of outputs, ``multi`` (a tuple of outputs), the differentiable argument
     ``positions`` and the number of positional arguments; pickling by these fields
     (Dask tasks run the rules on worker processes) and the name of the rule.
+
+    ``call`` is what runs: for a vjp given as a lazy function (it declares its own
+    vjp, for second derivatives) its kernel, called on the converted arrays. The
+    lazy function itself is kept in ``rule`` and pickled: its kernel pickles by a
+    name that finds the lazy function, not the kernel.
     """
 
-    __slots__ = ("multi", "n_args", "n_out", "name", "positions", "rule")
+    __slots__ = ("call", "multi", "n_args", "n_out", "name", "positions", "rule")
     _suffix = "_vjp"
+    _eager = True
 
     def __init__(
         self,
@@ -74,6 +80,7 @@ class _FlatRule:
         n_args: int,
     ) -> None:
         self.rule = rule
+        self.call = eager_rule(rule) if self._eager else rule
         self.name = name
         self.n_out = n_out
         self.multi = multi
@@ -103,22 +110,9 @@ class VjpKernel(_FlatRule):
 
     __slots__ = ()
 
-    def __init__(
-        self,
-        vjp: Callable[..., Any],
-        name: str,
-        n_out: int,
-        multi: bool,
-        positions: tuple[int, ...],
-        n_args: int,
-    ) -> None:
-        # A vjp given as a lazy function (it declares its own vjp, for second
-        # derivatives) is called here on the converted arrays: its kernel.
-        super().__init__(eager_rule(vjp), name, n_out, multi, positions, n_args)
-
     def __call__(self, *flat: Any, **kwargs: Any) -> tuple[Any, ...]:
         g, out, args = self._split(flat)
-        cts = self.rule(g, out, *args, **kwargs)
+        cts = self.call(g, out, *args, **kwargs)
         if self.n_args == 1 and not isinstance(cts, (tuple, list)):
             cts = (cts,)
         if not isinstance(cts, (tuple, list)) or len(cts) != self.n_args:
@@ -151,6 +145,7 @@ class JvpKernel(_FlatRule):
 
     __slots__ = ()
     _suffix = "_jvp"
+    _eager = False  # a lazy jvp runs as a lazy function
 
     def __call__(self, *flat: Any, **kwargs: Any) -> Any:
         n = len(self.positions)
@@ -158,7 +153,7 @@ class JvpKernel(_FlatRule):
         for i, t in zip(self.positions, flat[:n], strict=True):
             tangents[i] = t
         outs, args = flat[n : n + self.n_out], flat[n + self.n_out :]
-        return self.rule(tuple(tangents), self._packed(outs), *args, **kwargs)
+        return self.call(tuple(tangents), self._packed(outs), *args, **kwargs)
 
 
 class VjpOfVjp(_FlatRule):
@@ -184,9 +179,7 @@ class VjpOfVjp(_FlatRule):
         full_ct: list[Any] = [None] * self.n_args
         for i, a, b in zip(self.positions, gg, cts, strict=True):
             full_gg[i], full_ct[i] = a, b
-        got = eager_rule(self.rule)(
-            tuple(full_gg), tuple(full_ct), g, out, *args, **kwargs
-        )
+        got = self.call(tuple(full_gg), tuple(full_ct), g, out, *args, **kwargs)
         if not isinstance(got, (tuple, list)) or len(got) != 2 + self.n_args:
             msg = (
                 f"{self.__name__}: the vjp's vjp must return one cotangent per "
