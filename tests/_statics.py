@@ -29,7 +29,8 @@ VALUES: list[Any] = [
     np.float32(1),
     np.float64(1),
 ]
-#: Without NumPy scalars (torch.compile's fullgraph path cannot take them yet).
+#: Without NumPy scalars: under torch.compile Dynamo shows them as 0-d arrays of
+#: unknown value, which a shape or dtype callable (it may read the value) cannot take.
 PYTHON_VALUES = [v for v in VALUES if not isinstance(v, np.generic)]
 _TYPE_CODES = {"int": 1, "float": 2, "bool": 3, "float32": 4, "float64": 5}
 

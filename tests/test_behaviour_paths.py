@@ -18,7 +18,7 @@ import pytest
 
 from lazyapply.testing import PATHS, Backend
 from tests._path_case import PathCase, assert_close
-from tests._statics import PYTHON_VALUES, VALUES, code
+from tests._statics import VALUES, code
 
 numba = pytest.importorskip("numba", reason="numba is not installed")
 njit = numba.njit
@@ -123,8 +123,6 @@ def _statics(path: PathCase) -> list[Any]:
         # The native path takes Python bool/int/float statics; the others take the
         # callback path, documented, and are covered there.
         return [s for s in VALUES if type(s) in (bool, int, float)]
-    if path.path.name == "torch compile":
-        return PYTHON_VALUES  # NumPy scalars: the strict xfail below
     return VALUES
 
 
@@ -148,13 +146,6 @@ def test_equal_but_different_static_arguments(path: PathCase) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch compile: a NumPy scalar static (np.float32(1)) after Python numbers "
-    "breaks the graph (Dynamo passes it as a tensor of unknown value: "
-    "assume_constant_result argument conversion failed); Python numbers pass as 0-d "
-    "operands now",
-)
 def test_numpy_scalar_statics_under_torch_compile() -> None:
     pytest.importorskip("torch", reason="torch is not installed")
     import torch

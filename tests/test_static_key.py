@@ -213,16 +213,15 @@ PATHS = [
     Path("torch autograd", _torch_grad),
     Path("torch.compile", _torch_compile(), marks=(pytest.mark.slow,)),
     Path("torch.export", _torch_export(), marks=(pytest.mark.slow,)),
-    # Positional, whole graph: Python numbers reach the op as 0-d operands. (A
-    # NumPy scalar breaks such a graph: test_numpy_scalar_statics_under_torch_compile
-    # in tests/test_behaviour_paths.py, a strict xfail.)
+    # Positional, whole graph: Python numbers and NumPy scalars reach the op as 0-d
+    # operands.
     Path(
         "torch.compile positional",
         _torch_compile(positional=True, fullgraph=True, **_ELEMENTWISE),
-        values=PYTHON_VALUES,
         marks=(pytest.mark.slow,),
     ),
-    # Shape and dtype callables keep the numbers static (in the op's call site).
+    # Shape and dtype callables keep the numbers static (in the op's call site); a
+    # NumPy scalar is refused there (tests/test_torch_compile_traps.py).
     Path(
         "torch.compile positional, callables",
         _torch_compile(positional=True, fullgraph=True, **_CALLABLES),

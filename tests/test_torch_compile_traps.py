@@ -83,6 +83,17 @@ def test_numpy_scalar_made_inside_the_compiled_function(kind: str) -> None:
     np.testing.assert_array_equal(got.numpy(), _tag(X, np.float32(1)))
 
 
+def test_numpy_scalar_beside_a_shape_callable_is_refused() -> None:
+    kernel = lazy(_tag, as_numpy=True, shape=lambda x, s: x.shape, dtype="float64")
+    got = kernel(torch.asarray(X), np.float32(1)).numpy()
+    np.testing.assert_array_equal(got, _tag(X, np.float32(1)))
+    torch._dynamo.reset()
+    f = _compile(lambda t, s: kernel(t, s))  # noqa: PLW0108
+    with pytest.raises(Exception, match=r"_tag \(torch\.compile\): a NumPy scalar"):
+        f(torch.asarray(X), np.float32(1))
+    np.testing.assert_array_equal(f(torch.asarray(X), 1.0).numpy(), _tag(X, 1.0))
+
+
 @pytest.mark.parametrize("kind", list(KERNELS))
 def test_tuples_of_numbers_that_change_between_calls(kind: str) -> None:
     kernel = KERNELS[kind]

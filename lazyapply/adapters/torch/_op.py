@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from lazyapply._caches import pinned
+from lazyapply._errors import SpecError
 from lazyapply.adapters.torch._fake import fake_outputs, run_checked
 from lazyapply.adapters.torch._identity import op_digest
 from lazyapply.adapters.torch._sites import (
@@ -263,9 +264,26 @@ def operands(
             parts.append(_numbers(torch, a, tensors, device))
         else:
             parts.append(a)
+    if not numbers and torch.compiler.is_compiling():
+        _refuse_traced_numpy_scalars(spec, (*parts, *kwargs.values()))
     if numbers:
         kwargs = {k: _numbers(torch, v, tensors, device) for k, v in kwargs.items()}
     return tensors, tuple(parts), kwargs
+
+
+def _refuse_traced_numpy_scalars(spec: CallSpec, values: tuple[Any, ...]) -> None:
+    for a in values:
+        for b in a if type(a) is tuple or type(a) is list else (a,):
+            if isinstance(b, np.ndarray) and b.ndim == 0:
+                msg = (
+                    f"{spec.name or 'kernel'} (torch.compile): a NumPy scalar argument "
+                    "beside a shape= or dtype= callable; Dynamo shows NumPy scalars "
+                    "to compiled code as 0-d arrays whose value it does not know "
+                    "while tracing (pytorch/pytorch#185815), and the callable may "
+                    "read it. Pass a Python number (float(s), int(s)), or declare "
+                    "shape= and dtype= without callables"
+                )
+                raise SpecError(msg)
 
 
 def _is_number(a: Any) -> bool:
