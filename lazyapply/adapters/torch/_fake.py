@@ -20,6 +20,9 @@ from lazyapply.spec._static import Unkeyable, static_key
 
 __all__ = ["fake_outputs", "kernel_call", "run_checked"]
 
+# Heads the key of a call on one tensor: no other key starts with it.
+_ONE = object()
+
 
 def _layout(
     kernel: Any,
@@ -71,8 +74,16 @@ def kernel_call(
     Shape and dtype callables cost more than the call they describe: their answer is
     kept per (static key of the other arguments, tensor shapes, dtypes, devices).
     """
+    if not kwargs and len(args) == 1:  # one tensor (the common case): no static key
+        a = args[0]
+        key: Any = (_ONE, a.shape, a.dtype, a.device)
+        hit = cache.get(key)
+        if hit is None:
+            hit = _checked(kernel, spec, args, kwargs, first)
+            _keep(cache, key, hit)
+        return hit
     try:
-        key: Any = (
+        key = (
             static_key(tuple(a for a in args if not hasattr(a, "shape"))),
             static_key(tuple(sorted(kwargs.items()))),
             tuple((a.shape, a.dtype, a.device) for a in args if hasattr(a, "shape")),
