@@ -28,9 +28,11 @@ __all__ = [
     "TOKEN",
     "Scalar",
     "join_site",
+    "n_operands",
     "operand_index",
     "site_of",
     "split",
+    "template_of",
 ]
 
 _LOCK = threading.Lock()
@@ -126,6 +128,20 @@ def join_site(
     if any(_has_number(v) for v in kwargs.values()):
         kwargs = {k: _take(v, it, numbers) for k, v in kwargs.items()}
     return args, kwargs
+
+
+def template_of(site: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The template and keyword arguments of a call site."""
+    return _SITES[site]
+
+
+def n_operands(template: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """How many tensors a call site's op takes (``TENSOR``, ``FLOAT``, ``INT``)."""
+    n = 0
+    for a in (*template, *kwargs.values()):
+        for b in a if type(a) in (tuple, list) else (a,):
+            n += type(b) is str and (b == TENSOR or b in _NUMBER)
+    return n
 
 
 def operand_index(args: tuple[Any, ...], tensor_type: type) -> list[int]:
