@@ -14,6 +14,8 @@ import pytest
 
 from lazyapply import LazyApplyError, NotDifferentiableError, SpecError, lazy
 
+from ._finite import central_differences
+
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")
 from jax.test_util import check_grads  # noqa: E402
@@ -23,16 +25,6 @@ X = np.asarray([0.3, -1.2, 2.0, 0.7])
 
 def _modes(f: Any) -> list[Any]:
     return [f, jax.jit(f)]
-
-
-def _fd(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central finite differences of a scalar NumPy function (float64)."""
-    out = np.empty_like(x)
-    for i in range(x.size):
-        d = np.zeros_like(x)
-        d[i] = eps
-        out[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return out
 
 
 # ------------------------------------------------------------ static-argument keys
@@ -105,7 +97,7 @@ def _cube_loss(x: np.ndarray) -> float:
 @pytest.mark.parametrize("how", ["grad", "vjp", "jvp", "jacfwd", "jacrev", "linearize"])
 def test_eager_derivatives_of_numpy_inputs(how: str) -> None:
     x = X.astype(np.float32)  # a NumPy array, as check_grads and users pass
-    expected = _fd(_cube_loss, X)
+    expected = central_differences(_cube_loss, X)
     if how == "grad":
         got = jax.grad(lambda a: cube(a).sum())(x)
     elif how == "vjp":
