@@ -270,7 +270,8 @@ def call_op(
             for i, a in enumerate(args)
             if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
         )
-        register_vjp(kernel, spec, template, kwargs, positions, 1 if single else len(out))
+        n_out = 1 if single else len(out)
+        register_vjp(kernel, spec, template, kwargs, positions, n_out)
     if single:
         return (out,) if spec.output.multi else out
     return tuple(out) if spec.output.multi or len(out) > 1 else out[0]

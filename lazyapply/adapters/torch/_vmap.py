@@ -160,7 +160,7 @@ def register_op_vmap(
             new[at[i]] = t.reshape(t.shape[:1] + (1,) * pad + t.shape[1:])
         outs = prepare_op(kernel, batched, len(new))(*new, site)
         if type(outs) is not list:  # the batched op returns one tensor
-            return ((outs, 0) if single else ([outs], [0]))
+            return (outs, 0) if single else ([outs], [0])
         if single:
             return outs[0], 0
         return list(outs), [0] * len(outs)
