@@ -5,10 +5,11 @@ cannot either; both can call an opaque custom op whose output metadata is known.
 call made while compiling or exporting (``torch.compiler.is_compiling()``) goes through
 :func:`prepare_op`'s op; eager calls never do (the op dispatcher costs tens of us).
 
-The op, ``lazyapply::<module>__<qualname>[_<n>]``, has the schema
-``(Tensor[] tensors, int site) -> Tensor[]``: the tensor arguments in order, and a
-*call site*. A call site is an entry of a process-wide table that holds everything the
-schema cannot express: the positions of the tensors among the positional arguments,
+The op, ``lazyapply::<module>__<qualname>_<digest>_<n><t|l>``, has the schema
+``(Tensor t0, ..., Tensor t<n-1>, int site) -> Tensor`` (``-> Tensor[]`` where the
+spec does not fix one output): the tensor arguments in order, and a *call site*. A
+call site is an entry of a process-wide table that holds everything the schema cannot
+express: the positions of the tensors among the positional arguments,
 the other positional arguments (Python scalars, ``None``) and the keyword arguments,
 all passed to the kernel unchanged. Equal sites share one integer, a constant of the
 graph, so a compiled function is compiled once per set of static values. Exported

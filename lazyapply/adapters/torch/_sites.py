@@ -1,10 +1,10 @@
 """Call sites of torch's custom ops: what a graph passes beside the tensors.
 
-The op's schema is ``(Tensor[] tensors, int site)``. A call site is an entry of a
-process-wide table that holds everything the schema cannot express: the positions of
-the tensors among the positional arguments (``TENSOR``), the other positional
-arguments (Python scalars, ``None``) and the keyword arguments, all passed to the
-kernel unchanged. Equal sites share one integer, a constant of the graph, so a
+The op's schema is ``(Tensor t0, ..., Tensor t<n-1>, int site)``. A call site is an
+entry of a process-wide table that holds everything the schema cannot express: the
+positions of the tensors among the positional arguments (``TENSOR``), the other
+positional arguments (Python scalars, ``None``) and the keyword arguments, all passed
+to the kernel unchanged. Equal sites share one integer, a constant of the graph, so a
 compiled function is compiled once per set of static values.
 
 Below :mod:`._op`, :mod:`._grad` and :mod:`._vmap`, which all join sites: none of
