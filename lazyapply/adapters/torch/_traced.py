@@ -37,12 +37,12 @@ _LOCK = threading.Lock()
 _LAYOUT_OPS: dict[str, Any] = pinned("torch: layout ops of torch-code kernels")
 
 
-def layout_op_name(kernel: Any, spec: CallSpec, *bound: Any) -> str:
-    """The layout op of ``kernel`` (bound to ``bound``, for a method); registered
-    once, under the kernel op's name (its stable identity) and ``_layout``."""
+def layout_op_name(kernel: Any, spec: CallSpec, n_in: int, *bound: Any) -> str:
+    """The layout op of ``kernel`` (bound to ``bound``, for a method) on ``n_in``
+    operands; registered once, under the kernel op's name (its stable identity)."""
     if bound:
         kernel = functools.partial(kernel, *bound)
-    name = f"{op_name_of(kernel, spec)}_layout"
+    name = f"{op_name_of(kernel, spec, n_in)}_layout"
     if name not in _LAYOUT_OPS:
         with _LOCK:
             if name not in _LAYOUT_OPS:
@@ -94,9 +94,9 @@ def checked_call(
     tensors, template, kwargs = operands(torch, spec, args, call.kwargs)
     func = call.func
     if type(func) is functools.partial and not func.keywords:  # obj.method
-        name = layout_op_name(func.func, spec, *func.args)
+        name = layout_op_name(func.func, spec, len(tensors), *func.args)
     else:
-        name = layout_op_name(func, spec)
+        name = layout_op_name(func, spec, len(tensors))
     *metas, flags = getattr(torch.ops.lazyapply, name)(
         tensors, site_of(template, kwargs)
     )
