@@ -140,15 +140,17 @@ def _op_name(kernel: Any, spec: CallSpec, n_in: int) -> str:
     # output or a list) ends the name.
     digest = op_digest(kernel, spec)
     arity = f"{n_in}{'t' if single_output(spec) else 'l'}"
-    name = f"{base}_{digest}_{arity}" if digest is not None else f"{base}_p{TOKEN}"
+    name = f"{base}_{digest}" if digest is not None else f"{base}_p{TOKEN}"
+    name = f"{name}_{arity}"
     n = 1
+    # (The arity is part of every name the loop tries: a name checked without it
+    # would never be found taken, and two kernels without a stable identity, say
+    # one method bound to two instances, would share the first one's op.)
     while name in _OPS and not _same(_OPS[name], kernel, spec):
         # Another kernel object with the same identity (equal code and closure made
         # twice), or one without a stable identity: a name of this process only.
         n += 1
-        name = f"{base}_p{TOKEN}_{n}"
-    if digest is None:
-        name = f"{name}_{arity}"
+        name = f"{base}_p{TOKEN}_{n}_{arity}"
     return name
 
 
@@ -207,12 +209,19 @@ def op_name_of(kernel: Any, spec: CallSpec, n_in: int) -> str:
     return str(prepare_op(kernel, spec, n_in)._name)
 
 
-def bound_op_name_of(func: Any, spec: CallSpec, n_in: int, *bound: Any) -> str:
+def bound_op_name_of(
+    func: Any, spec: CallSpec, n_in: int, ids: tuple[int, ...], *bound: Any
+) -> str:
     """:func:`op_name_of` a bound method ``functools.partial(func, *bound)``.
 
     Dynamo hands a marked-constant function an object (an ``nn.Module``) only as a
-    top-level argument (guarded by identity), never inside a partial.
+    top-level argument, never inside a partial. ``ids`` are the objects' ``id()``
+    taken in the traced code: that is what makes Dynamo guard the graph on their
+    identity, so another instance never runs this one's op.
     """
+    if ids != tuple(map(id, bound)):
+        msg = f"{spec.name}: the bound instance changed while tracing"
+        raise RuntimeError(msg)
     return op_name_of(functools.partial(func, *bound), spec, n_in)
 
 
@@ -286,7 +295,8 @@ def call_op(
 def traced_op_name(kernel: Any, spec: CallSpec, n_in: int) -> str:
     """The op's name, from traced code (a bound method: its instance passed apart)."""
     if type(kernel) is functools.partial and not kernel.keywords:  # obj.method
-        return bound_op_name_of(kernel.func, spec, n_in, *kernel.args)
+        ids = tuple(id(b) for b in kernel.args)  # Dynamo guards their identity
+        return bound_op_name_of(kernel.func, spec, n_in, ids, *kernel.args)
     return op_name_of(kernel, spec, n_in)
 
 

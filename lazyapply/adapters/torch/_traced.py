@@ -37,10 +37,16 @@ _LOCK = threading.Lock()
 _LAYOUT_OPS: dict[str, Any] = pinned("torch: layout ops of torch-code kernels")
 
 
-def layout_op_name(kernel: Any, spec: CallSpec, n_in: int, *bound: Any) -> str:
-    """The layout op of ``kernel`` (bound to ``bound``, for a method) on ``n_in``
-    operands; registered once, under the kernel op's name (its stable identity)."""
+def layout_op_name(
+    kernel: Any, spec: CallSpec, n_in: int, ids: tuple[int, ...] = (), *bound: Any
+) -> str:
+    """The layout op of ``kernel`` (bound to ``bound``, whose ``id()`` are ``ids``,
+    for a method) on ``n_in`` operands; registered once, under the kernel op's name
+    (its stable identity)."""
     if bound:
+        if ids != tuple(map(id, bound)):
+            msg = f"{spec.name}: the bound instance changed while tracing"
+            raise RuntimeError(msg)
         kernel = functools.partial(kernel, *bound)
     name = f"{op_name_of(kernel, spec, n_in)}_layout"
     if name not in _LAYOUT_OPS:
@@ -94,7 +100,9 @@ def checked_call(
     tensors, template, kwargs = operands(torch, spec, args, call.kwargs)
     func = call.func
     if type(func) is functools.partial and not func.keywords:  # obj.method
-        name = layout_op_name(func.func, spec, len(tensors), *func.args)
+        # id(): Dynamo guards the graph on the instance's identity.
+        ids = tuple(id(b) for b in func.args)
+        name = layout_op_name(func.func, spec, len(tensors), ids, *func.args)
     else:
         name = layout_op_name(func, spec, len(tensors))
     *metas, flags = getattr(torch.ops.lazyapply, name)(
