@@ -1,5 +1,6 @@
-"""Forward mode for kernels with declared derivatives: which mode traces a call, and
-``J t`` read off a declared vjp (see :mod:`._grad`).
+"""Forward mode for kernels with declared derivatives: which mode traces a call,
+``J t`` read off a declared vjp, and the rule of a call traced before its mode is
+known (see :mod:`._grad`).
 """
 
 from __future__ import annotations
@@ -117,9 +118,11 @@ def either_mode(
         )
         return [by.get(i) for i in rules.floats]
 
+    from jax.core import ShapedArray
+
     from lazyapply.adapters.jax._linear import linear_call
 
-    avals = tuple(jax.core.ShapedArray(outs[k].shape, outs[k].dtype) for k in inexact)
+    avals = tuple(ShapedArray(outs[k].shape, outs[k].dtype) for k in inexact)
     lin = linear_call(fwd, bwd, (*primals, *outs), picked, avals)
     t_outs: list[Any] = [np.zeros(o.shape, jax.dtypes.float0) for o in outs]
     for k, t in zip(inexact, lin, strict=True):

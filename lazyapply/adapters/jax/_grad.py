@@ -15,19 +15,17 @@ differentiable again, so ``jax.grad(jax.grad(f))`` and ``jax.jacrev(jax.jacrev(f
 work; without one, the error names the declaration to add.
 
 JAX does not allow one function to carry both ``custom_vjp`` and ``custom_jvp``, and a
-``pure_callback`` has no transpose, so reverse mode cannot be derived from a declared
+host callback has no transpose, so reverse mode cannot be derived from a declared
 jvp. Forward mode can be derived from a vjp (:func:`._forward.jvp_from_vjp`: ``J t``
 read off ``J^T``, in ``jnp`` arithmetic that JAX transposes and differentiates again),
 which gives ``jax.jvp``, ``jax.linearize`` and, with the vjp's own vjp,
-``jax.hessian``. Both rules are built, and the call picks one from the
-transformation that is tracing it (:func:`._forward.forward_mode`): reverse mode
-always gets the declared vjp itself.
-
-``jax.custom_derivatives.linear_call`` (a tangent with the vjp as its transpose)
-would spare the materialised Jacobian of non-elementwise kernels in forward mode,
-but it does not serve ``jax.hessian``: its JVP rule asserts that its residuals
-(here the kernel's inputs) have zero tangents, and it has no batching rule
-(``jacrev``/``jacfwd`` vmap), see jax/_src/custom_derivatives.py.
+``jax.hessian``. The call picks a rule from the transformation that is tracing it
+(:func:`._forward.forward_mode`): reverse mode always gets the declared vjp itself,
+forward mode the declared jvp or the one read off the vjp. Inside ``jax.jit`` the
+mode is not known yet (``jax.grad(jax.jit(f))``, ``jax.hessian(jax.jit(f))``): the
+call is a ``custom_jvp`` whose tangent is a linear call whose transpose is the vjp
+(:func:`._forward.either_mode`, :mod:`._linear`), so reverse mode still calls the
+vjp once and forward mode works too.
 """
 
 from __future__ import annotations

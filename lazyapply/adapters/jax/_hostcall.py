@@ -90,7 +90,7 @@ def _make_primitive() -> Any:
         from jax.interpreters import batching, mlir
     except ImportError:  # an older JAX: jax.pure_callback as before
         return None
-    prim = Primitive("lazyapply_host_call")
+    prim: Any = Primitive("lazyapply_host_call")  # untyped in jax's stubs
     prim.multiple_results = True
     prim.def_impl(_impl)
     prim.def_abstract_eval(lambda *_, result_avals, **__: result_avals)
@@ -182,7 +182,8 @@ def _one_device(axis_context: Any) -> bool:
 def _pure_callback(entry: HostEntry, method: str, avals: Any, *ops: Any) -> Any:
     import jax
 
-    structs = tuple(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals)
+    struct: Any = jax.ShapeDtypeStruct  # untyped in jax's stubs
+    structs = tuple(struct(a.shape, a.dtype) for a in avals)
     result = structs if entry.multi else structs[0]
     out = jax.pure_callback(entry.callback, result, *ops, vmap_method=method)
     return list(out) if entry.multi else [out]

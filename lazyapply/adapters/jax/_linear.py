@@ -57,7 +57,7 @@ def _make() -> Any:
     from jax.extend.core import Primitive
     from jax.interpreters import ad, batching, mlir
 
-    prim = Primitive("lazyapply_linear_call")
+    prim: Any = Primitive("lazyapply_linear_call")  # untyped in jax's stubs
     prim.multiple_results = True
     prim.def_impl(lambda *args, fwd, **_: list(fwd(*args)))
     prim.def_abstract_eval(lambda *_, out_avals, **__: out_avals)
@@ -78,8 +78,9 @@ def _jvp(prim: Any, primals: Any, tangents: Any, **params: Any) -> Any:
     """Linear in ``lin`` (the same call on their tangents), plus ``fwd``'s
     derivative in its residuals (``jax.jvp``, with ``lin`` held fixed)."""
     import jax
-    from jax.interpreters import ad
+    from jax.interpreters import ad as jax_ad
 
+    ad: Any = jax_ad  # untyped in jax's stubs
     n = params["n_res"]
     fwd = params["fwd"]
     out = prim.bind(*primals, **params)
@@ -99,8 +100,9 @@ def _jvp(prim: Any, primals: Any, tangents: Any, **params: Any) -> Any:
 
 
 def _transpose(cts: Any, *args: Any, bwd: Callable[..., Any], **params: Any) -> Any:
-    from jax.interpreters import ad
+    from jax.interpreters import ad as jax_ad
 
+    ad: Any = jax_ad  # untyped in jax's stubs
     n = params["n_res"]
     res = args[:n]
     if any(ad.is_undefined_primal(r) for r in res):  # pragma: no cover - a bug
