@@ -419,18 +419,9 @@ def test_first_calls_from_many_threads() -> None:
 
 # ----------------------------------------------------------- 5. JAX
 _SHARDED_SCRIPT = """
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-from lazyapply import lazy_apply
-
-assert len(jax.devices("cpu")) == 4, jax.devices()
-mesh = Mesh(np.array(jax.devices("cpu")), ("i",))
 x = np.arange(8.0)
-for spec in (PartitionSpec("i"), PartitionSpec()):  # sharded, replicated
-    a = jax.device_put(x, NamedSharding(mesh, spec))
+for spec in (P("d"), P()):  # sharded, replicated
+    a = put(x, line, spec)
     out = lazy_apply(np.cumsum, a, as_numpy=True)
     np.testing.assert_array_equal(np.asarray(out), np.cumsum(x))
     out = lazy_apply(np.cumsum, a, as_numpy=True, shape=(8,), dtype=a.dtype)

@@ -17,22 +17,14 @@ import pytest
 
 from lazyapply import NotDifferentiableError, explain_native, lazy
 
+from ._finite import central_differences
+
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")
 from jax.test_util import check_grads  # noqa: E402
 
 X = np.asarray([0.3, -1.2, 2.0, 0.7])
 Y = np.asarray([1.5, 0.5, -0.4, 2.0])
-
-
-def _fd_hessian(grad: Any, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """Central differences of a NumPy gradient (float64)."""
-    cols = []
-    for i in range(x.size):
-        d = np.zeros_like(x)
-        d[i] = eps
-        cols.append((grad(x + d) - grad(x - d)) / (2 * eps))
-    return np.stack(cols, axis=1)
 
 
 # ------------------------------------------------------------ x * y**2 (NumPy)
@@ -157,7 +149,9 @@ def test_hessian_of_a_whole_array_kernel(how: str) -> None:
     got = np.asarray(_hessian(loss, how)(jnp.asarray(X)))
     expected = jax.hessian(lambda a: jnp.sum((a * jnp.sum(a**2)) ** 2))(jnp.asarray(X))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    np.testing.assert_allclose(got, _fd_hessian(_spread_np_grad, X), rtol=1e-4)
+    np.testing.assert_allclose(
+        got, central_differences(_spread_np_grad, X, 1e-5), rtol=1e-4
+    )
     f = jax.jit(loss) if how == "jit inside" else loss
     check_grads(f, (jnp.asarray(X),), order=2, modes=["fwd", "rev"])
 

@@ -15,6 +15,8 @@ import pytest
 
 from lazyapply import NotDifferentiableError, SpecError, lazy
 
+from ._finite import central_differences
+
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")
 from jax.test_util import check_grads  # noqa: E402
@@ -26,44 +28,10 @@ def _modes(f: Any) -> list[Any]:
     return [f, jax.jit(f)]
 
 
-def _fd(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central finite differences of a scalar NumPy function (float64)."""
-    out = np.empty_like(x)
-    for i in range(x.size):
-        d = np.zeros_like(x)
-        d[i] = eps
-        out[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return out
-
-
 # ------------------------------------------------------------ static-argument keys
-@lazy(as_numpy=True, elementwise=True)
-def signed(x: Any, s: Any) -> Any:
-    """``copysign`` of a static scalar, and the repr of a static tuple baked in."""
-    scale = np.copysign(1.0, s) if np.isscalar(s) else len(repr(s))
-    return (x * x * scale).astype(x.dtype)
-
-
-@signed.defvjp
-def _signed_vjp(g: Any, out: Any, x: Any, s: Any) -> Any:
-    scale = np.copysign(1.0, s) if np.isscalar(s) else len(repr(s))
-    return ((2 * x * g * scale).astype(x.dtype), None)
-
-
-@pytest.mark.parametrize("pair", [(0.0, -0.0), ((1, 2), (1.0, 2.0)), (1, 1.0)])
-@pytest.mark.parametrize("how", ["value", "grad"])
-def test_equal_statics_get_their_own_rule(pair: tuple[Any, Any], how: str) -> None:
-    x = jnp.asarray(X, jnp.float32)
-    for s in pair:  # the second value compares equal to the first
-        expected_value = signed.eager(np.asarray(X, np.float32), s)
-        expected_grad = _signed_vjp(np.ones(4, np.float32), None, X, s)[0]
-        if how == "value":
-            got = jax.jit(lambda a, s=s: signed(a, s))(x)
-            np.testing.assert_allclose(got, expected_value, rtol=1e-6)
-        else:
-            grad = jax.grad(lambda a, s=s: signed(a, s).sum())
-            for g in _modes(grad):
-                np.testing.assert_allclose(g(x), expected_grad, rtol=1e-6)
+# Equal-but-different static arguments (0.0/-0.0, 1/1.0/True, tuples, NaN, NumPy
+# scalars), positional or keyword, through jax.jit and jax.grad eager and under jit:
+# tests/test_static_key.py and the path matrix. The native path: below.
 
 
 # ------------------------------------------------------------ immutable inputs
@@ -106,7 +74,7 @@ def _cube_loss(x: np.ndarray) -> float:
 @pytest.mark.parametrize("how", ["grad", "vjp", "jvp", "jacfwd", "jacrev", "linearize"])
 def test_eager_derivatives_of_numpy_inputs(how: str) -> None:
     x = X.astype(np.float32)  # a NumPy array, as check_grads and users pass
-    expected = _fd(_cube_loss, X)
+    expected = central_differences(_cube_loss, X)
     if how == "grad":
         got = jax.grad(lambda a: cube(a).sum())(x)
     elif how == "vjp":

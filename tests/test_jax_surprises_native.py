@@ -14,6 +14,8 @@ import pytest
 
 from lazyapply import explain_native, lazy
 
+from ._finite import central_differences
+
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")
 numba = pytest.importorskip("numba", reason="numba is not installed")
@@ -21,16 +23,6 @@ special = pytest.importorskip("scipy.special", reason="scipy is not installed")
 from jax.test_util import check_grads  # noqa: E402
 
 X = np.asarray([0.3, -1.2, 2.0, 0.7])
-
-
-def _fd(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central finite differences of a scalar NumPy function (float64)."""
-    out = np.empty_like(x)
-    for i in range(x.size):
-        d = np.zeros_like(x)
-        d[i] = eps
-        out[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return out
 
 
 def _assert_native(kernel: Any) -> None:
@@ -108,7 +100,7 @@ def test_derivatives_of_numpy_inputs(which: str, how: str) -> None:
     kernel, raw, loss = KERNELS[which]
     x = X.astype(np.float32)  # a NumPy array, as check_grads and users pass
     got = DERIVATIVES[how](kernel)(x)
-    np.testing.assert_allclose(got, _fd(loss, X), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got, central_differences(loss, X), rtol=1e-4, atol=1e-6)
     if "jit" in how:
         _assert_native(raw)
 

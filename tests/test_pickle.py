@@ -163,3 +163,20 @@ def test_lazy_functions_of_a_script_run_on_dask_workers(
         "[0.0, 2.0, 4.0, 6.0] [0.0, 3.0, 6.0, 9.0] [0.0, 4.0, 8.0, 12.0] "
         "[0.0, 5.0, 10.0, 15.0]"
     )
+
+
+def test_a_vjp_kernel_pickles_its_lazy_vjp_by_reference() -> None:
+    # A vjp kernel runs a lazy vjp's kernel but pickles the lazy function: plain
+    # pickle refuses the kernel itself (its name finds the lazy function).
+    import pickle
+
+    import numpy as np
+
+    from lazyapply._grad_kernels import VjpKernel
+
+    from . import kernels
+
+    rule = VjpKernel(kernels.square.spec.vjp, "square", 1, False, (0,), 1)
+    copy = pickle.loads(pickle.dumps(rule))
+    x = np.linspace(0.1, 1.0, 6)
+    np.testing.assert_allclose(copy(np.ones(6), x * x, x)[0], 2 * x)

@@ -69,13 +69,18 @@ def kernel_call(
     """The checked kernel call for these arguments' metadata (made once per key).
 
     Shape and dtype callables cost more than the call they describe: their answer is
-    kept per (static key of the other arguments, tensor shapes, dtypes, devices).
+    kept per argument, in order (a tensor's shape, dtype and device; the static key of
+    anything else), and the static key of the keywords. In order: ``f(t, 2.0)`` and
+    ``f(2.0, t)`` describe different outputs.
     """
+    tensor = _tensor()
     try:
         key: Any = (
-            static_key(tuple(a for a in args if not hasattr(a, "shape"))),
+            tuple(
+                (a.shape, a.dtype, a.device) if isinstance(a, tensor) else static_key(a)
+                for a in args
+            ),
             static_key(tuple(sorted(kwargs.items()))),
-            tuple((a.shape, a.dtype, a.device) for a in args if hasattr(a, "shape")),
         )
         hit = cache.get(key)
     except (Unkeyable, TypeError):
@@ -85,6 +90,12 @@ def kernel_call(
         if key is not None:
             _keep(cache, key, hit)
     return hit
+
+
+def _tensor() -> type:
+    import torch
+
+    return torch.Tensor
 
 
 def _checked(

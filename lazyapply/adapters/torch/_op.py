@@ -88,7 +88,7 @@ def _op_name(kernel: Any, spec: CallSpec) -> str:
     from lazyapply._grad import VjpKernel
 
     if isinstance(kernel, VjpKernel):
-        base = f"{getattr(kernel.vjp, '__module__', '')}.{kernel.name}_vjp"
+        base = f"{getattr(kernel.rule, '__module__', '')}.{kernel.name}_vjp"
     else:
         module = getattr(kernel, "__module__", None) or type(kernel).__module__
         qualname = getattr(kernel, "__qualname__", None) or kernel_name(kernel)
