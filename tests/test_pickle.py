@@ -82,13 +82,13 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.slow
-def test_lazy_functions_of_a_script_pickle(tmp_path: Path) -> None:
-    pytest.importorskip("cloudpickle")
+def _run_script(tmp_path: Path, text: str, *args: str) -> list[str]:
+    """Run ``text`` as a script (its own ``__main__``) with this checkout on the
+    path; its stdout's lines."""
     script = tmp_path / "script.py"
-    script.write_text(_SCRIPT)
+    script.write_text(text)
     done = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": _ROOT},
@@ -97,7 +97,13 @@ def test_lazy_functions_of_a_script_pickle(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.splitlines() == [
+    return done.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_lazy_functions_of_a_script_pickle(tmp_path: Path) -> None:
+    pytest.importorskip("cloudpickle")
+    assert _run_script(tmp_path, _SCRIPT) == [
         "bound [3.0, 3.0] True",
         "spawn [2.0, 2.0] [5.0, 5.0]",
         "foreign LazyFunction [2.0, 2.0]",
@@ -147,19 +153,8 @@ def test_lazy_functions_of_a_script_run_on_dask_workers(
     dask_cluster: Any, tmp_path: Path
 ) -> None:
     pytest.importorskip("cloudpickle")
-    script = tmp_path / "cluster_script.py"
-    script.write_text(_CLUSTER_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), dask_cluster.scheduler_address],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": _ROOT},
-        cwd=tmp_path,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.splitlines()[-1] == (
+    lines = _run_script(tmp_path, _CLUSTER_SCRIPT, dask_cluster.scheduler_address)
+    assert lines[-1] == (
         "[0.0, 2.0, 4.0, 6.0] [0.0, 3.0, 6.0, 9.0] [0.0, 4.0, 8.0, 12.0] "
         "[0.0, 5.0, 10.0, 15.0]"
     )
