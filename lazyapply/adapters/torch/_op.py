@@ -263,7 +263,10 @@ def call_op(
 ) -> Any:
     """Call ``kernel`` through its custom op (while compiling or exporting).
 
-    Dynamo traces this function: it imports nothing (an import breaks the graph).
+    Dynamo traces this function: it imports nothing (an import breaks the graph),
+    and it asks ``torch.is_tensor``, not ``isinstance(a, torch.Tensor)``: Dynamo
+    reaches ``torch.Tensor`` through ``type(a)`` too (the engine's adapter lookup),
+    and guards that two paths to one class still agree in Python, on every call.
     The number of outputs is what the op's fake implementation (the one metadata
     function) made.
     """
@@ -279,7 +282,7 @@ def call_op(
         positions = tuple(
             i
             for i, a in enumerate(args)
-            if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
+            if torch.is_tensor(a) and (a.is_floating_point() or a.is_complex())
         )
         n_out = 1 if single else len(out)
         # (A bound method's partial is no constant for Dynamo; the vjp's op needs
@@ -312,11 +315,11 @@ def operands(
     numbers = spec.shape_fn is None and spec.dtype_fn is None
     device = None
     for a in args:
-        if isinstance(a, torch.Tensor):
+        if torch.is_tensor(a):
             device = a.device
             break
     for a in args:
-        if isinstance(a, torch.Tensor):
+        if torch.is_tensor(a):
             tensors.append(a)
             parts.append(TENSOR)
         elif numbers:
