@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
+import numpy as np
+
 from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import differentiable_positions
@@ -39,7 +41,8 @@ def needs_grad(args: tuple[Any, ...]) -> bool:
     import torch
 
     for a in args:  # is_tensor: traced by Dynamo (see _op.call_op)
-        if torch.is_tensor(a) and a.requires_grad:
+        # (Dynamo's is_tensor is True for a NumPy scalar, its 0-d array, too.)
+        if torch.is_tensor(a) and not isinstance(a, np.ndarray) and a.requires_grad:
             return torch.is_grad_enabled()
     return False
 

@@ -282,7 +282,7 @@ def call_op(
         positions = tuple(
             i
             for i, a in enumerate(args)
-            if torch.is_tensor(a) and (a.is_floating_point() or a.is_complex())
+            if _tensor(torch, a) and (a.is_floating_point() or a.is_complex())
         )
         n_out = 1 if single else len(out)
         # (A bound method's partial is no constant for Dynamo; the vjp's op needs
@@ -315,11 +315,11 @@ def operands(
     numbers = spec.shape_fn is None and spec.dtype_fn is None
     device = None
     for a in args:
-        if torch.is_tensor(a):
+        if _tensor(torch, a):
             device = a.device
             break
     for a in args:
-        if torch.is_tensor(a):
+        if _tensor(torch, a):
             tensors.append(a)
             parts.append(TENSOR)
         elif numbers:
@@ -331,6 +331,12 @@ def operands(
     if numbers:
         kwargs = {k: _numbers(torch, v, tensors, device) for k, v in kwargs.items()}
     return tensors, tuple(parts), kwargs
+
+
+def _tensor(torch: Any, a: Any) -> bool:
+    # Dynamo answers torch.is_tensor True for a NumPy scalar too (its 0-d array is
+    # a tensor variable): that one is a scalar of the call.
+    return bool(torch.is_tensor(a)) and not isinstance(a, np.ndarray)
 
 
 def _refuse_traced_numpy_scalars(spec: CallSpec, values: tuple[Any, ...]) -> None:
