@@ -38,8 +38,8 @@ def needs_grad(args: tuple[Any, ...]) -> bool:
     """Whether autograd must see this call: a tensor requires grad, grad mode is on."""
     import torch
 
-    for a in args:
-        if isinstance(a, torch.Tensor) and a.requires_grad:
+    for a in args:  # is_tensor: traced by Dynamo (see _op.call_op)
+        if torch.is_tensor(a) and a.requires_grad:
             return torch.is_grad_enabled()
     return False
 

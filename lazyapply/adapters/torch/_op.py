@@ -235,7 +235,10 @@ def call_op(
 ) -> Any:
     """Call ``kernel`` through its custom op (while compiling or exporting).
 
-    Dynamo traces this function: it imports nothing (an import breaks the graph).
+    Dynamo traces this function: it imports nothing (an import breaks the graph),
+    and it asks ``torch.is_tensor``, not ``isinstance(a, torch.Tensor)``: Dynamo
+    reaches ``torch.Tensor`` through ``type(a)`` too (the engine's adapter lookup),
+    and guards that two paths to one class still agree in Python, on every call.
     The number of outputs is what the op's fake implementation (the one metadata
     function) made.
     """
@@ -247,11 +250,11 @@ def call_op(
     numbers = spec.shape_fn is None and spec.dtype_fn is None
     device = None
     for a in args:
-        if isinstance(a, torch.Tensor):
+        if torch.is_tensor(a):
             device = a.device
             break
     for a in args:
-        if isinstance(a, torch.Tensor):
+        if torch.is_tensor(a):
             tensors.append(a)
             parts.append(TENSOR)
         elif numbers:
@@ -269,7 +272,7 @@ def call_op(
         positions = tuple(
             i
             for i, a in enumerate(args)
-            if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
+            if torch.is_tensor(a) and (a.is_floating_point() or a.is_complex())
         )
         n_out = 1 if single else len(out)
         register_vjp(kernel, spec, template, kwargs, positions, n_out)
