@@ -1,5 +1,6 @@
 """JAX without surprises: static keys, immutable inputs, gradients on every input JAX
-accepts, second derivatives, mixed NumPy arguments and errors under ``jax.jit``.
+accepts, second derivatives and mixed NumPy arguments (errors under ``jax.jit``:
+test_jax_errors.py).
 
 Every case runs eagerly and under ``jax.jit`` (the callback path), and values are
 compared with the same kernel on NumPy; gradients with NumPy's finite differences.
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazyapply import LazyApplyError, NotDifferentiableError, SpecError, lazy
+from lazyapply import NotDifferentiableError, SpecError, lazy
 
 from ._finite import central_differences
 
@@ -210,24 +211,6 @@ def test_numpy_scalar_beside_torch_numpy_array_is_still_mixed() -> None:
 
     with pytest.raises(MixedNamespaceError, match="NumPy scalars may go with any"):
         axpy(2.0, t, np.arange(4.0))
-
-
-# ------------------------------------------------------------ errors under jit
-def test_error_under_jit_names_the_kernel_and_the_fix() -> None:
-    @lazy(as_numpy=True)
-    def fails(x: Any) -> Any:
-        msg = "negative input"
-        raise ValueError(msg)
-
-    with pytest.raises(jax.errors.JaxRuntimeError) as info:
-        jax.jit(fails)(jnp.asarray(X)).block_until_ready()
-    # JAX 0.10 keeps only the text of a callback's exception, after XLA's header and
-    # the stack: the line the user reads under it is lazyapply's.
-    last = str(info.value).strip().splitlines()[-1]
-    assert last.startswith("LazyApplyError: fails (jax (traced)): ")
-    assert "ValueError: negative input" in last
-    assert "outside jax.jit" in last
-    assert issubclass(LazyApplyError, Exception)
 
 
 def test_vjp_defvjp_declares_the_second_order_rule() -> None:

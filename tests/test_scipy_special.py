@@ -31,7 +31,11 @@ jnp = jax.numpy
 
 from lazyapply import explain_native, lazy, lazy_apply  # noqa: E402
 
-CALLBACKS = ("xla_python_cpu_callback", "xla_ffi_python_cpu_callback")
+CALLBACKS = (
+    "xla_python_cpu_callback",
+    "xla_ffi_python_cpu_callback",
+    "lazyapply_host_callback",
+)
 
 
 def custom_calls(lowered_text: str) -> set[str]:

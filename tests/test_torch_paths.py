@@ -193,6 +193,29 @@ def test_non_contiguous_outputs_under_compile() -> None:
     np.testing.assert_allclose(got.numpy(), expected)
 
 
+@lazy(
+    as_numpy=True,
+    shape=lambda x: [(x.shape[0] - 1,)] * 2,
+    dtype=lambda x: [x.dtype] * 2,
+)
+def shifted_views(x: Any) -> Any:
+    return x[1:], x[:-1]  # views into the input, and into each other's memory
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
+def test_outputs_that_view_the_input_leave_it_intact_under_inductor() -> None:
+    # Inductor multiplies the op's output in place (a custom op's output is its
+    # own); a view of the input at an offset was not copied, so the caller's
+    # tensor was overwritten: a wrong value with no error.
+    x = torch.arange(5.0, dtype=torch.float64)
+    f = torch.compile(lambda a: [o * 2 for o in shifted_views(a)], fullgraph=True)
+    first, second = f(x)
+    np.testing.assert_array_equal(x.numpy(), np.arange(5.0))
+    np.testing.assert_array_equal(first.numpy(), np.arange(1.0, 5.0) * 2)
+    np.testing.assert_array_equal(second.numpy(), np.arange(4.0) * 2)
+
+
 # -------------------------------------------------------------------- one SpecError
 @lazy(as_numpy=True, shape=lambda x: 1 // 0)
 def raising_shape(x: Any) -> Any:
