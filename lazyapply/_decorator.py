@@ -295,6 +295,7 @@ def _short(value: Any) -> str:
 ShapeOption = Shape | Sequence[Shape] | Callable[..., Any] | None
 
 
+# The overloads repeat the options on purpose: a type checker reads each whole.
 @overload
 def lazy(
     func: Callable[P, R],

@@ -22,10 +22,9 @@ that needs a kernel run (a gradient rule, a custom op) asks for a prepared call:
 ``prepare_call(adapter, first, func, args, kwargs, spec, xp, deferred=...)``
     A :class:`PreparedCall` for one call: ``.run()`` runs it now (eager arrays),
     ``.defer()`` hands it to the adapter's deferral (traced or lazy arrays).
-``lazyapply._grad.vjp_call(spec, grads, outs, args, kwargs, positions, multi,
-adapter=, first=)``
-    The same for a declared vjp (cotangents of ``positions``, declared with their
-    arguments' shapes and dtypes); ``lazyapply._grad.jvp_call(...)`` for a jvp.
+``lazyapply._grad.vjp_spec(...)``, ``jvp_spec(...)``
+    The kernel and spec of a declared vjp (cotangents of ``positions``, declared
+    with their arguments' shapes and dtypes) or jvp, which the adapter prepares.
 
 The engine never names a backend: everything backend-specific is an adapter's answer.
 """

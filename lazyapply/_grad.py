@@ -10,28 +10,21 @@ declared: the same output check serves every backend (eager, Dask task, jit call
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad_kernels import JvpKernel, VjpKernel
 from lazyapply.spec import CallSpec, parse_output
 
-if TYPE_CHECKING:
-    from lazyapply._engine import PreparedCall
-    from lazyapply.adapters._base import Adapter
-
 __all__ = [
     "JvpKernel",
     "VjpFunction",
     "VjpKernel",
     "differentiable_positions",
-    "jvp_call",
     "jvp_spec",
-    "run_jvp",
     "run_spec",
     "run_vjp",
-    "vjp_call",
     "vjp_mode",
     "vjp_spec",
 ]
@@ -159,9 +152,9 @@ def run_vjp(
     """Run ``spec.vjp`` through the engine's entry point; the cotangents of
     ``positions``.
 
-    For ``f.vjp`` (an entry point). Code below the engine (gradient rules) uses
-    :func:`lazyapply._engine.vjp_call` instead. Extend with keyword-only
-    parameters only.
+    For ``f.vjp`` (an entry point). Code below the engine (gradient rules) takes
+    :func:`vjp_spec`'s kernel and spec to its adapter's ``prepare`` instead. Extend
+    with keyword-only parameters only.
     """
     if spec.vjp is None or not positions:
         return ()
@@ -199,7 +192,7 @@ def jvp_spec(
         hit, key = None, None
     if hit is not None:
         return hit  # type: ignore[no-any-return]
-    kernel = JvpKernel(spec.jvp, spec.name, multi, positions, len(args))
+    kernel = JvpKernel(spec.jvp, spec.name, len(outs), multi, positions, len(args))
     options = {
         **APPLY_DEFAULTS,
         "shape": shapes if multi else shapes[0],
@@ -222,24 +215,6 @@ def jvp_spec(
 
 
 _JVP_CALLS = bounded("grad: jvp kernels and specs", 256)
-
-
-def run_jvp(
-    spec: CallSpec,
-    tangents: tuple[Any, ...],
-    outs: tuple[Any, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    positions: tuple[int, ...],
-    multi: bool,
-) -> Any:
-    """Run ``spec.jvp`` through the engine's entry point: the output tangent(s).
-
-    ``tangents`` are those of ``positions``. Code below the engine uses
-    :func:`lazyapply._engine.jvp_call` instead.
-    """
-    kernel, jspec = jvp_spec(spec, outs, args, positions, multi)
-    return run_spec(kernel, (*tangents, *outs, *args), kwargs, jspec)
 
 
 class VjpFunction:
@@ -268,56 +243,3 @@ class VjpFunction:
         for i, c in zip(positions, picked, strict=True):
             full[i] = c
         return tuple(full)
-
-
-def vjp_call(
-    spec: CallSpec,
-    grads: tuple[Any, ...],
-    outs: tuple[Any, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    positions: tuple[int, ...],
-    multi: bool,
-    *,
-    adapter: Adapter,
-    first: Any,
-    xp: Any = None,
-    deferred: bool = False,
-) -> PreparedCall:
-    """The declared vjp of ``spec`` as a :class:`PreparedCall`.
-
-    Its outputs are the cotangents of ``positions`` (a tuple), each declared with
-    its argument's shape and dtype; its operands are ``(*grads, *outs, *args)``.
-    """
-    kernel, vspec = vjp_spec(spec, grads, outs, args, positions, multi)
-    operands = (*grads, *outs, *args)
-    from lazyapply._engine import prepare_call
-
-    return prepare_call(
-        adapter, first, kernel, operands, kwargs, vspec, xp, deferred=deferred
-    )
-
-
-def jvp_call(
-    spec: CallSpec,
-    tangents: tuple[Any, ...],
-    outs: tuple[Any, ...],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    positions: tuple[int, ...],
-    multi: bool,
-    *,
-    adapter: Adapter,
-    first: Any,
-    xp: Any = None,
-    deferred: bool = False,
-) -> PreparedCall:
-    """The declared jvp of ``spec`` as a :class:`PreparedCall` (outputs shaped like
-    ``outs``; operands ``(*tangents, *outs, *args)``)."""
-    kernel, jspec = jvp_spec(spec, outs, args, positions, multi)
-    operands = (*tangents, *outs, *args)
-    from lazyapply._engine import prepare_call
-
-    return prepare_call(
-        adapter, first, kernel, operands, kwargs, jspec, xp, deferred=deferred
-    )

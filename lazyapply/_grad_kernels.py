@@ -4,7 +4,8 @@ The engine calls a kernel on positional operands and checks declared outputs. A
 vjp is ``vjp(grad_out, out, *args, **kwargs)`` returning one cotangent per positional
 argument, ``None`` for some: :class:`VjpKernel` takes ``(*grads, *outs, *args)`` and
 returns only the cotangents of the differentiable arguments, so that their shapes
-and dtypes can be declared. :class:`JvpKernel` does the same for a jvp. Both pickle
+and dtypes can be declared. :class:`JvpKernel` does the same for a jvp and
+:class:`VjpOfVjp` for a vjp's own vjp, over one base, ``_FlatRule``. All pickle
 (Dask tasks run them on worker processes).
 """
 
@@ -53,26 +54,33 @@ def eager_rule(rule: Any) -> Any:
     return rule.eager if isinstance(getattr(rule, "spec", None), CallSpec) else rule
 
 
-class VjpKernel:
-    """``vjp`` called on flattened operands; returns the picked cotangents (a tuple).
+class _FlatRule:
+    """What the rules below share: the user's ``rule``, the kernel's ``name``, its
+    number of outputs, ``multi`` (a tuple of outputs), the differentiable argument
+    ``positions`` and the number of positional arguments; pickling by these fields
+    (Dask tasks run the rules on worker processes) and the name of the rule.
 
-    Picklable (Dask tasks run it on worker processes).
+    ``call`` is what runs: for a vjp given as a lazy function (it declares its own
+    vjp, for second derivatives) its kernel, called on the converted arrays. The
+    lazy function itself is kept in ``rule`` and pickled: its kernel pickles by a
+    name that finds the lazy function, not the kernel.
     """
 
-    __slots__ = ("multi", "n_args", "n_out", "name", "positions", "vjp")
+    __slots__ = ("call", "multi", "n_args", "n_out", "name", "positions", "rule")
+    _suffix = "_vjp"
+    _eager = True
 
     def __init__(
         self,
-        vjp: Callable[..., Any],
+        rule: Callable[..., Any],
         name: str,
         n_out: int,
         multi: bool,
         positions: tuple[int, ...],
         n_args: int,
     ) -> None:
-        # A vjp given as a lazy function (it declares its own vjp, for second
-        # derivatives) is called here on the converted arrays: its kernel.
-        self.vjp = eager_rule(vjp)
+        self.rule = rule
+        self.call = eager_rule(rule) if self._eager else rule
         self.name = name
         self.n_out = n_out
         self.multi = multi
@@ -80,28 +88,31 @@ class VjpKernel:
         self.n_args = n_args
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            VjpKernel,
-            (
-                self.vjp,
-                self.name,
-                self.n_out,
-                self.multi,
-                self.positions,
-                self.n_args,
-            ),
-        )
+        fields = (self.rule, self.name, self.n_out, self.multi, self.positions)
+        return (type(self), (*fields, self.n_args))
 
     @property
     def __name__(self) -> str:  # task names and messages
-        return f"{self.name}_vjp"
+        return f"{self.name}{self._suffix}"
+
+    def _packed(self, values: tuple[Any, ...]) -> Any:
+        """Outputs (or their cotangents) as the user's rule sees them."""
+        return tuple(values) if self.multi else values[0]
+
+    def _split(self, flat: tuple[Any, ...]) -> tuple[Any, Any, tuple[Any, ...]]:
+        """``(*grads, *outs, *args)`` -> ``(g, out, args)``."""
+        n = self.n_out
+        return self._packed(flat[:n]), self._packed(flat[n : 2 * n]), flat[2 * n :]
+
+
+class VjpKernel(_FlatRule):
+    """``vjp`` called on flattened operands; returns the picked cotangents (a tuple)."""
+
+    __slots__ = ()
 
     def __call__(self, *flat: Any, **kwargs: Any) -> tuple[Any, ...]:
-        n = self.n_out
-        grads, outs, args = flat[:n], flat[n : 2 * n], flat[2 * n :]
-        g = tuple(grads) if self.multi else grads[0]
-        out = tuple(outs) if self.multi else outs[0]
-        cts = self.vjp(g, out, *args, **kwargs)
+        g, out, args = self._split(flat)
+        cts = self.call(g, out, *args, **kwargs)
         if self.n_args == 1 and not isinstance(cts, (tuple, list)):
             cts = (cts,)
         if not isinstance(cts, (tuple, list)) or len(cts) != self.n_args:
@@ -124,49 +135,28 @@ class VjpKernel:
         return picked
 
 
-class JvpKernel:
-    """``jvp`` called on flattened operands ``(*tangents, *args)``; returns outputs.
+class JvpKernel(_FlatRule):
+    """``jvp`` called on flattened operands ``(*tangents, *outs, *args)``; returns
+    outputs.
 
     ``tangents`` holds the tangents of ``positions`` only; the kernel gets one per
-    positional argument, ``None`` elsewhere. Picklable, like :class:`VjpKernel`.
+    positional argument, ``None`` elsewhere.
     """
 
-    __slots__ = ("jvp", "multi", "n_args", "name", "positions")
-
-    def __init__(
-        self,
-        jvp: Callable[..., Any],
-        name: str,
-        multi: bool,
-        positions: tuple[int, ...],
-        n_args: int,
-    ) -> None:
-        self.jvp = jvp
-        self.name = name
-        self.multi = multi
-        self.positions = positions
-        self.n_args = n_args
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        state = (self.jvp, self.name, self.multi, self.positions, self.n_args)
-        return (JvpKernel, state)
-
-    @property
-    def __name__(self) -> str:  # task names and messages
-        return f"{self.name}_jvp"
+    __slots__ = ()
+    _suffix = "_jvp"
+    _eager = False  # a lazy jvp runs as a lazy function
 
     def __call__(self, *flat: Any, **kwargs: Any) -> Any:
         n = len(self.positions)
         tangents: list[Any] = [None] * self.n_args
         for i, t in zip(self.positions, flat[:n], strict=True):
             tangents[i] = t
-        rest = flat[n:]
-        n_out = len(rest) - self.n_args
-        out = tuple(rest[:n_out]) if self.multi else rest[0]
-        return self.jvp(tuple(tangents), out, *rest[n_out:], **kwargs)
+        outs, args = flat[n : n + self.n_out], flat[n + self.n_out :]
+        return self.call(tuple(tangents), self._packed(outs), *args, **kwargs)
 
 
-class VjpOfVjp:
+class VjpOfVjp(_FlatRule):
     """The second-order rule of a vjp kernel, in :class:`VjpKernel`'s flat convention.
 
     The vjp runs as ``VjpKernel(*grads, *outs, *args) -> picked cotangents``; its own
@@ -176,49 +166,20 @@ class VjpOfVjp:
     ``own(gg, cts, g, out, *args)`` sees them as full tuples (``None`` for arguments
     without a cotangent) and returns one cotangent per argument of the vjp,
     ``(g, out, *args)``, flattened back here (a zero for a floating-point operand
-    the rule says ``None`` for). Picklable, like :class:`VjpKernel`.
+    the rule says ``None`` for).
     """
 
-    __slots__ = ("multi", "n_args", "n_out", "name", "own", "positions")
-
-    def __init__(
-        self,
-        own: Callable[..., Any],
-        name: str,
-        n_out: int,
-        multi: bool,
-        positions: tuple[int, ...],
-        n_args: int,
-    ) -> None:
-        self.own = own
-        self.name = name
-        self.n_out = n_out
-        self.multi = multi
-        self.positions = positions
-        self.n_args = n_args
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        state = (self.own, self.name, self.n_out, self.multi, self.positions)
-        return (VjpOfVjp, (*state, self.n_args))
-
-    @property
-    def __name__(self) -> str:
-        return f"{self.name}_vjp"
+    __slots__ = ()
 
     def __call__(self, gg: Any, cts: Any, *flat: Any, **kwargs: Any) -> tuple[Any, ...]:
         from array_api_compat import array_namespace
 
-        n = self.n_out
-        grads, outs, args = flat[:n], flat[n : 2 * n], flat[2 * n :]
+        g, out, args = self._split(flat)
         full_gg: list[Any] = [None] * self.n_args
         full_ct: list[Any] = [None] * self.n_args
         for i, a, b in zip(self.positions, gg, cts, strict=True):
             full_gg[i], full_ct[i] = a, b
-        g = tuple(grads) if self.multi else grads[0]
-        out = tuple(outs) if self.multi else outs[0]
-        got = eager_rule(self.own)(
-            tuple(full_gg), tuple(full_ct), g, out, *args, **kwargs
-        )
+        got = self.call(tuple(full_gg), tuple(full_ct), g, out, *args, **kwargs)
         if not isinstance(got, (tuple, list)) or len(got) != 2 + self.n_args:
             msg = (
                 f"{self.__name__}: the vjp's vjp must return one cotangent per "

@@ -21,6 +21,7 @@ __all__ = ["lazy_apply"]
 P = ParamSpec("P")
 
 
+# The overloads repeat the options on purpose: a type checker reads each whole.
 @overload
 def lazy_apply(
     func: Callable[..., Any],

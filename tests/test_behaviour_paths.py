@@ -10,15 +10,15 @@ during the call (``Path.call``).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import array_api_compat
 import numpy as np
 import pytest
 
-from lazyapply.testing import Backend
+from lazyapply.testing import PATHS, Backend
 from tests._path_case import PathCase, assert_close
+from tests._statics import PYTHON_VALUES, VALUES, code
 
 numba = pytest.importorskip("numba", reason="numba is not installed")
 njit = numba.njit
@@ -105,20 +105,8 @@ def test_several_outputs(path: PathCase, declared: str) -> None:
 
 
 # ------------------------------------------------------------------ static arguments
-#: Equal to each other in pairs, yet different: a cache keyed by == mixes them up.
-STATICS = [0.0, -0.0, 1, 1.0, True, np.float32(1), (1, 2), (1.0, 2.0)]
-
-
-def _marker(s: Any) -> float:
-    """A number that tells equal-but-different values apart."""
-    if isinstance(s, tuple):
-        return 10.0 * sum(_marker(v) for v in s)
-    code = {bool: 3.0, int: 1.0, float: 2.0}.get(type(s), 4.0)  # np.float32: 4
-    return code * math.copysign(1.0, float(s))
-
-
 def tagged(x: Any, *, s: Any) -> Any:
-    return x * _marker(s)
+    return x * code(s)
 
 
 @njit
@@ -127,23 +115,24 @@ def tagged_nb(x: Any, s: Any) -> Any:
 
 
 def tagged_vjp(g: Any, out: Any, x: Any, *, s: Any) -> tuple[Any]:
-    return (g * _marker(s),)
+    return (g * code(s),)
 
 
-@pytest.mark.xfail_path(
-    "torch compile",
-    reason="a NumPy scalar static (np.float32(1)) after Python numbers breaks the "
-    "graph "
-    "(Dynamo passes it as a tensor of unknown value: assume_constant_result argument "
-    "conversion failed); Python numbers pass as 0-d operands now",
-)
+def _statics(path: PathCase) -> list[Any]:
+    if path.path.name == "jax jit native":
+        # The native path takes Python bool/int/float statics; the others take the
+        # callback path, documented, and are covered there.
+        return [s for s in VALUES if type(s) in (bool, int, float)]
+    if path.path.name == "torch compile":
+        return PYTHON_VALUES  # NumPy scalars: the strict xfail below
+    return VALUES
+
+
 def test_equal_but_different_static_arguments(path: PathCase) -> None:
     """Every value gives its own result, called one after the other (caches warm)."""
     native = path.path.name == "jax jit native"
     kernel = path.declare(tagged, numba=tagged_nb, vjp=tagged_vjp)
-    # The native path takes Python bool/int/float statics; the others take the
-    # callback path, documented, and are covered there.
-    values = [s for s in STATICS if not native or type(s) in (bool, int, float)]
+    values = _statics(path)
     outs = [path.run(kernel, X, s=s) for s in values]
     eager = tagged_nb.py_func if native else tagged
     expected = [path.path.expected((eager(X, s=s),))[0] for s in values]
@@ -156,6 +145,28 @@ def test_equal_but_different_static_arguments(path: PathCase) -> None:
     for s, out, want in zip(values, outs, expected, strict=True):
         got = path.backend.values_or_skip(out)
         assert_close(got, want, f"{path}, s={s!r}")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="torch compile: a NumPy scalar static (np.float32(1)) after Python numbers "
+    "breaks the graph (Dynamo passes it as a tensor of unknown value: "
+    "assume_constant_result argument conversion failed); Python numbers pass as 0-d "
+    "operands now",
+)
+def test_numpy_scalar_statics_under_torch_compile() -> None:
+    pytest.importorskip("torch", reason="torch is not installed")
+    import torch
+
+    path = PathCase(next(p for p in PATHS if p.name == "torch compile"), Backend.TORCH)
+    kernel = path.declare(tagged, vjp=tagged_vjp)
+    try:
+        for s in (1.0, np.float32(1), np.float64(1)):
+            (got,) = path.values(path.run(kernel, X, s=s))
+            assert_close(got, tagged(X, s=s), f"{path}, s={s!r}")
+    finally:
+        torch._dynamo.reset()
 
 
 # ------------------------------------------------------------------ errors

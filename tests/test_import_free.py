@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests._python import run_python
 
 _BACKENDS = ("dask", "jax", "torch", "cupy", "sparse", "array_api_strict")
 
@@ -36,18 +36,18 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_numpy_kernel_imports_no_backend() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+def _imported(script: str) -> set[str]:
+    """The top-level modules imported by ``script`` in a new interpreter (its last
+    line prints them)."""
+    proc = run_python("-c", script, timeout=120)
     modules = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
     assert "lazyapply" in modules
+    return modules
+
+
+@pytest.mark.slow
+def test_numpy_kernel_imports_no_backend() -> None:
+    modules = _imported(_SCRIPT)
     assert "numpy" in modules
     imported = sorted(modules.intersection(_BACKENDS))
     assert imported == [], f"lazyapply imported {imported}"
@@ -73,15 +73,6 @@ _TESTING_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_testing_module_imports_no_backend() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", _TESTING_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    modules = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
-    assert "lazyapply" in modules
+    modules = _imported(_TESTING_SCRIPT)
     imported = sorted(modules.intersection((*_BACKENDS, "pytest")))
     assert imported == [], f"lazyapply.testing imported {imported}"

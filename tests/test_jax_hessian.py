@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazyapply import NotDifferentiableError, lazy
+from lazyapply import NotDifferentiableError, explain_native, lazy
+
+from ._finite import central_differences
 
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")
@@ -23,16 +25,6 @@ from jax.test_util import check_grads  # noqa: E402
 
 X = np.asarray([0.3, -1.2, 2.0, 0.7])
 Y = np.asarray([1.5, 0.5, -0.4, 2.0])
-
-
-def _fd_hessian(grad: Any, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    """Central differences of a NumPy gradient (float64)."""
-    cols = []
-    for i in range(x.size):
-        d = np.zeros_like(x)
-        d[i] = eps
-        cols.append((grad(x + d) - grad(x - d)) / (2 * eps))
-    return np.stack(cols, axis=1)
 
 
 # ------------------------------------------------------------ x * y**2 (NumPy)
@@ -65,13 +57,24 @@ def _xy2_hessian_x(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.diag(-np.sin(x * y**2) * y**4)
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_hessian_of_a_numpy_kernel_with_two_arguments(jit: bool) -> None:
-    hess = jax.hessian(_xy2_loss)
-    hess = jax.jit(hess) if jit else hess
-    got = hess(jnp.asarray(X), jnp.asarray(Y))
+def _hessian(f: Any, how: str, **options: Any) -> Any:
+    """``jax.hessian`` of ``f`` eagerly, under ``jax.jit`` (``jit(hessian(f))``,
+    where the trace sees the derivative) or of a jitted ``f`` (``hessian(jit(f))``,
+    where the kernel is staged before JAX knows which mode will differentiate it)."""
+    if how == "jit inside":
+        return jax.hessian(jax.jit(f), **options)
+    hess = jax.hessian(f, **options)
+    return jax.jit(hess) if how == "jit outside" else hess
+
+
+HOW = ["eager", "jit outside", "jit inside"]
+
+
+@pytest.mark.parametrize("how", HOW)
+def test_hessian_of_a_numpy_kernel_with_two_arguments(how: str) -> None:
+    got = _hessian(_xy2_loss, how)(jnp.asarray(X), jnp.asarray(Y))
     np.testing.assert_allclose(got, _xy2_hessian_x(X, Y), rtol=1e-5, atol=1e-6)
-    both = jax.hessian(_xy2_loss, argnums=(0, 1))(jnp.asarray(X), jnp.asarray(Y))
+    both = _hessian(_xy2_loss, how, argnums=(0, 1))(jnp.asarray(X), jnp.asarray(Y))
     dyy = np.diag(2 * X * np.cos(X * Y**2) - np.sin(X * Y**2) * (2 * X * Y) ** 2)
     np.testing.assert_allclose(both[1][1], dyy, rtol=1e-5, atol=1e-6)
 
@@ -80,23 +83,34 @@ def test_forward_over_reverse_and_reverse_over_forward_agree() -> None:
     x, y = jnp.asarray(X), jnp.asarray(Y)
     f = lambda a: _xy2_loss(a, y)  # noqa: E731
     expected = _xy2_hessian_x(X, Y)
-    for hess in (jax.jacfwd(jax.jacrev(f)), jax.jacrev(jax.jacfwd(f))):
-        np.testing.assert_allclose(jax.jit(hess)(x), expected, rtol=1e-5, atol=1e-6)
-    check_grads(f, (x,), order=2, modes=["fwd", "rev"])
+    jf = jax.jit(f)
+    for hess in (
+        jax.jit(jax.jacfwd(jax.jacrev(f))),
+        jax.jit(jax.jacrev(jax.jacfwd(f))),
+        jax.jacfwd(jax.jacrev(jf)),
+        jax.jacrev(jax.jacfwd(jf)),
+        jax.jacfwd(jax.jit(jax.jacrev(f))),
+        jax.jacrev(jax.jit(jax.jacfwd(f))),
+    ):
+        np.testing.assert_allclose(hess(x), expected, rtol=1e-5, atol=1e-6)
+    for g in (f, jf):
+        check_grads(g, (x,), order=2, modes=["fwd", "rev"])
     check_grads(_xy2_loss, (x, y), order=2, modes=["fwd", "rev"])
+    check_grads(jax.jit(_xy2_loss), (x, y), order=2, modes=["fwd", "rev"])
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_jvp_and_linearize_from_the_vjp(jit: bool) -> None:
+@pytest.mark.parametrize("how", HOW)
+def test_jvp_and_linearize_from_the_vjp(how: str) -> None:
     x, y = jnp.asarray(X), jnp.asarray(Y)
     t = jnp.asarray([1.0, -2.0, 0.5, 3.0])
+    kernel = jax.jit(xy2) if how == "jit inside" else xy2
 
     def both(a: Any, b: Any, v: Any) -> Any:
-        _, jvp_t = jax.jvp(lambda c: xy2(c, b), (a,), (v,))
-        _, lin = jax.linearize(lambda c: xy2(c, b), a)
-        return jvp_t, lin(v)
+        _, jvp_t = jax.jvp(lambda c: kernel(c, b), (a,), (v,))
+        _, lin = jax.linearize(lambda c: kernel(c, b), a)
+        return jvp_t, lin(v), jax.jacfwd(lambda c: kernel(c, b))(a) @ v
 
-    run = jax.jit(both) if jit else both
+    run = jax.jit(both) if how == "jit outside" else both
     for got in run(x, y, t):
         np.testing.assert_allclose(got, Y**2 * np.asarray(t), rtol=1e-6)
 
@@ -127,17 +141,19 @@ def _spread_np_grad(x: np.ndarray) -> np.ndarray:
     return 2 * (out * np.sum(x**2) + 2 * x * np.dot(out, x))
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_hessian_of_a_whole_array_kernel(jit: bool) -> None:
+@pytest.mark.parametrize("how", HOW)
+def test_hessian_of_a_whole_array_kernel(how: str) -> None:
     def loss(a: Any) -> Any:
         return jnp.sum(spread(a) ** 2)
 
-    hess = jax.jit(jax.hessian(loss)) if jit else jax.hessian(loss)
-    got = np.asarray(hess(jnp.asarray(X)))
+    got = np.asarray(_hessian(loss, how)(jnp.asarray(X)))
     expected = jax.hessian(lambda a: jnp.sum((a * jnp.sum(a**2)) ** 2))(jnp.asarray(X))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
-    np.testing.assert_allclose(got, _fd_hessian(_spread_np_grad, X), rtol=1e-4)
-    check_grads(loss, (jnp.asarray(X),), order=2, modes=["fwd", "rev"])
+    np.testing.assert_allclose(
+        got, central_differences(_spread_np_grad, X, 1e-5), rtol=1e-4
+    )
+    f = jax.jit(loss) if how == "jit inside" else loss
+    check_grads(f, (jnp.asarray(X),), order=2, modes=["fwd", "rev"])
 
 
 # ------------------------------------------------------------ Numba
@@ -165,9 +181,13 @@ def test_hessian_of_a_numba_kernel() -> None:
         return x * np.sin(x)
 
     loss = lambda a: jnp.sum(xsin(a))  # noqa: E731
-    got = jax.jit(jax.hessian(loss))(jnp.asarray(X))
-    np.testing.assert_allclose(got, np.diag(2 * np.cos(X) - X * np.sin(X)), rtol=1e-6)
-    check_grads(loss, (jnp.asarray(X),), order=2, modes=["fwd", "rev"])
+    expected = np.diag(2 * np.cos(X) - X * np.sin(X))
+    for how in HOW:
+        got = _hessian(loss, how)(jnp.asarray(X))
+        np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=how)
+    assert explain_native(xsin.__wrapped__).startswith("native")
+    for f in (loss, jax.jit(loss)):
+        check_grads(f, (jnp.asarray(X),), order=2, modes=["fwd", "rev"])
 
 
 # ------------------------------------------------------------ SciPy special
@@ -196,6 +216,7 @@ def test_newton_step_with_the_hessian_of_a_scipy_special_loss() -> None:
     np.testing.assert_allclose(special.digamma(np.asarray(theta)), c, rtol=1e-5)
     trigamma = np.diag(special.polygamma(1, np.asarray(theta)))
     np.testing.assert_allclose(hess(theta), trigamma, rtol=1e-5)
+    np.testing.assert_allclose(jax.hessian(jax.jit(loss))(theta), trigamma, rtol=1e-5)
     check_grads(loss, (theta,), order=2, modes=["fwd", "rev"], atol=1e-2, rtol=1e-2)
 
 
@@ -215,3 +236,70 @@ def test_hessian_without_the_vjps_own_vjp_names_what_to_declare() -> None:
     with pytest.raises(NotDifferentiableError, match=r"vjp of cube has no vjp") as info:
         jax.hessian(lambda a: cube(a).sum())(x)
     assert "@cube.vjp.defvjp" in str(info.value)
+
+
+def test_hessian_of_a_jitted_function_without_the_vjps_own_vjp() -> None:
+    @lazy(as_numpy=True, elementwise=True)
+    def cube(x: Any) -> Any:
+        return x**3
+
+    @cube.defvjp
+    def _cube_vjp(g: Any, out: Any, x: Any) -> Any:
+        return (3 * x**2 * g,)
+
+    x = jnp.asarray(X)
+    loss = jax.jit(lambda a: cube(a).sum())
+    np.testing.assert_allclose(jax.grad(loss)(x), 3 * X**2, rtol=1e-6)
+    np.testing.assert_allclose(jax.jacfwd(loss)(x), 3 * X**2, rtol=1e-6)
+    with pytest.raises(NotDifferentiableError, match=r"vjp of cube has no vjp") as info:
+        jax.hessian(loss)(x)
+    assert "@cube.vjp.defvjp" in str(info.value)
+
+
+# ------------------------------------------------------------ which rule runs
+def test_reverse_mode_of_a_jitted_function_calls_the_vjp_once() -> None:
+    """``grad(jit(f))`` of a whole-array kernel: the primal and one vjp call, on
+    the unbatched shapes, as with ``jit(grad(f))`` (no Jacobian is materialised)."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+
+    @lazy(as_numpy=True)
+    def spread_vjp(g: Any, out: Any, x: Any) -> Any:
+        seen.append(("vjp", g.shape))
+        return (g * np.sum(x**2) + 2 * x * np.dot(g, x),)
+
+    @lazy(as_numpy=True, vjp=spread_vjp)
+    def spread_counted(x: Any) -> Any:
+        seen.append(("f", x.shape))
+        return x * np.sum(x**2)
+
+    def loss(a: Any) -> Any:
+        return jnp.sum(spread_counted(a) ** 2)
+
+    for grad in (jax.grad(jax.jit(loss)), jax.jit(jax.grad(jax.jit(loss)))):
+        seen.clear()
+        np.testing.assert_allclose(grad(jnp.asarray(X)), _spread_np_grad(X), rtol=1e-5)
+        assert seen == [("f", (4,)), ("vjp", (4,))]
+
+
+def test_jitted_function_with_a_declared_jvp_and_vjp_uses_each() -> None:
+    seen: list[str] = []
+
+    def cube_vjp(g: Any, out: Any, x: Any) -> Any:
+        seen.append("vjp")
+        return (3 * x**2 * g,)
+
+    def cube_jvp(t: Any, out: Any, x: Any) -> Any:
+        seen.append("jvp")
+        return 3 * x**2 * t[0]  # one tangent per float argument
+
+    cube = lazy(as_numpy=True, elementwise=True, vjp=cube_vjp, jvp=cube_jvp)(
+        lambda x: x**3
+    )
+    x, t = jnp.asarray(X), jnp.asarray(Y)
+    f = jax.jit(cube)
+    _, got = jax.jvp(f, (x,), (t,))
+    np.testing.assert_allclose(got, 3 * X**2 * Y, rtol=1e-6)
+    assert seen == ["jvp"]
+    seen.clear()
+    np.testing.assert_allclose(jax.grad(lambda a: f(a).sum())(x), 3 * X**2, rtol=1e-6)
+    assert seen == ["vjp"]

@@ -23,12 +23,8 @@ pytestmark = pytest.mark.slow  # one subprocess on 4 CPU devices, compiles inclu
 
 _SCRIPT = textwrap.dedent(
     """
-    import numpy as np, numba, jax, jax.numpy as jnp
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-    from lazyapply import lazy_apply
-    from lazyapply.adapters.jax.native import explain_native
+    import numba
 
-    assert jax.device_count() == 4
     seen = []
 
     def np_sin(x):
@@ -53,7 +49,7 @@ _SCRIPT = textwrap.dedent(
     host = np.arange(16, dtype=np.float32).reshape(8, 2)
 
     def check(kernel, mesh, opts, expected, label):
-        x = jax.device_put(jnp.asarray(host), NamedSharding(mesh, P("d")))
+        x = put(host, mesh, P("d"))
         f = jax.jit(lambda a: lazy_apply(kernel, a, as_numpy=True, **opts))
         out = f(x)
         np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
@@ -76,8 +72,7 @@ _SCRIPT = textwrap.dedent(
     # A replicated row beside a sharded operand, first (Explicit mesh): broadcast,
     # then one call per shard; the row's replicated sharding does not decide.
     mesh = jax.make_mesh((4,), ("d",), axis_types=(AxisType.Explicit,))
-    x = jax.device_put(jnp.asarray(host), NamedSharding(mesh, P("d")))
-    row = jax.device_put(jnp.asarray(host[0]), NamedSharding(mesh, P()))
+    x, row = put(host, mesh, P("d")), put(host[0], mesh, P())
     seen.clear()
     f = jax.jit(lambda r, a: lazy_apply(np_add, r, a, as_numpy=True, elementwise=True))
     np.testing.assert_allclose(np.asarray(f(row, x)), host[0] + host, rtol=1e-6)
@@ -92,7 +87,7 @@ _SCRIPT = textwrap.dedent(
 
     mesh2 = jax.make_mesh((2, 2), ("a", "b"), axis_types=(AxisType.Explicit,) * 2)
     wide = np.arange(32, dtype=np.float32).reshape(8, 4)
-    x = jax.device_put(jnp.asarray(wide), NamedSharding(mesh2, P("a", "b")))
+    x = put(wide, mesh2, P("a", "b"))
     seen.clear()
     f = jax.jit(lambda a: lazy_apply(np_norm, a, as_numpy=True, signature="(n)->()"))
     out = f(x)
@@ -101,14 +96,13 @@ _SCRIPT = textwrap.dedent(
 
     # vmap of a partitioned native call (custom_partitioning has no batching rule of
     # its own: the batch is one more loop dimension, partitioned anew).
-    x = jax.device_put(jnp.asarray(host), NamedSharding(meshes_auto, P("d")))
+    x = put(host, meshes_auto, P("d"))
     f = jax.jit(jax.vmap(lambda a: lazy_apply(nb_sin, a, as_numpy=True)))
     np.testing.assert_allclose(np.asarray(f(x)), np.sin(host), rtol=1e-6)
     print("native-vmap", "all-gather" in f.lower(x).compile().as_text())
 
     # Eager: a NumPy result shaped like a sharded input keeps its sharding.
-    mesh1 = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
-    x = jax.device_put(jnp.asarray(host), NamedSharding(mesh1, P("d")))
+    x = put(host, line, P("d"))
     out = lazy_apply(np.sin, x, as_numpy=True)
     np.testing.assert_allclose(np.asarray(out), np.sin(host), rtol=1e-6)
     print("eager-kept", out.sharding.is_equivalent_to(x.sharding, out.ndim))

@@ -1,5 +1,6 @@
 """JAX without surprises: static keys, immutable inputs, gradients on every input JAX
-accepts, second derivatives, mixed NumPy arguments and errors under ``jax.jit``.
+accepts, second derivatives and mixed NumPy arguments (errors under ``jax.jit``:
+test_jax_errors.py).
 
 Every case runs eagerly and under ``jax.jit`` (the callback path), and values are
 compared with the same kernel on NumPy; gradients with NumPy's finite differences.
@@ -12,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lazyapply import LazyApplyError, NotDifferentiableError, SpecError, lazy
+from lazyapply import NotDifferentiableError, SpecError, lazy
+
+from ._finite import central_differences
 
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")
@@ -25,44 +28,10 @@ def _modes(f: Any) -> list[Any]:
     return [f, jax.jit(f)]
 
 
-def _fd(f: Any, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central finite differences of a scalar NumPy function (float64)."""
-    out = np.empty_like(x)
-    for i in range(x.size):
-        d = np.zeros_like(x)
-        d[i] = eps
-        out[i] = (f(x + d) - f(x - d)) / (2 * eps)
-    return out
-
-
 # ------------------------------------------------------------ static-argument keys
-@lazy(as_numpy=True, elementwise=True)
-def signed(x: Any, s: Any) -> Any:
-    """``copysign`` of a static scalar, and the repr of a static tuple baked in."""
-    scale = np.copysign(1.0, s) if np.isscalar(s) else len(repr(s))
-    return (x * x * scale).astype(x.dtype)
-
-
-@signed.defvjp
-def _signed_vjp(g: Any, out: Any, x: Any, s: Any) -> Any:
-    scale = np.copysign(1.0, s) if np.isscalar(s) else len(repr(s))
-    return ((2 * x * g * scale).astype(x.dtype), None)
-
-
-@pytest.mark.parametrize("pair", [(0.0, -0.0), ((1, 2), (1.0, 2.0)), (1, 1.0)])
-@pytest.mark.parametrize("how", ["value", "grad"])
-def test_equal_statics_get_their_own_rule(pair: tuple[Any, Any], how: str) -> None:
-    x = jnp.asarray(X, jnp.float32)
-    for s in pair:  # the second value compares equal to the first
-        expected_value = signed.eager(np.asarray(X, np.float32), s)
-        expected_grad = _signed_vjp(np.ones(4, np.float32), None, X, s)[0]
-        if how == "value":
-            got = jax.jit(lambda a, s=s: signed(a, s))(x)
-            np.testing.assert_allclose(got, expected_value, rtol=1e-6)
-        else:
-            grad = jax.grad(lambda a, s=s: signed(a, s).sum())
-            for g in _modes(grad):
-                np.testing.assert_allclose(g(x), expected_grad, rtol=1e-6)
+# Equal-but-different static arguments (0.0/-0.0, 1/1.0/True, tuples, NaN, NumPy
+# scalars), positional or keyword, through jax.jit and jax.grad eager and under jit:
+# tests/test_static_key.py and the path matrix. The native path: below.
 
 
 # ------------------------------------------------------------ immutable inputs
@@ -105,7 +74,7 @@ def _cube_loss(x: np.ndarray) -> float:
 @pytest.mark.parametrize("how", ["grad", "vjp", "jvp", "jacfwd", "jacrev", "linearize"])
 def test_eager_derivatives_of_numpy_inputs(how: str) -> None:
     x = X.astype(np.float32)  # a NumPy array, as check_grads and users pass
-    expected = _fd(_cube_loss, X)
+    expected = central_differences(_cube_loss, X)
     if how == "grad":
         got = jax.grad(lambda a: cube(a).sum())(x)
     elif how == "vjp":
@@ -242,24 +211,6 @@ def test_numpy_scalar_beside_torch_numpy_array_is_still_mixed() -> None:
 
     with pytest.raises(MixedNamespaceError, match="NumPy scalars may go with any"):
         axpy(2.0, t, np.arange(4.0))
-
-
-# ------------------------------------------------------------ errors under jit
-def test_error_under_jit_names_the_kernel_and_the_fix() -> None:
-    @lazy(as_numpy=True)
-    def fails(x: Any) -> Any:
-        msg = "negative input"
-        raise ValueError(msg)
-
-    with pytest.raises(jax.errors.JaxRuntimeError) as info:
-        jax.jit(fails)(jnp.asarray(X)).block_until_ready()
-    # JAX 0.10 keeps only the text of a callback's exception, after XLA's header and
-    # the stack: the line the user reads under it is lazyapply's.
-    last = str(info.value).strip().splitlines()[-1]
-    assert last.startswith("LazyApplyError: fails (jax (traced)): ")
-    assert "ValueError: negative input" in last
-    assert "outside jax.jit" in last
-    assert issubclass(LazyApplyError, Exception)
 
 
 def test_vjp_defvjp_declares_the_second_order_rule() -> None:

@@ -420,72 +420,66 @@ def _expect_output_error(backend: Backend, call: Any, x: Any, *fragments: str) -
         assert fragment in text, (fragment, text)
 
 
-def test_wrong_declared_shape(backend: Backend) -> None:
-    x = _arange(backend)
-    _expect_output_error(
-        backend,
-        lambda a: lazy_apply(_identity, a, shape=(5,), dtype="float32", strict=True),
-        x,
-        "_identity",
-        "output 0",
-        "shape (6,)",
-        "expected (5,)",
-        "shape=",
-    )
+def _identity(a: Any) -> Any:
+    return a
 
 
-def test_wrong_declared_ndim(backend: Backend) -> None:
-    x = _arange(backend)
-    _expect_output_error(
-        backend,
-        lambda a: lazy_apply(_identity, a, shape=(6, 1), dtype="float32", strict=True),
-        x,
-        "output 0",
-        "expected (6, 1)",
-    )
+def _head(a: Any) -> Any:
+    return a[:2]
 
 
-def test_wrong_declared_dtype(backend: Backend) -> None:
-    x = _arange(backend)
-    _expect_output_error(
-        backend,
-        lambda a: lazy_apply(_identity, a, shape=(6,), dtype="int32", strict=True),
-        x,
-        "_identity",
-        "output 0",
-        "float32, expected",
-        "int32;",
-        "dtype=",
-    )
+def _two(u: Any) -> Any:
+    return u, u[:2]
 
 
-def test_wrong_second_output(backend: Backend) -> None:
-    x = _arange(backend)
-    _expect_output_error(
-        backend,
-        lambda a: lazy_apply(
-            lambda u: (u, u[:2]),
-            a,
-            shape=[(6,), (3,)],
-            dtype=["float32"] * 2,
-            strict=True,
+def _three(u: Any) -> Any:
+    return u, u, u
+
+
+_STRICT = {"strict": True}
+
+
+@pytest.mark.parametrize(
+    ("kernel", "options", "fragments"),
+    [
+        pytest.param(
+            _identity,
+            {"shape": (5,), "dtype": "float32", **_STRICT},
+            ("_identity", "output 0", "shape (6,)", "expected (5,)", "shape="),
+            id="shape",
         ),
-        x,
-        "output 1",
-        "shape (2,)",
-        "expected (3,)",
-    )
-
-
-def test_wrong_number_of_outputs(backend: Backend) -> None:
+        pytest.param(
+            _identity,
+            {"shape": (6, 1), "dtype": "float32", **_STRICT},
+            ("output 0", "expected (6, 1)"),
+            id="ndim",
+        ),
+        pytest.param(
+            _identity,
+            {"shape": (6,), "dtype": "int32", **_STRICT},
+            ("_identity", "output 0", "float32, expected", "int32;", "dtype="),
+            id="dtype",
+        ),
+        pytest.param(
+            _two,
+            {"shape": [(6,), (3,)], "dtype": ["float32"] * 2, **_STRICT},
+            ("output 1", "shape (2,)", "expected (3,)"),
+            id="second output",
+        ),
+        pytest.param(
+            _three,
+            {"shape": [(6,), (6,)], "dtype": ["float32"] * 2},
+            ("declared with 2 outputs but returned 3",),
+            id="number of outputs",
+        ),
+    ],
+)
+def test_wrong_declared_output(
+    backend: Backend, kernel: Any, options: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
     x = _arange(backend)
     _expect_output_error(
-        backend,
-        lambda a: lazy_apply(
-            lambda u: (u, u, u), a, shape=[(6,), (6,)], dtype=["float32"] * 2
-        ),
-        x,
-        "declared with 2 outputs but returned 3",
+        backend, lambda a: lazy_apply(kernel, a, **options), x, *fragments
     )
 
 
@@ -567,11 +561,3 @@ def _mul(a: Any, b: Any) -> Any:
 
 def _and(a: Any, b: Any) -> Any:
     return a & b
-
-
-def _identity(a: Any) -> Any:
-    return a
-
-
-def _head(a: Any) -> Any:
-    return a[:2]

@@ -495,6 +495,8 @@ def test_call_time_errors() -> None:
         lazy_apply(mk.smooth0, a, depth=(1, 1, 1))
     with pytest.raises(SpecError, match=r"smooth0: depth names axis 5"):
         lazy_apply(mk.smooth0, a, depth={5: 1})
+    with pytest.raises(SpecError, match=r"smooth0: boundary names axis -3 .* 2 dim"):
+        lazy_apply(mk.smooth0, a, depth=1, boundary={-3: 0.0})
     with pytest.raises(SpecError, match=r"core dimension of fixed size 3 is 6"):
         lazy_apply(mk.dot_last, a, a, signature="(3),(3)->()")
 

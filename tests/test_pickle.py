@@ -8,17 +8,12 @@ Each case runs a real script in a subprocess, since only a script has a ``__main
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import lazyapply
-
-_ROOT = str(Path(lazyapply.__file__).resolve().parents[1])
+from tests._python import run_python
 
 _SCRIPT = """
 import multiprocessing
@@ -82,22 +77,18 @@ if __name__ == "__main__":
 """
 
 
+def _run_script(tmp_path: Path, text: str, *args: str) -> list[str]:
+    """Run ``text`` as a script (its own ``__main__``) with this checkout on the
+    path; its stdout's lines."""
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    return run_python(str(script), *args, cwd=tmp_path, timeout=180).stdout.splitlines()
+
+
 @pytest.mark.slow
 def test_lazy_functions_of_a_script_pickle(tmp_path: Path) -> None:
     pytest.importorskip("cloudpickle")
-    script = tmp_path / "script.py"
-    script.write_text(_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": _ROOT},
-        cwd=tmp_path,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.splitlines() == [
+    assert _run_script(tmp_path, _SCRIPT) == [
         "bound [3.0, 3.0] True",
         "spawn [2.0, 2.0] [5.0, 5.0]",
         "foreign LazyFunction [2.0, 2.0]",
@@ -147,19 +138,25 @@ def test_lazy_functions_of_a_script_run_on_dask_workers(
     dask_cluster: Any, tmp_path: Path
 ) -> None:
     pytest.importorskip("cloudpickle")
-    script = tmp_path / "cluster_script.py"
-    script.write_text(_CLUSTER_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script), dask_cluster.scheduler_address],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": _ROOT},
-        cwd=tmp_path,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.splitlines()[-1] == (
+    lines = _run_script(tmp_path, _CLUSTER_SCRIPT, dask_cluster.scheduler_address)
+    assert lines[-1] == (
         "[0.0, 2.0, 4.0, 6.0] [0.0, 3.0, 6.0, 9.0] [0.0, 4.0, 8.0, 12.0] "
         "[0.0, 5.0, 10.0, 15.0]"
     )
+
+
+def test_a_vjp_kernel_pickles_its_lazy_vjp_by_reference() -> None:
+    # A vjp kernel runs a lazy vjp's kernel but pickles the lazy function: plain
+    # pickle refuses the kernel itself (its name finds the lazy function).
+    import pickle
+
+    import numpy as np
+
+    from lazyapply._grad_kernels import VjpKernel
+
+    from . import kernels
+
+    rule = VjpKernel(kernels.square.spec.vjp, "square", 1, False, (0,), 1)
+    copy = pickle.loads(pickle.dumps(rule))
+    x = np.linspace(0.1, 1.0, 6)
+    np.testing.assert_allclose(copy(np.ones(6), x * x, x)[0], 2 * x)

@@ -15,7 +15,6 @@ A path that fails because its owner's work has not landed is marked
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,32 +26,7 @@ import pytest
 from lazyapply import lazy
 from lazyapply.spec._static import Unkeyable, static_key
 
-#: Pairs (and more) that ``==`` confuses; every one must give its own result.
-VALUES: list[Any] = [
-    0.0,
-    -0.0,
-    1,
-    1.0,
-    True,
-    math.nan,
-    (1, 2),
-    (1.0, 2.0),
-    np.float32(1),
-    np.float64(1),
-]
-_PYTHON_VALUES = [v for v in VALUES if not isinstance(v, np.generic)]
-_TYPE_CODES = {"int": 1, "float": 2, "bool": 3, "float32": 4, "float64": 5}
-
-
-def code(s: Any) -> float:
-    """A number that differs for every value of :data:`VALUES` (types, signs, NaN)."""
-    items = s if isinstance(s, tuple) else (s,)
-    c = 100.0 * len(items) + (50.0 if isinstance(s, tuple) else 0.0)
-    for v in items:
-        c = 10 * c + _TYPE_CODES[type(v).__name__]
-        c += 0.5 if math.copysign(1.0, float(v)) < 0 else 0.0
-        c += 0.25 if math.isnan(float(v)) else 0.0625 * abs(float(v))
-    return c
+from ._statics import PYTHON_VALUES, VALUES, code
 
 
 def tag(x: Any, s: Any = 0.0) -> Any:
@@ -60,8 +34,9 @@ def tag(x: Any, s: Any = 0.0) -> Any:
     return x * code(s)
 
 
-def tag_vjp(g: Any, out: Any, x: Any, s: Any = 0.0) -> Any:
-    return (g * code(s),)
+def tag_vjp(g: Any, out: Any, x: Any, *positional: Any, s: Any = 0.0) -> Any:
+    """The gradient of :func:`tag`; ``s`` passed positionally gets no cotangent."""
+    return (g * code(positional[0] if positional else s), *[None] * len(positional))
 
 
 def expected(s: Any) -> np.ndarray:
@@ -78,42 +53,6 @@ class Path:
     marks: tuple[Any, ...] = ()
 
 
-def _eager(convert: Callable[[np.ndarray], Any], **options: Any) -> Any:
-    f = lazy(tag, **options)
-
-    def run(values: list[Any]) -> list[np.ndarray]:
-        x = convert(np.ones(4))
-        return [np.asarray(f(x, s=s)) for s in values]
-
-    return run
-
-
-def _numpy() -> Any:
-    return _eager(lambda a: a)
-
-
-def _torch_eager(values: list[Any]) -> list[np.ndarray]:
-    torch = pytest.importorskip("torch")
-    return _eager(torch.asarray)(values)
-
-
-def _jax_eager(values: list[Any]) -> list[np.ndarray]:
-    jnp = pytest.importorskip("jax.numpy")
-    return _eager(jnp.asarray)(values)
-
-
-def _dask(**options: Any) -> Callable[[list[Any]], list[np.ndarray]]:
-    def run(values: list[Any]) -> list[np.ndarray]:
-        dask = pytest.importorskip("dask")
-        da = pytest.importorskip("dask.array")
-        f = lazy(tag, **options)
-        x = da.from_array(np.ones(4), chunks=2)
-        # One graph: tasks with one token would be one task.
-        return [np.asarray(r) for r in dask.compute(*[f(x, s=s) for s in values])]
-
-    return run
-
-
 def _dask_positional(values: list[Any]) -> list[np.ndarray]:
     dask = pytest.importorskip("dask")
     da = pytest.importorskip("dask.array")
@@ -122,11 +61,25 @@ def _dask_positional(values: list[Any]) -> list[np.ndarray]:
     return [np.asarray(r) for r in dask.compute(*[f(x, s) for s in values])]
 
 
-def _jit(values: list[Any]) -> list[np.ndarray]:
+def _jax_positional(values: list[Any]) -> list[np.ndarray]:
     jax = pytest.importorskip("jax")
-    f = lazy(tag)
+    f = lazy(tag, as_numpy=True, elementwise=True)
     x = jax.numpy.ones(4)
-    return [np.asarray(jax.jit(functools.partial(f, s=s))(x)) for s in values]
+    return [np.asarray(jax.jit(lambda a, s=s: f(a, s))(x)) for s in values]
+
+
+def _jax_grad_positional(jit: bool) -> Callable[[list[Any]], list[np.ndarray]]:
+    def run(values: list[Any]) -> list[np.ndarray]:
+        jax = pytest.importorskip("jax")
+        f = lazy(tag, as_numpy=True, elementwise=True, vjp=tag_vjp)
+        x = jax.numpy.ones(4)
+        out = []
+        for s in values:
+            grad = jax.grad(lambda a, s=s: f(a, s).sum())
+            out.append(np.asarray((jax.jit(grad) if jit else grad)(x)))
+        return out
+
+    return run
 
 
 def _jit_vjp(values: list[Any]) -> list[np.ndarray]:
@@ -169,34 +122,54 @@ def _x64() -> bool:
     return bool(jax.config.jax_enable_x64)
 
 
-def _torch_compile(values: list[Any]) -> list[np.ndarray]:
-    torch = pytest.importorskip("torch")
-    f = lazy(tag)
-    x = torch.ones(4, dtype=torch.float64)
-    out = []
-    for s in values:
-        # Dynamo's own cache guards a float default by ==, so that -0.0 would reuse
-        # the graph of 0.0 before lazyapply is even asked: start it afresh (lazyapply's
-        # own call sites and ops stay, and are what this checks).
-        torch._dynamo.reset()
-        compiled = torch.compile(lambda t, s=s: f(t, s=s), backend="eager")
-        out.append(compiled(x).numpy())
-    return out
+def _call(f: Any, positional: bool) -> Callable[..., Any]:
+    """``f`` with ``s`` as its second positional argument or as a keyword."""
+    return lambda t, s: f(t, s) if positional else f(t, s=s)
 
 
-def _torch_export(values: list[Any]) -> list[np.ndarray]:
-    torch = pytest.importorskip("torch")
-    f = lazy(tag)
-    x = torch.ones(4, dtype=torch.float64)
-    out = []
-    for s in values:
+def _torch_compile(
+    *, positional: bool = False, fullgraph: bool = False, **options: Any
+) -> Callable[[list[Any]], list[np.ndarray]]:
+    def run(values: list[Any]) -> list[np.ndarray]:
+        torch = pytest.importorskip("torch")
+        call = _call(lazy(tag, **options), positional)
+        x = torch.ones(4, dtype=torch.float64)
+        # A whole graph traces the op's fake implementation and autograd rule as
+        # Inductor would (aot_eager); the other way breaks the graph at the call.
+        backend = "aot_eager" if fullgraph else "eager"
+        out = []
+        for s in values:
+            # Dynamo's own cache guards a float default by ==, so that -0.0 would
+            # reuse the graph of 0.0 before lazyapply is even asked: start it afresh
+            # (lazyapply's own call sites and ops stay, and are what this checks).
+            torch._dynamo.reset()
+            compiled = torch.compile(
+                lambda t, s=s: call(t, s), fullgraph=fullgraph, backend=backend
+            )
+            out.append(compiled(x).numpy())
+        return out
 
-        class M(torch.nn.Module):
-            def forward(self, t: Any, s: Any = s) -> Any:
-                return f(t, s=s)
+    return run
 
-        out.append(torch.export.export(M(), (x,)).module()(x).numpy())
-    return out
+
+def _torch_export(
+    *, positional: bool = False, **options: Any
+) -> Callable[[list[Any]], list[np.ndarray]]:
+    def run(values: list[Any]) -> list[np.ndarray]:
+        torch = pytest.importorskip("torch")
+        call = _call(lazy(tag, **options), positional)
+        x = torch.ones(4, dtype=torch.float64)
+        out = []
+        for s in values:
+
+            class M(torch.nn.Module):
+                def forward(self, t: Any, s: Any = s) -> Any:
+                    return call(t, s)
+
+            out.append(torch.export.export(M(), (x,)).module()(x).numpy())
+        return out
+
+    return run
 
 
 def _torch_grad(values: list[Any]) -> list[np.ndarray]:
@@ -210,6 +183,10 @@ def _torch_grad(values: list[Any]) -> list[np.ndarray]:
     return out
 
 
+_ELEMENTWISE = {"as_numpy": True, "elementwise": True}
+_CALLABLES = {"as_numpy": True, "shape": lambda x, s: x.shape, "dtype": "float64"}
+
+
 def _owner(helper: str, what: str) -> Any:
     return pytest.mark.xfail(
         strict=True,
@@ -217,17 +194,16 @@ def _owner(helper: str, what: str) -> Any:
     )
 
 
+# Eager calls, every Dask mode, jax.jit's callback and native paths, jax.vmap,
+# torch autograd's forward, torch.vmap and torch.compile with these values as keywords:
+# the path matrix (test_equal_but_different_static_arguments in
+# tests/test_behaviour_paths.py). Here: the paths and ways of passing it lacks.
 PATHS = [
-    Path("numpy", _numpy()),
-    Path("torch eager", _torch_eager),
-    Path("jax eager", _jax_eager),
-    Path("dask", _dask()),
-    # Positional Python scalars and tuples of numbers (NumPy scalars beside a Dask
-    # array are a mixed call for now: detection's, the JAX helper's part).
-    Path("dask positional", _dask_positional, values=_PYTHON_VALUES),
-    Path("dask elementwise", _dask(elementwise=True)),
-    Path("jax.jit callback", _jit),
+    Path("dask positional", _dask_positional),
+    Path("jax.jit positional", _jax_positional),
     Path("jax.grad under jit", _jit_vjp),
+    Path("jax.grad positional", _jax_grad_positional(jit=False)),
+    Path("jax.grad positional under jit", _jax_grad_positional(jit=True)),
     Path(
         "jax.jit native",
         _jit_native,
@@ -235,8 +211,29 @@ PATHS = [
         marks=(pytest.mark.slow,),
     ),
     Path("torch autograd", _torch_grad),
-    Path("torch.compile", _torch_compile, marks=(pytest.mark.slow,)),
-    Path("torch.export", _torch_export, marks=(pytest.mark.slow,)),
+    Path("torch.compile", _torch_compile(), marks=(pytest.mark.slow,)),
+    Path("torch.export", _torch_export(), marks=(pytest.mark.slow,)),
+    # Positional, whole graph: Python numbers reach the op as 0-d operands. (A
+    # NumPy scalar breaks such a graph: test_numpy_scalar_statics_under_torch_compile
+    # in tests/test_behaviour_paths.py, a strict xfail.)
+    Path(
+        "torch.compile positional",
+        _torch_compile(positional=True, fullgraph=True, **_ELEMENTWISE),
+        values=PYTHON_VALUES,
+        marks=(pytest.mark.slow,),
+    ),
+    # Shape and dtype callables keep the numbers static (in the op's call site).
+    Path(
+        "torch.compile positional, callables",
+        _torch_compile(positional=True, fullgraph=True, **_CALLABLES),
+        values=PYTHON_VALUES,
+        marks=(pytest.mark.slow,),
+    ),
+    Path(
+        "torch.export positional, callables",
+        _torch_export(positional=True, **_CALLABLES),
+        marks=(pytest.mark.slow,),
+    ),
 ]
 
 

@@ -2,7 +2,8 @@
 
 - No module under ``lazyapply/adapters`` imports the engine's entry point ``run``:
   code below the engine runs a kernel through a prepared call
-  (``lazyapply._engine.prepare_call``, ``lazyapply._grad.vjp_call``/``jvp_call``).
+  (``lazyapply._engine.prepare_call``, or ``lazyapply._grad.vjp_spec``/``jvp_spec``
+  prepared by the adapter).
 - ``intercept`` (torch's path around the engine) is gone.
 - Import circles (module level and function level alike) stay at most one.
 - Modules stay within their size budget.
@@ -51,7 +52,7 @@ def _param(module: str) -> object:
     owner = _RUN_FROM_BELOW.get(module)
     marks = ()
     if owner is not None:
-        reason = f"{owner} helper: gradient code switches to lazyapply._grad.vjp_call"
+        reason = f"{owner} helper: gradient code switches to a prepared call"
         marks = (pytest.mark.xfail(strict=True, reason=reason),)
     return pytest.param(module, id=module.removeprefix("lazyapply."), marks=marks)
 

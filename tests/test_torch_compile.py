@@ -117,16 +117,17 @@ def test_export_module() -> None:
 
 def test_opcheck_generated_op() -> None:
     x, y = _xy()
-    op = prepare_op(sin_scale.eager, sin_scale.spec)
+    op = prepare_op(sin_scale.eager, sin_scale.spec, 2)
     site = site_of(("<lazyapply tensor argument>",) * 2, {"scale": 3.0})
-    torch.library.opcheck(op, ([x, y.requires_grad_()], site))
+    torch.library.opcheck(op, (x, y.requires_grad_(), site))
     assert op._qualname.startswith("lazyapply::")
 
 
 def test_op_names_are_unique_per_kernel_and_spec() -> None:
-    a = prepare_op(positives.eager, positives.spec)
-    b = prepare_op(unknown_size.eager, unknown_size.spec)
-    assert a is prepare_op(positives.eager, positives.spec)
+    a = prepare_op(positives.eager, positives.spec, 1)
+    b = prepare_op(unknown_size.eager, unknown_size.spec, 1)
+    assert a is prepare_op(positives.eager, positives.spec, 1)
+    assert a is not prepare_op(positives.eager, positives.spec, 2)
     assert a._qualname != b._qualname
     assert "positives" in a._qualname
 

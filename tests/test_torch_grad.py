@@ -92,3 +92,29 @@ def test_torch_kernel_without_vjp_is_differentiated_by_torch() -> None:
     x, _ = _inputs()
     lazy_apply(torch.sin, x).sum().backward()
     torch.testing.assert_close(x.grad, torch.cos(x))
+
+
+def test_argument_order_keys_the_checked_call() -> None:
+    """``f(t, 2.0)`` then ``f(2.0, t)`` with autograd: each call is checked against
+    its own declared metadata (the checked call was once shared, keyed on the
+    static arguments without their positions, and the second call's wrong
+    declaration passed unnoticed)."""
+    import numpy as np
+
+    from lazyapply import KernelOutputError, lazy
+
+    @lazy(as_numpy=True, shape=lambda a, b: np.shape(a))
+    def first_shape(a, b):
+        return a - b
+
+    @first_shape.defvjp
+    def _(g, out, a, b):
+        return g, -g
+
+    t = torch.arange(3.0, dtype=torch.float64, requires_grad=True)
+    out = first_shape(t, 2.0)
+    out.sum().backward()
+    np.testing.assert_array_equal(out.detach().numpy(), np.arange(3.0) - 2.0)
+    np.testing.assert_array_equal(t.grad.numpy(), np.ones(3))
+    with pytest.raises(KernelOutputError, match=r"shape \(3,\), expected \(\)"):
+        first_shape(2.0, t)  # declared () (the shape of 2.0): the kernel gives (3,)

@@ -21,6 +21,7 @@ special = pytest.importorskip("scipy.special", reason="scipy is not installed")
 
 from lazyapply import NotDifferentiableError, lazy  # noqa: E402
 
+from ._finite import central_differences  # noqa: E402
 from .torch_kernels import cython_ffill, erf, nograd, polar, sin_scale  # noqa: E402
 
 func = torch.func
@@ -28,17 +29,6 @@ func = torch.func
 
 def _x(n: int = 6, lo: float = 0.2, hi: float = 1.4) -> Any:
     return torch.linspace(lo, hi, n, dtype=torch.float64)
-
-
-def _fd(f: Callable[[np.ndarray], float], x: np.ndarray, eps: float = 1e-6) -> Any:
-    """Central finite differences of a scalar NumPy function."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += eps
-        down[i] -= eps
-        grad[i] = (f(up) - f(down)) / (2 * eps)
-    return grad
 
 
 def _close(got: Any, want: Any, rtol: float = 1e-7) -> None:
@@ -57,7 +47,7 @@ def test_grad_vjp_and_jacrev_of_a_numba_kernel_with_a_static_keyword() -> None:
     _close(gx, 3 * np.cos(xn) * yn)
     _close(gy, 3 * np.sin(xn))
     eager = sin_scale.eager
-    _close(gx, _fd(lambda a: eager(a, yn, 3.0).sum(), xn), rtol=1e-6)
+    _close(gx, central_differences(lambda a: eager(a, yn, 3.0).sum(), xn), rtol=1e-6)
     w = torch.arange(6.0, dtype=torch.float64)
     out, pull = func.vjp(lambda a: sin_scale(a, y, scale=3.0), x)
     _close(out, eager(xn, yn, 3.0))
@@ -79,7 +69,7 @@ def test_grad_and_jacrev_of_scipy_erf(kernel: Any) -> None:
     _close(func.grad(lambda a: kernel(a).sum())(x), want)
     _close(
         func.grad(lambda a: kernel(a).sum())(x),
-        _fd(lambda a: special.erf(a).sum(), xn),
+        central_differences(lambda a: special.erf(a).sum(), xn),
         1e-6,
     )
     _close(func.jacrev(kernel)(x), np.diag(want))
@@ -98,7 +88,7 @@ def test_grad_of_two_outputs() -> None:
     eager = polar.eager
     _close(
         func.grad(loss)(x),
-        _fd(lambda a: (2 * eager(a)[0] + eager(a)[1]).sum(), xn),
+        central_differences(lambda a: (2 * eager(a)[0] + eager(a)[1]).sum(), xn),
         1e-6,
     )
     jc, js = func.jacrev(polar)(x)
@@ -189,7 +179,7 @@ def test_whole_array_cython_kernel_per_batch_element() -> None:
     w = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=torch.float64)
     got = func.vmap(func.grad(lambda t: (kernel(t) * w).sum()))(stack)
     for s, g in zip(stack.numpy(), got, strict=True):
-        fd = _fd(lambda a: np.nansum(ffill.eager(a) * w.numpy()), s)
+        fd = central_differences(lambda a: np.nansum(ffill.eager(a) * w.numpy()), s)
         _close(
             np.where(np.isnan(s), 0.0, g.numpy()), np.where(np.isnan(s), 0.0, fd), 1e-6
         )
@@ -255,7 +245,9 @@ def test_second_order_under_torch_func(kernel: Any) -> None:
     _close(func.grad(lambda a: func.grad(loss)(a).sum())(x), want)
     _close(func.jacrev(func.jacrev(loss))(x), np.diag(want))
     first = kernel.vjp  # its finite differences: the Hessian's diagonal
-    fd = _fd(lambda a: first(np.ones_like(a), kernel.eager(a), a)[0].sum(), xn)
+    fd = central_differences(
+        lambda a: first(np.ones_like(a), kernel.eager(a), a)[0].sum(), xn
+    )
     _close(want, fd, 1e-6)
     m = torch.stack([x, x + 0.5])
     got = func.vmap(func.jacrev(func.jacrev(loss)))(m)

@@ -83,14 +83,19 @@ class Depth:
             return dict(enumerate(self.per_axis))
         out = dict.fromkeys(range(ndim), self.every)
         for axis, d in self.by_axis or ():
-            if not -ndim <= axis < ndim:
-                msg = (
-                    f"{name}: depth names axis {axis} but the arrays have {ndim} "
-                    f"dimension(s); use an axis in [{-ndim}, {ndim - 1}]"
-                )
-                raise SpecError(msg)
-            out[axis % ndim] = d
+            out[_axis(axis, ndim, "depth", name)] = d
         return out
+
+
+def _axis(axis: int, ndim: int, option: str, name: str) -> int:
+    """``axis`` of an ``option`` dict (depth, boundary) as an index below ``ndim``."""
+    if not -ndim <= axis < ndim:
+        msg = (
+            f"{name}: {option} names axis {axis} but the arrays have {ndim} "
+            f"dimension(s); use an axis in [{-ndim}, {ndim - 1}]"
+        )
+        raise SpecError(msg)
+    return axis % ndim
 
 
 def _int(value: object, what: str, name: str) -> int:
@@ -137,13 +142,7 @@ def boundary_for_ndim(boundary: Any, ndim: int, name: str) -> dict[int, Any]:
     if isinstance(boundary, tuple):  # ((axis, value), ...) from a dict
         out: dict[int, Any] = dict.fromkeys(range(ndim), "none")
         for axis, value in boundary:
-            if not -ndim <= axis < ndim:
-                msg = (
-                    f"{name}: boundary names axis {axis} but the arrays have {ndim} "
-                    f"dimension(s); use an axis in [{-ndim}, {ndim - 1}]"
-                )
-                raise SpecError(msg)
-            out[axis % ndim] = value
+            out[_axis(axis, ndim, "boundary", name)] = value
         return out
     return dict.fromkeys(range(ndim), "none" if boundary is None else boundary)
 

@@ -119,8 +119,8 @@ class JaxAdapter(Adapter):
         """The kernel's stager: its stagings, one per argument signature."""
         name = spec.name or kernel_name(func)
         hint = (
-            f"{name}: cannot differentiate a kernel that lazyapply runs as a host "
-            "callback (jax.pure_callback has no derivative). Declare its "
+            f"{name}: JAX cannot differentiate a kernel that lazyapply runs as a "
+            "host callback. Declare its "
             f"derivative: @{name}.defvjp (jax.grad, jax.vjp) and/or @{name}.defjvp "
             "(jax.jvp, jax.jacfwd), or lazy(..., vjp=..., jvp=...); or apply "
             "jax.lax.stop_gradient to its inputs"

@@ -22,7 +22,13 @@ if TYPE_CHECKING:
     from lazyapply._call import KernelCall
     from lazyapply._check import OutputCheck
 
-__all__ = ["Callback", "guard_flat_writes", "readonly_inputs"]
+__all__ = [
+    "Callback",
+    "error_text",
+    "guard_flat_writes",
+    "kernel_raised",
+    "readonly_inputs",
+]
 
 
 def readonly_inputs(args: tuple[Any, ...], types: tuple[type, ...]) -> tuple[Any, ...]:
@@ -98,18 +104,26 @@ class Callback:
         except LazyApplyError:
             raise
         except Exception as exc:
-            # XLA turns this into a JaxRuntimeError whose text ends with this line:
-            # jaxlib 0.10 formats it as "CpuCallback error calling callback: " and
-            # nanobind's error_what (the thread's whole stack, then "Type: message"),
-            # keeping neither the exception nor its notes. The stack is printed
-            # whenever the exception has a traceback, which it always has once it
-            # leaves JAX's Python wrappers (pure_callback_impl, _wrapped_callback),
-            # so this line cannot come first: make it name the kernel and the way
-            # to the kernel's own traceback.
-            first = (str(exc).strip().splitlines() or [""])[0]
-            msg = (
-                f"{call.name} (jax (traced)): the kernel raised "
-                f"{type(exc).__name__}: {first}. Call it outside jax.jit (on "
-                "concrete arrays) to see its own traceback"
-            )
-            raise LazyApplyError(msg) from exc
+            raise LazyApplyError(kernel_raised(call.where(), exc)) from exc
+
+
+def error_text(exc: LazyApplyError) -> str:
+    """The text of a lazyapply error raised in compiled code (JAX keeps only text):
+    the message, and the class when it says more than the base class."""
+    if type(exc) is LazyApplyError:
+        return str(exc)
+    return f"{exc} [lazyapply.{type(exc).__name__}]"
+
+
+def kernel_raised(where: str, exc: BaseException) -> str:
+    """The message of a kernel's exception under ``jax.jit`` (callback and native).
+
+    JAX keeps only the text of an error raised in compiled code, not the exception
+    or its notes or traceback: this text leads with the kernel, its exception's
+    first line, and how to see the kernel's own traceback.
+    """
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return (
+        f"{where}: the kernel raised {type(exc).__name__}: {first}. Call it "
+        "outside jax.jit (on concrete arrays) to see its own traceback"
+    )

@@ -15,19 +15,17 @@ differentiable again, so ``jax.grad(jax.grad(f))`` and ``jax.jacrev(jax.jacrev(f
 work; without one, the error names the declaration to add.
 
 JAX does not allow one function to carry both ``custom_vjp`` and ``custom_jvp``, and a
-``pure_callback`` has no transpose, so reverse mode cannot be derived from a declared
+host callback has no transpose, so reverse mode cannot be derived from a declared
 jvp. Forward mode can be derived from a vjp (:func:`._forward.jvp_from_vjp`: ``J t``
 read off ``J^T``, in ``jnp`` arithmetic that JAX transposes and differentiates again),
 which gives ``jax.jvp``, ``jax.linearize`` and, with the vjp's own vjp,
-``jax.hessian``. Both rules are built, and the call picks one from the
-transformation that is tracing it (:func:`._forward.forward_mode`): reverse mode
-always gets the declared vjp itself.
-
-``jax.custom_derivatives.linear_call`` (a tangent with the vjp as its transpose)
-would spare the materialised Jacobian of non-elementwise kernels in forward mode,
-but it does not serve ``jax.hessian``: its JVP rule asserts that its residuals
-(here the kernel's inputs) have zero tangents, and it has no batching rule
-(``jacrev``/``jacfwd`` vmap), see jax/_src/custom_derivatives.py.
+``jax.hessian``. The call picks a rule from the transformation that is tracing it
+(:func:`._forward.forward_mode`): reverse mode always gets the declared vjp itself,
+forward mode the declared jvp or the one read off the vjp. Inside ``jax.jit`` the
+mode is not known yet (``jax.grad(jax.jit(f))``, ``jax.hessian(jax.jit(f))``): the
+call is a ``custom_jvp`` whose tangent is a linear call whose transpose is the vjp
+(:func:`._forward.either_mode`, :mod:`._linear`), so reverse mode still calls the
+vjp once and forward mode works too.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad import jvp_spec, vjp_spec
 from lazyapply._grad_kernels import VjpOfVjp, own_vjp, second_order_hint
-from lazyapply.adapters.jax._forward import forward_mode, jvp_from_vjp
+from lazyapply.adapters.jax._forward import either_mode, forward_mode, jvp_from_vjp
 from lazyapply.adapters.jax._stage import Decision, Route, Stager, Staging
 from lazyapply.spec._build import derive_spec
 
@@ -106,6 +104,10 @@ class _Rules:
         elif spec.vjp is not None:  # forward mode from the vjp (jax.hessian)
             self.by_jvp = jax.custom_jvp(self.primal)
             self.by_jvp.defjvp(self.jvp_from_vjp)
+        self.by_either: Any = None
+        if spec.vjp is not None:  # inside jax.jit, for a mode not known yet
+            self.by_either = jax.custom_jvp(self.primal)
+            self.by_either.defjvp(self.either_mode)
 
     def args(self, operands: tuple[Any, ...]) -> tuple[Any, ...]:
         args = list(self.statics)
@@ -123,8 +125,8 @@ class _Rules:
     def staged(self, *operands: Any) -> Any:
         """Call the rule that the tracing transformation needs."""
         forward = forward_mode(operands)
-        if forward is None:  # no derivative asked for here: either rule will do
-            return (self.by_vjp or self.by_jvp)(*operands)
+        if forward is None:  # not known here (inside jax.jit): a rule for both modes
+            return (self.by_either or self.by_jvp)(*operands)
         rule = self.by_jvp if forward else self.by_vjp
         if rule is None:  # forward mode always has a rule (from the vjp if need be)
             name = self.name
@@ -186,18 +188,28 @@ class _Rules:
         import jax.numpy as jnp
 
         out = self.staged(*primals)  # the rules: an outer derivative uses them
-        args = self.args(primals)
-        outs = out if self.multi else (out,)
         by_pos = dict(zip(self.positions, tangents, strict=True))
         picked = tuple(jnp.asarray(by_pos[i]) for i in self.floats)
+        return out, self.declared_jvp(primals, out, picked)
+
+    def declared_jvp(
+        self, primals: tuple[Any, ...], out: Any, picked: tuple[Any, ...]
+    ) -> Any:
+        """The declared jvp kernel on the float operands' tangents ``picked``."""
+        args = self.args(primals)
+        outs = out if self.multi else (out,)
         stager = self._jvp_stager(outs, args)
-        t_out = self.adapter.stage_kernel(stager, (*picked, *outs, *args), self.kwargs)
-        return out, t_out
+        return self.adapter.stage_kernel(stager, (*picked, *outs, *args), self.kwargs)
 
     def jvp_from_vjp(
         self, primals: tuple[Any, ...], tangents: tuple[Any, ...]
     ) -> tuple[Any, Any]:
         return jvp_from_vjp(self, primals, tangents)
+
+    def either_mode(
+        self, primals: tuple[Any, ...], tangents: tuple[Any, ...]
+    ) -> tuple[Any, Any]:
+        return either_mode(self, primals, tangents)
 
     def _jvp_stager(self, outs: tuple[Any, ...], args: tuple[Any, ...]) -> Stager:
         found = getattr(self, "jvp_stager", None)

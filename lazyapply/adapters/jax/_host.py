@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from lazyapply._check import OutputCheck
 from lazyapply._errors import KernelOutputError, LazyApplyError
+from lazyapply.adapters.jax._callback import error_text
 
 if TYPE_CHECKING:
     from lazyapply.adapters.jax._callback import Callback
@@ -72,6 +73,9 @@ class HostEntry:
             self.key = key
             _ENTRIES[key] = self
 
+    def __repr__(self) -> str:  # how jaxprs print it
+        return f"<lazyapply host callback of {self.callback.call.name}>"
+
     def run(self, frame: int) -> None:
         """Call the kernel on the frame's operands; write its results."""
         import numpy as np
@@ -98,11 +102,20 @@ class HostEntry:
         for a in ins:
             a.flags.writeable = False
         value = self.callback(*ins, check=check)
+        for out, v in zip(outs, self.checked(value, outs), strict=True):
+            np.copyto(out, v, casting="unsafe")  # only canonical casts get here
+
+    def checked(self, value: Any, outs: Any) -> list[Any]:
+        """The kernel's results as NumPy arrays with the shapes and (canonical)
+        dtypes of ``outs``, else :class:`~lazyapply.KernelOutputError`."""
+        import numpy as np
+
         values = tuple(value) if self.multi else (value,)
         where = self.callback.call.where()
         if len(values) != len(outs):
             msg = f"{where}: returned {len(values)} outputs, expected {len(outs)}"
             raise KernelOutputError(msg)
+        arrays = []
         for k, (out, given) in enumerate(zip(outs, values, strict=True)):
             v = np.asarray(given)
             if v.shape != out.shape or _canonical(v.dtype) != out.dtype:
@@ -111,7 +124,8 @@ class HostEntry:
                     f"{out.dtype}{list(out.shape)}"
                 )
                 raise KernelOutputError(msg)
-            np.copyto(out, v, casting="unsafe")  # only canonical casts get here
+            arrays.append(v)
+        return arrays
 
 
 def host_call(entry: HostEntry, extents: Any, *ops: Any) -> Any:
@@ -165,7 +179,7 @@ def _handle(frame: int) -> int:
         try:
             _entry(frame).run(frame)
         except LazyApplyError as exc:
-            return _error(frame, str(exc))
+            return _error(frame, error_text(exc))
         except BaseException as exc:
             return _error(frame, f"{type(exc).__name__}: {exc}")
         return 0

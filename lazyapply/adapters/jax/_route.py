@@ -1,8 +1,9 @@
 """The staging of a call without derivatives: native, per shard, or a host callback.
 
 Chosen once per signature (see :mod:`._stage`): the native path when the kernel
-compiles for it (:func:`~.native.native_decision`), else ``jax.pure_callback`` of the
-one :class:`~lazyapply._call.KernelCall`; either runs once per shard when the
+compiles for it (:func:`~.native.native_decision`), else a host callback of the
+one :class:`~lazyapply._call.KernelCall` (:mod:`._hostcall`: lazyapply's FFI target
+on one CPU device, ``jax.pure_callback`` elsewhere); either runs once per shard when the
 operands are sharded along loop dimensions (:func:`~._shard.per_shard`); a padded
 shard's kernel sees only its real elements (:func:`_native_shard`).
 Wrapped in a ``custom_jvp`` whose rule says which derivative to declare.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lazyapply._errors import SpecError
 from lazyapply.adapters.jax._callback import Callback
 from lazyapply.adapters.jax._host import HostEntry
+from lazyapply.adapters.jax._hostcall import host_callback
 from lazyapply.adapters.jax._shard import (
     in_shard,
     padded_shard,
@@ -93,7 +95,9 @@ def plain_staging(
         fn = functools.partial(partitioned_callback, entry)
     else:
         method = "broadcast_all" if batched else "sequential"
-        fn = functools.partial(_pure_callback, callback, result, method)
+        dtypes = tuple(a.dtype for a in arrays)
+        found = host_callback(callback, dtypes, result, method)
+        fn = found or functools.partial(_pure_callback, callback, result, method)
     local = functools.partial(adapter.stage_local, stager, args, positions, call.kwargs)
     sharded = None
     if not layout.declared[0] and loop is not None:

@@ -54,6 +54,9 @@ class TorchAdapter(Adapter):
         self._dynamo_compiling = torch.compiler.is_dynamo_compiling
         self._compiler = torch.compiler
         self._plain = (torch.Tensor, torch.nn.Parameter)
+        from lazyapply._engine import prepared
+
+        self._ready = prepared  # the engine's preparation cache (eager calls)
         self._tensor = torch.Tensor
         self._grad_enabled = torch.is_grad_enabled
         self._transforms_active = torch._C._are_functorch_transforms_active  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
@@ -141,10 +144,22 @@ class TorchAdapter(Adapter):
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
             return call_op(self._torch, call.func, spec, args, call.kwargs)
-        from lazyapply._engine import prepared as ready
-
-        if self._any_wrapped(args):
-            live = self._transforms_active()  # else a wrapper that escaped: dead
+        ready = self._ready
+        live = self._transforms_active()
+        if live:
+            wrapped = self._any_wrapped(args)
+        else:
+            # A wrapper outside transforms escaped its transform (dead). Asked here,
+            # not through the Dynamo-disabled scan, whose wrapper costs as much as
+            # an autograd step's forward: Dynamo never traces this loop (tracing,
+            # defer leaves for the op above) nor starts a frame in it.
+            wrapped = False
+            tensor, is_wrapped = self._tensor, self._wrapped
+            for a in args:
+                if isinstance(a, tensor) and is_wrapped(a):
+                    wrapped = True
+                    break
+        if wrapped:
             if live and spec.vjp is not None:  # torch.func: the node's grad and vmap
                 prep = ready(self, call.func, spec)
                 return apply_with_grad(self, None, args, spec, first, prep, call.kwargs)
@@ -155,10 +170,19 @@ class TorchAdapter(Adapter):
 
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)
-        if needs_grad(args) and (spec.vjp is not None or spec.as_numpy):
+        if (spec.vjp is not None or spec.as_numpy) and self._needs_grad(args):
             return apply_with_grad(self, checked, args, spec, first, prep)
         # Torch code without a vjp, or under torch.func: torch sees its operations.
         return checked.run(args, call.kwargs)
+
+    def _needs_grad(self, args: tuple[Any, ...]) -> bool:
+        # needs_grad without its import (eager calls only: a function-level import
+        # costs as much as the test).
+        tensor = self._tensor
+        for a in args:
+            if isinstance(a, tensor) and a.requires_grad:
+                return self._grad_enabled()  # type: ignore[no-any-return]
+        return False
 
     def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
         target = super().target(first, xp, deferred=deferred)
@@ -179,7 +203,10 @@ def _to_numpy(tensor: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     # _tensor.py): called straight, ~0.3 us less; anything else goes through asarray.
     if len(args) == 1 and type(args[0]) is tensor:
         return (args[0].numpy(),)
-    return numpy_inputs(args, (tensor,))
+    for a in args:
+        if type(a) is not tensor and isinstance(a, tensor):  # a subclass: asarray
+            return numpy_inputs(args, (tensor,))
+    return tuple([a.numpy() if type(a) is tensor else a for a in args])
 
 
 def _to_torch(torch: Any, device: Any, o: Any) -> Any:

@@ -18,7 +18,10 @@ from lazyapply.spec import CallSpec, kernel_name
 from lazyapply.spec._metadata import Layout, layout
 from lazyapply.spec._static import Unkeyable, static_key
 
-__all__ = ["fake_outputs", "kernel_call", "run_checked"]
+__all__ = ["fake_outputs", "kernel_call", "run_site"]
+
+# Heads the key of a call on one tensor: no other key starts with it.
+_ONE = object()
 
 
 def _layout(
@@ -51,11 +54,12 @@ def fake_outputs(
     name: str,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    tensors: list[Any],
-) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """Output shapes and torch dtypes, from :func:`layout` on the (fake) arguments."""
+    tensors: Any,
+) -> tuple[tuple[Any, ...], tuple[Any, ...], bool]:
+    """Output shapes, torch dtypes and whether the kernel returns a sequence, from
+    :func:`layout` on the (fake) arguments."""
     _, got = _layout(kernel, spec, name, args, kwargs, tensors[0])
-    return got.shapes, got.dtypes
+    return got.shapes, got.dtypes, got.multi
 
 
 def kernel_call(
@@ -69,13 +73,26 @@ def kernel_call(
     """The checked kernel call for these arguments' metadata (made once per key).
 
     Shape and dtype callables cost more than the call they describe: their answer is
-    kept per (static key of the other arguments, tensor shapes, dtypes, devices).
+    kept per argument, in order (a tensor's shape, dtype and device; the static key of
+    anything else), and the static key of the keywords. In order: ``f(t, 2.0)`` and
+    ``f(2.0, t)`` describe different outputs.
     """
+    if not kwargs and len(args) == 1:  # one tensor (the common case): no static key
+        a = args[0]
+        key: Any = (_ONE, a.shape, a.dtype, a.device)
+        hit = cache.get(key)
+        if hit is None:
+            hit = _checked(kernel, spec, args, kwargs, first)
+            _keep(cache, key, hit)
+        return hit
+    tensor = _tensor()
     try:
-        key: Any = (
-            static_key(tuple(a for a in args if not hasattr(a, "shape"))),
+        key = (
+            tuple(
+                (a.shape, a.dtype, a.device) if isinstance(a, tensor) else static_key(a)
+                for a in args
+            ),
             static_key(tuple(sorted(kwargs.items()))),
-            tuple((a.shape, a.dtype, a.device) for a in args if hasattr(a, "shape")),
         )
         hit = cache.get(key)
     except (Unkeyable, TypeError):
@@ -85,6 +102,12 @@ def kernel_call(
         if key is not None:
             _keep(cache, key, hit)
     return hit
+
+
+def _tensor() -> type:
+    import torch
+
+    return torch.Tensor
 
 
 def _checked(
@@ -112,42 +135,88 @@ def _keep(cache: dict[Any, Any], key: Any, hit: Any) -> None:
     cache[key] = hit
 
 
-def run_checked(
+class _Site:
+    """The op's body for one call site and operand metadata, prepared once."""
+
+    __slots__ = ("call", "kwargs", "plain", "site")
+
+    def __init__(self, call: Any, site: int, plain: bool, kwargs: Any) -> None:
+        self.call, self.site, self.plain, self.kwargs = call, site, plain, kwargs
+
+
+def _prepare_site(
+    kernel: Any, spec: CallSpec, site: int, tensors: tuple[Any, ...]
+) -> _Site:
+    from lazyapply.adapters.torch._sites import TENSOR, join_site, template_of
+
+    args, kwargs = join_site(site, tensors)
+    call = _checked(kernel, spec, args, kwargs, tensors[0])
+    template, site_kwargs = template_of(site)
+    # Only tensors, in order, and no keyword arguments: the operands are the
+    # kernel's arguments as they are.
+    plain = not site_kwargs and template == (TENSOR,) * len(tensors)
+    return _Site(call, site, plain, kwargs)
+
+
+def run_site(
     cache: dict[Any, Any],
     kernel: Any,
     spec: CallSpec,
-    site: int,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    tensors: list[Any],
-) -> list[Any]:
+    operands: tuple[Any, ...],
+    single: bool,
+) -> Any:
     """The op's real kernel: one checked kernel call against the fake's metadata.
 
-    A compiled graph relies on that metadata, so a kernel that returns anything else
-    raises :class:`~lazyapply.KernelOutputError`. The checked call is kept per call
-    site (the static key of the other arguments, made when tracing) and the tensors'
+    ``operands`` are the op's: the tensors, then the call site. A compiled graph
+    relies on the fake's metadata, so a kernel that returns anything else raises
+    :class:`~lazyapply.KernelOutputError`. The checked call is kept per call site
+    (the static key of the other arguments, made when tracing) and the tensors'
     metadata: a compiled call builds no key from the static values.
 
     Outputs are contiguous, as the fake implementation's ``torch.empty`` says (a
-    kernel may return ``a.T``, or SciPy's Fortran-ordered ``cholesky``); outputs that
-    alias an input or each other are copied (a custom op's outputs may not alias).
+    kernel may return ``a.T``, or SciPy's Fortran-ordered ``cholesky``); outputs
+    whose memory overlaps an input's or another output's are copied (a custom op's
+    outputs may not alias, and Inductor writes into them: a kernel returning a view
+    of its input, ``x[1:]``, would have its caller's tensor overwritten).
     """
-    key = (site, *[(t.shape, t.dtype, t.device) for t in tensors])
-    call = cache.get(key)
-    if call is None:
-        call = _checked(kernel, spec, args, kwargs, tensors[0])
-        _keep(cache, key, call)
-    out = call.run(args, kwargs)
-    outs = list(out) if call.check.multi else [out]
-    taken = {t.untyped_storage().data_ptr() for t in tensors}
-    for i, o in enumerate(outs):
-        ptr = o.untyped_storage().data_ptr()
-        if ptr in taken:
-            outs[i] = o.clone(memory_format=_contiguous())
-        elif not o.is_contiguous():
-            outs[i] = o.contiguous()
-        taken.add(ptr)
+    tensors, site = operands[:-1], operands[-1]
+    if len(tensors) == 1:  # the common case, without a comprehension
+        t = tensors[0]
+        key: Any = (site, t.shape, t.dtype, t.device)
+    else:
+        key = (site, *[(t.shape, t.dtype, t.device) for t in tensors])
+    hit = cache.get(key)
+    if hit is None:
+        hit = _prepare_site(kernel, spec, site, tensors)
+        _keep(cache, key, hit)
+    call = hit.call
+    if hit.plain:
+        out = call.run(tensors, hit.kwargs)
+    else:
+        from lazyapply.adapters.torch._sites import join_site
+
+        args, kwargs = join_site(site, tensors)
+        out = call.run(args, kwargs)
+    if not call.check.multi:
+        return _own(out, tensors, ()) if single else [_own(out, tensors, ())]
+    outs: list[Any] = []
+    for o in out:
+        outs.append(_own(o, tensors, outs))
     return outs
+
+
+def _own(o: Any, tensors: Any, before: list[Any]) -> Any:
+    """``o``, copied if its memory overlaps an input's or an earlier output's, and
+    contiguous."""
+    storage = o.untyped_storage()
+    lo = storage.data_ptr()
+    hi = lo + storage.nbytes()
+    for t in (*tensors, *before):
+        other = t.untyped_storage()
+        start = other.data_ptr()
+        if start < hi and lo < start + other.nbytes():
+            return o.clone(memory_format=_contiguous())
+    return o if o.is_contiguous() else o.contiguous()
 
 
 def _contiguous() -> Any:

@@ -38,8 +38,8 @@ def needs_grad(args: tuple[Any, ...]) -> bool:
     """Whether autograd must see this call: a tensor requires grad, grad mode is on."""
     import torch
 
-    for a in args:
-        if isinstance(a, torch.Tensor) and a.requires_grad:
+    for a in args:  # is_tensor: traced by Dynamo (see _op.call_op)
+        if torch.is_tensor(a) and a.requires_grad:
             return torch.is_grad_enabled()
     return False
 
@@ -70,13 +70,17 @@ class Prepared:
     engine again (one engine pass per forward and backward step).
     """
 
-    __slots__ = ("calls", "func", "spec", "vjp_calls")
+    __slots__ = ("calls", "func", "spec", "vjp_by_forward", "vjp_calls", "vjp_steps")
 
     def __init__(self, func: Any, spec: CallSpec) -> None:
         self.func = func
         self.spec = spec
         self.calls: dict[Any, Any] = {}
         self.vjp_calls: dict[Any, Any] = {}
+        # (forward's checked call, n, multi, positions) -> the vjp's checked call
+        self.vjp_by_forward: dict[Any, Any] = {}
+        # (forward's checked call, n, multi, positions) -> the VjpStep of a node
+        self.vjp_steps: dict[Any, Any] = {}
 
     def checked_call(
         self, adapter: Any, first: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -132,10 +136,14 @@ def not_differentiable(name: str, backend: str) -> None:
 
 
 def register_op_autograd(
-    op: Any, spec: CallSpec, prepare_op: Callable[[Any, CallSpec], Any]
+    op: Any,
+    spec: CallSpec,
+    prepare_op: Callable[[Any, CallSpec, int], Any],
+    single: bool,
 ) -> None:
     """Wire a kernel's custom op to its vjp, itself a custom op (traceable), made
-    by ``prepare_op`` (:func:`._op.prepare_op`)."""
+    by ``prepare_op`` (:func:`._op.prepare_op`). ``single``: the op returns one
+    tensor, not a list."""
     import torch
 
     from lazyapply._grad import VjpKernel
@@ -147,31 +155,34 @@ def register_op_autograd(
     )
 
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        tensors, site = inputs
-        ctx.site, ctx.n = site, len(tensors)
-        ctx.save_for_backward(*tensors, *output)
+        ctx.site, ctx.n = inputs[-1], len(inputs) - 1
+        outs = (output,) if single else output
+        ctx.save_for_backward(*inputs[:-1], *outs)
 
-    def backward(ctx: Any, grads: Any) -> Any:
+    def backward(ctx: Any, *grads: Any) -> Any:
         saved = ctx.saved_tensors
         tensors, outs = saved[: ctx.n], saved[ctx.n :]
+        if not single:
+            grads = grads[0]
         # Numbers passed as tensors stay so (Scalar): no cotangent, and the vjp's
         # op gets them as its operands too.
         args, kwargs = join_site(ctx.site, tensors, "raw")
+        grads_in: list[Any] = [None] * (ctx.n + 1)
         positions = differentiable_positions(args)
         if not positions:
-            return [None] * ctx.n, None
+            return tuple(grads_in)
         n = len(outs)
         multi = spec.output.multi or n > 1
         kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
         flat = (*grads, *outs, *args)
         operands, template, kw = split(flat, kwargs, torch.Tensor)
-        picked = prepare_op(kernel, spec)(operands, site_of(template, kw))
+        vjp_op = prepare_op(kernel, spec, len(operands))
+        picked = vjp_op(*operands, site_of(template, kw))
         # The op's operands: its tensor arguments and numbers, in template order.
-        grads_in: list[Any] = [None] * ctx.n
         at = operand_index(args, torch.Tensor)
         for i, g in zip(positions, picked, strict=True):
             grads_in[at[i]] = g
-        return grads_in, None
+        return tuple(grads_in)
 
     op.register_autograd(backward, setup_context=setup_context)
 

@@ -87,7 +87,22 @@ class KernelStep(_Step):
     def derivative(
         self, operands: tuple[Any, ...], n: int, multi: bool, positions: tuple[int, ...]
     ) -> VjpStep:
-        return VjpStep(self.adapter, self.prepared, self.kwargs, n, multi, positions)
+        call, prep = self.call, self.prepared
+        if call is None or self.kwargs:
+            return VjpStep(self.adapter, prep, self.kwargs, n, multi, positions)
+        # One step per forward call (which holds the arguments' metadata) and
+        # cotangent positions, reused by every backward of such a call: its vjp
+        # call is then found without a lookup.
+        steps = prep.vjp_steps
+        key = (call, n, multi, positions)
+        step = steps.get(key)
+        if step is None:
+            step = VjpStep(self.adapter, prep, self.kwargs, n, multi, positions)
+            step.forward = call
+            if len(steps) > 64:
+                steps.clear()
+            steps[key] = step
+        return step
 
     def batched(self) -> KernelStep:
         return KernelStep(self.adapter, self._ready(), None, self.kwargs)
@@ -97,7 +112,7 @@ class VjpStep(_Step):
     """The declared vjp of a kernel, on ``(*grads, *outs, *args)``: the cotangents
     of ``positions``."""
 
-    __slots__ = ("multi", "n", "positions")
+    __slots__ = ("forward", "hit", "multi", "n", "positions")
 
     def __init__(
         self,
@@ -112,20 +127,43 @@ class VjpStep(_Step):
         self.n = n
         self.multi = multi
         self.positions = positions
+        # The checked call of the forward this is the vjp of (None: unknown): the
+        # vjp's call is then looked up by it, not by the operands' metadata, and
+        # kept (hit) once found.
+        self.forward: Any = None
+        self.hit: Any = None
 
     def _cores(self, sig: Any) -> list[Any]:  # of (*grads, *outs, *args)
         return [*sig.outputs, *sig.outputs, *sig.inputs]
 
     def _call(self, flat: tuple[Any, ...]) -> Any:
         """The vjp's checked call for these operands' metadata (cached)."""
+        fast = self.prepared.vjp_by_forward
+        key = (self.forward, self.n, self.multi, self.positions)
+        if self.forward is not None:
+            hit = fast.get(key)
+            if hit is not None:
+                return hit
         args = flat[2 * self.n :]
         first = _first_tensor(flat)
-        return self.prepared.vjp_call(
+        hit = self.prepared.vjp_call(
             self.adapter, first, self.n, self.multi, self.positions, args, self.kwargs
         )
+        if self.forward is not None:
+            # The forward call holds the arguments' metadata (and its kwargs' static
+            # key), all that the vjp's call depends on besides the key's fields.
+            if len(fast) > 64:
+                fast.clear()
+            fast[key] = hit
+        return hit
 
     def run(self, flat: tuple[Any, ...]) -> Any:
-        return self._call(flat).run(flat, self.kwargs)
+        call = self.hit
+        if call is None:
+            call = self._call(flat)
+            if self.forward is not None:
+                self.hit = call
+        return call.run(flat, self.kwargs)
 
     def derivative(
         self, flat: tuple[Any, ...], n: int, multi: bool, positions: tuple[int, ...]
@@ -168,7 +206,12 @@ _NODE: list[Any] = []
 
 
 def _detached(torch: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    # Only what autograd tracks (a cotangent is not, outside create_graph): a
+    # detach makes a tensor, the test does not.
+    tensor = torch.Tensor
+    return tuple(
+        [a.detach() if isinstance(a, tensor) and a.requires_grad else a for a in args]
+    )
 
 
 def apply_with_grad(
@@ -189,24 +232,48 @@ def apply_with_grad(
         not_differentiable(spec.name, adapter.label(first))
     if kwargs is None:
         kwargs = call.kwargs
-    return node_class().apply(KernelStep(adapter, prepared, call, kwargs), *args)
+    step = KernelStep(adapter, prepared, call, kwargs)
+    node = node_class()
+    if call is not None and not _NODE[0]():
+        # Eager, no transform, no torch.func wrapper among the arguments (the
+        # adapter asked): what Function.apply then does, without its Python frame.
+        return _NODE[3](step, *args)
+    return node.apply(step, *args)
 
 
 def _forward(step: Any, *args: Any) -> Any:
-    import torch
+    return step.run(_detached(_torch(), args))
 
-    return step.run(_detached(torch, args))
+
+def _torch() -> Any:
+    # The module, without a function-level import (~0.3 us) on every step.
+    if not _TORCH:
+        import torch
+
+        _TORCH.append(torch)
+    return _TORCH[0]
+
+
+_TORCH: list[Any] = []
 
 
 def _setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-    import torch
-
+    tensor = _torch().Tensor
     step, *args = inputs
     multi = isinstance(output, tuple)
     outs = output if multi else (output,)
-    at = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
-    ctx.step, ctx.multi, ctx.at = step, multi, at
-    ctx.template = tuple(None if i in at else a for i, a in enumerate(args))
+    # Tensor arguments, and those of them that are floating-point (by torch's own
+    # dtype tests: array_namespace per argument costs more than a small vjp).
+    at, floats = [], []
+    template = list(args)
+    for i, a in enumerate(args):
+        if isinstance(a, tensor):
+            at.append(i)
+            template[i] = None
+            if a.is_floating_point() or a.is_complex():
+                floats.append(i)
+    ctx.step, ctx.multi, ctx.at, ctx.floats = step, multi, at, floats
+    ctx.template = template
     ctx.save_for_backward(*(args[i] for i in at), *outs)
     frozen = [o for o in outs if not (o.is_floating_point() or o.is_complex())]
     if frozen:
@@ -214,28 +281,25 @@ def _setup_context(ctx: Any, inputs: Any, output: Any) -> None:
 
 
 def _backward(ctx: Any, *grads: Any) -> Any:
-    import torch
-
+    torch = _torch()
     saved = ctx.saved_tensors
+    at = ctx.at
     args = list(ctx.template)
-    for i, t in zip(ctx.at, saved, strict=False):
+    for i, t in zip(at, saved, strict=False):
         args[i] = t
-    outs = saved[len(ctx.at) :]
+    outs = saved[len(at) :]
     needs = ctx.needs_input_grad
-    # Floating-point tensors that need a gradient, by torch's own dtype tests
-    # (array_namespace per argument costs more than the vjp of a small array).
-    positions = tuple(
-        i
-        for i in ctx.at
-        if needs[i + 1] and (args[i].is_floating_point() or args[i].is_complex())
-    )
+    positions = tuple([i for i in ctx.floats if needs[i + 1]])
     full: list[Any] = [None] * (len(args) + 1)
     if not positions:
         return tuple(full)
-    grads = tuple(
-        torch.zeros_like(o) if g is None else g
-        for g, o in zip(grads, outs, strict=True)
-    )
+    for g in grads:
+        if g is None:  # an output the loss does not use
+            grads = tuple(
+                torch.zeros_like(o) if c is None else c
+                for c, o in zip(grads, outs, strict=True)
+            )
+            break
     flat = (*grads, *outs, *args)
     step = ctx.step.derivative(tuple(args), len(grads), ctx.multi, positions)
     if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():  # type: ignore[attr-defined]
@@ -267,7 +331,7 @@ def _vmap(info: Any, in_dims: Any, step: Any, *args: Any) -> Any:
 
 
 def _forward_with_ctx(ctx: Any, step: Any, *args: Any) -> Any:
-    out = _forward(step, *args)
+    out = step.run(_detached(_torch(), args))
     _setup_context(ctx, (step, *args), out)
     return out
 
@@ -299,4 +363,6 @@ def node_class() -> Any:
         _NODE.append(torch._C._are_functorch_transforms_active)  # type: ignore[attr-defined]
         _NODE.append(type("LazyKernelNode", base, plain))
         _NODE.append(type("LazyKernelNode", base, func))
+        # torch's own apply (C), below the Python Function.apply.
+        _NODE.append(super(torch.autograd.Function, _NODE[1]).apply)
     return _NODE[2] if _NODE[0]() else _NODE[1]

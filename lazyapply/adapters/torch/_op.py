@@ -5,10 +5,11 @@ cannot either; both can call an opaque custom op whose output metadata is known.
 call made while compiling or exporting (``torch.compiler.is_compiling()``) goes through
 :func:`prepare_op`'s op; eager calls never do (the op dispatcher costs tens of us).
 
-The op, ``lazyapply::<module>__<qualname>[_<n>]``, has the schema
-``(Tensor[] tensors, int site) -> Tensor[]``: the tensor arguments in order, and a
-*call site*. A call site is an entry of a process-wide table that holds everything the
-schema cannot express: the positions of the tensors among the positional arguments,
+The op, ``lazyapply::<module>__<qualname>_<digest>_<n><t|l>``, has the schema
+``(Tensor t0, ..., Tensor t<n-1>, int site) -> Tensor`` (``-> Tensor[]`` where the
+spec does not fix one output): the tensor arguments in order, and a *call site*. A
+call site is an entry of a process-wide table that holds everything the schema cannot
+express: the positions of the tensors among the positional arguments,
 the other positional arguments (Python scalars, ``None``) and the keyword arguments,
 all passed to the kernel unchanged. Equal sites share one integer, a constant of the
 graph, so a compiled function is compiled once per set of static values. Exported
@@ -29,7 +30,8 @@ import threading
 from typing import Any
 
 from lazyapply._caches import pinned
-from lazyapply.adapters.torch._fake import fake_outputs, run_checked
+from lazyapply._errors import SpecError
+from lazyapply.adapters.torch._fake import fake_outputs, run_site
 from lazyapply.adapters.torch._identity import op_digest
 from lazyapply.adapters.torch._sites import (
     FLOAT,
@@ -37,6 +39,7 @@ from lazyapply.adapters.torch._sites import (
     TENSOR,
     TOKEN,
     join_site,
+    n_operands,
     site_of,
 )
 from lazyapply.spec import CallSpec, kernel_name
@@ -50,7 +53,34 @@ _LOCK = threading.Lock()
 _OPS: dict[str, tuple[Any, CallSpec, Any]] = pinned("torch: custom ops by name")
 # (kernel key, spec) -> op name (the hot lookup)
 _NAMED: dict[Any, str] = pinned("torch: op names by kernel and spec")
-_SCHEMA = "(Tensor[] tensors, int site) -> Tensor[]"
+
+
+def _schema(n_in: int, single: bool) -> str:
+    # One op per number of operands, so the graph passes them one by one: a
+    # Tensor[] argument or result costs a compiled call as much as the rest of the
+    # dispatch (boxing, the graph's list).
+    tensors = ", ".join(f"Tensor t{i}" for i in range(n_in))
+    return f"({tensors}, int site) -> {'Tensor' if single else 'Tensor[]'}"
+
+
+def single_output(spec: CallSpec) -> bool:
+    """Whether ``spec`` fixes one output (not a sequence) without calling anything.
+
+    A constant shape or dtype beside a callable fixes the count (several outputs
+    need several of each); the fake implementation checks the layout's count
+    against it, so a spec read wrongly here fails loudly, never silently.
+    """
+    out = spec.output
+    if out.multi:
+        return False
+    sig = spec.mode.signature
+    if sig is not None:
+        return len(sig.outputs) == 1
+    if spec.shape_fn is None and spec.dtype_fn is None:
+        return True  # declared or inferred, and not several
+    return (spec.shape_fn is None and out.shapes is not None) or (
+        spec.dtype_fn is None and out.dtypes is not None
+    )
 
 
 # ----------------------------------------------------------------------------- op
@@ -62,33 +92,34 @@ def _kernel_key(kernel: Any) -> Any:
     return kernel
 
 
-def prepare_op(kernel: Any, spec: CallSpec) -> Any:
-    """The custom op of ``kernel`` called as ``spec`` says; registered once."""
+def prepare_op(kernel: Any, spec: CallSpec, n_in: int) -> Any:
+    """The custom op of ``kernel`` called as ``spec`` says on ``n_in`` operands
+    (tensors, and numbers passed as tensors); registered once."""
     from lazyapply._grad import VjpKernel
 
     if isinstance(kernel, VjpKernel):
         from lazyapply.adapters.torch._grad import vjp_op_spec
 
         spec = vjp_op_spec(kernel, spec)
-    key: Any = (_kernel_key(kernel), spec)
+    key: Any = (_kernel_key(kernel), spec, n_in)
     name = _NAMED.get(key)
     if name is not None:
         return _OPS[name][2]
     with _LOCK:
         name = _NAMED.get(key)
         if name is None:
-            name = _op_name(kernel, spec)
+            name = _op_name(kernel, spec, n_in)
             if name not in _OPS:
-                _OPS[name] = (kernel, spec, _register(kernel, spec, name))
+                _OPS[name] = (kernel, spec, _register(kernel, spec, name, n_in))
             _NAMED[key] = name
     return _OPS[name][2]
 
 
-def _op_name(kernel: Any, spec: CallSpec) -> str:
+def _op_name(kernel: Any, spec: CallSpec, n_in: int) -> str:
     from lazyapply._grad import VjpKernel
 
     if isinstance(kernel, VjpKernel):
-        base = f"{getattr(kernel.vjp, '__module__', '')}.{kernel.name}_vjp"
+        base = f"{getattr(kernel.rule, '__module__', '')}.{kernel.name}_vjp"
     else:
         module = getattr(kernel, "__module__", None) or type(kernel).__module__
         qualname = getattr(kernel, "__qualname__", None) or kernel_name(kernel)
@@ -96,15 +127,19 @@ def _op_name(kernel: Any, spec: CallSpec) -> str:
     base = re.sub(r"\W+", "_", base.replace(".", "__")).strip("_") or "kernel"
     # A digest of the kernel's code, closure and defaults, its vjp's and its spec's,
     # not a counter: a graph that Inductor cached in another process names the op,
-    # and must find exactly this code under that name.
+    # and must find exactly this code under that name. The schema (operands, one
+    # output or a list) ends the name.
     digest = op_digest(kernel, spec)
-    name = f"{base}_{digest}" if digest is not None else f"{base}_p{TOKEN}"
+    arity = f"{n_in}{'t' if single_output(spec) else 'l'}"
+    name = f"{base}_{digest}_{arity}" if digest is not None else f"{base}_p{TOKEN}"
     n = 1
     while name in _OPS and not _same(_OPS[name], kernel, spec):
         # Another kernel object with the same identity (equal code and closure made
         # twice), or one without a stable identity: a name of this process only.
         n += 1
         name = f"{base}_p{TOKEN}_{n}"
+    if digest is None:
+        name = f"{name}_{arity}"
     return name
 
 
@@ -112,45 +147,55 @@ def _same(hit: tuple[Any, CallSpec, Any], kernel: Any, spec: CallSpec) -> bool:
     return _kernel_key(hit[0]) == _kernel_key(kernel) and hit[1] == spec
 
 
-def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
+def _register(kernel: Any, spec: CallSpec, name: str, n_in: int) -> Any:
     import torch
 
     from lazyapply.adapters.torch import _grad as _torch_grad
 
     label = spec.name or kernel_name(kernel)
     plain = derive_spec(spec, vjp=None)
-    calls: dict[Any, Any] = {}  # checked kernel calls, per argument metadata
+    single = single_output(spec)
+    sites: dict[Any, Any] = {}  # the prepared body per call site and metadata
 
-    def impl(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
-        args, kwargs = join_site(site, tensors)
-        return run_checked(calls, kernel, plain, site, args, kwargs, tensors)
+    def impl(*operands: Any) -> Any:
+        return run_site(sites, kernel, plain, operands, single)
 
-    def fake(tensors: list[torch.Tensor], site: int) -> list[torch.Tensor]:
+    def fake(*operands: Any) -> Any:
+        tensors, site = operands[:-1], operands[-1]
         args, kwargs = join_site(site, tensors, "placeholder")
-        shapes, dtypes = fake_outputs(kernel, spec, label, args, kwargs, tensors)
+        shapes, dtypes, multi = fake_outputs(kernel, spec, label, args, kwargs, tensors)
+        if single and (multi or len(shapes) != 1):
+            msg = (
+                f"{label} (torch.compile/export): the spec fixes one output, but the "
+                f"layout has {len(shapes)}{' (a sequence)' if multi else ''}; this is "
+                "a bug of lazyapply: please report it with the kernel's shape= and "
+                "dtype="
+            )
+            raise SpecError(msg)
         device = tensors[0].device
-        return [
+        outs = [
             torch.empty(s, dtype=d, device=device)
             for s, d in zip(shapes, dtypes, strict=True)
         ]
+        return outs[0] if single else outs
 
     op = torch.library.custom_op(
-        f"lazyapply::{name}", impl, mutates_args=(), schema=_SCHEMA
+        f"lazyapply::{name}", impl, mutates_args=(), schema=_schema(n_in, single)
     )
     op.register_fake(fake)
     if spec.vjp is not None:
-        _torch_grad.register_op_autograd(op, spec, prepare_op)
+        _torch_grad.register_op_autograd(op, spec, prepare_op, single)
     from lazyapply.adapters.torch._vmap import register_op_vmap
 
     # The rules make ops of their own (the vjp's, the batched call's) with
     # prepare_op, handed to them: neither imports this module.
-    register_op_vmap(op, kernel, spec, prepare_op)
+    register_op_vmap(op, kernel, spec, prepare_op, single)
     return op
 
 
-def op_name_of(kernel: Any, spec: CallSpec) -> str:
+def op_name_of(kernel: Any, spec: CallSpec, n_in: int) -> str:
     """The name (in ``torch.ops.lazyapply``) of the op of ``kernel`` and ``spec``."""
-    return str(prepare_op(kernel, spec)._name)
+    return str(prepare_op(kernel, spec, n_in)._name)
 
 
 def register_vjp(
@@ -171,8 +216,9 @@ def register_vjp(
 
         multi = spec.output.multi or n_out > 1  # as the op's backward has it
         vjp = VjpKernel(spec.vjp, spec.name, n_out, multi, positions, len(template))
-        prepare_op(vjp, spec)
-        site_of((TENSOR,) * (2 * n_out) + template, kwargs)
+        flat = (TENSOR,) * (2 * n_out) + template
+        prepare_op(vjp, spec, n_operands(flat, kwargs))
+        site_of(flat, kwargs)
     return True
 
 
@@ -189,7 +235,10 @@ def call_op(
 ) -> Any:
     """Call ``kernel`` through its custom op (while compiling or exporting).
 
-    Dynamo traces this function: it imports nothing (an import breaks the graph).
+    Dynamo traces this function: it imports nothing (an import breaks the graph),
+    and it asks ``torch.is_tensor``, not ``isinstance(a, torch.Tensor)``: Dynamo
+    reaches ``torch.Tensor`` through ``type(a)`` too (the engine's adapter lookup),
+    and guards that two paths to one class still agree in Python, on every call.
     The number of outputs is what the op's fake implementation (the one metadata
     function) made.
     """
@@ -201,11 +250,11 @@ def call_op(
     numbers = spec.shape_fn is None and spec.dtype_fn is None
     device = None
     for a in args:
-        if isinstance(a, torch.Tensor):
+        if torch.is_tensor(a):
             device = a.device
             break
     for a in args:
-        if isinstance(a, torch.Tensor):
+        if torch.is_tensor(a):
             tensors.append(a)
             parts.append(TENSOR)
         elif numbers:
@@ -215,17 +264,21 @@ def call_op(
     template = tuple(parts)
     if numbers:
         kwargs = {k: _numbers(torch, v, tensors, device) for k, v in kwargs.items()}
-    op = getattr(torch.ops.lazyapply, op_name_of(kernel, spec))
-    outs = op(tensors, site_of(template, kwargs))
+    name = op_name_of(kernel, spec, len(tensors))
+    out = getattr(torch.ops.lazyapply, name)(*tensors, site_of(template, kwargs))
+    single = type(out) is not list  # the op's schema: one output, or a list
     if spec.vjp is not None:
         # Floating-point tensors: the arguments a vjp returns cotangents for.
         positions = tuple(
             i
             for i, a in enumerate(args)
-            if isinstance(a, torch.Tensor) and (a.is_floating_point() or a.is_complex())
+            if torch.is_tensor(a) and (a.is_floating_point() or a.is_complex())
         )
-        register_vjp(kernel, spec, template, kwargs, positions, len(outs))
-    return tuple(outs) if spec.output.multi or len(outs) > 1 else outs[0]
+        n_out = 1 if single else len(out)
+        register_vjp(kernel, spec, template, kwargs, positions, n_out)
+    if single:
+        return (out,) if spec.output.multi else out
+    return tuple(out) if spec.output.multi or len(out) > 1 else out[0]
 
 
 def _is_number(a: Any) -> bool:

@@ -1,10 +1,10 @@
 """Call sites of torch's custom ops: what a graph passes beside the tensors.
 
-The op's schema is ``(Tensor[] tensors, int site)``. A call site is an entry of a
-process-wide table that holds everything the schema cannot express: the positions of
-the tensors among the positional arguments (``TENSOR``), the other positional
-arguments (Python scalars, ``None``) and the keyword arguments, all passed to the
-kernel unchanged. Equal sites share one integer, a constant of the graph, so a
+The op's schema is ``(Tensor t0, ..., Tensor t<n-1>, int site)``. A call site is an
+entry of a process-wide table that holds everything the schema cannot express: the
+positions of the tensors among the positional arguments (``TENSOR``), the other
+positional arguments (Python scalars, ``None``) and the keyword arguments, all passed
+to the kernel unchanged. Equal sites share one integer, a constant of the graph, so a
 compiled function is compiled once per set of static values.
 
 Below :mod:`._op`, :mod:`._grad` and :mod:`._vmap`, which all join sites: none of
@@ -28,9 +28,11 @@ __all__ = [
     "TOKEN",
     "Scalar",
     "join_site",
+    "n_operands",
     "operand_index",
     "site_of",
     "split",
+    "template_of",
 ]
 
 _LOCK = threading.Lock()
@@ -126,6 +128,20 @@ def join_site(
     if any(_has_number(v) for v in kwargs.values()):
         kwargs = {k: _take(v, it, numbers) for k, v in kwargs.items()}
     return args, kwargs
+
+
+def template_of(site: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The template and keyword arguments of a call site."""
+    return _SITES[site]
+
+
+def n_operands(template: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """How many tensors a call site's op takes (``TENSOR``, ``FLOAT``, ``INT``)."""
+    n = 0
+    for a in (*template, *kwargs.values()):
+        for b in a if type(a) in (tuple, list) else (a,):
+            n += type(b) is str and (b == TENSOR or b in _NUMBER)
+    return n
 
 
 def operand_index(args: tuple[Any, ...], tensor_type: type) -> list[int]:

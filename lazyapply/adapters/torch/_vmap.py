@@ -114,9 +114,14 @@ def node_vmap(
 
 
 def register_op_vmap(
-    op: Any, kernel: Any, spec: CallSpec, prepare_op: Callable[[Any, CallSpec], Any]
+    op: Any,
+    kernel: Any,
+    spec: CallSpec,
+    prepare_op: Callable[[Any, CallSpec, int], Any],
+    single: bool,
 ) -> None:
-    """Register the batching rule of ``op`` (kernel ``kernel`` called as ``spec``).
+    """Register the batching rule of ``op`` (kernel ``kernel`` called as ``spec``;
+    ``single``: it returns one tensor, not a list).
 
     Elementwise and gufunc kernels: one batched call, through the op that
     ``prepare_op`` (:func:`._op.prepare_op`) makes. A whole-array kernel: one call
@@ -127,13 +132,14 @@ def register_op_vmap(
     from lazyapply.adapters.torch._sites import join_site, operand_index
 
     if not (spec.mode.elementwise or spec.mode.signature is not None):
-        op.register_vmap(functools.partial(_one_by_one, op))
+        op.register_vmap(functools.partial(_one_by_one, op, single))
         return
 
     batched = batched_spec(spec)
 
-    def rule(info: Any, in_dims: Any, tensors: Any, site: int) -> Any:
-        dims = in_dims[0]
+    def rule(info: Any, in_dims: Any, *operands: Any) -> Any:
+        tensors, site = operands[:-1], operands[-1]
+        dims = in_dims[:-1]
         # Numbers passed as 0-d tensors (Scalar) are never batched (made in the
         # call): they stay operands as they are.
         args, _ = join_site(site, tensors, "raw")
@@ -145,24 +151,29 @@ def register_op_vmap(
         widest = max(
             (n - (d is not None) for n, d in zip(loops, batch, strict=True)), default=0
         )
-        operands = list(tensors)
+        new = list(tensors)
         for i, loop, d in zip(positions, loops, batch, strict=True):
             if d is None:
                 continue
             t = args[i].movedim(d, 0)
             pad = widest - (loop - 1)
-            operands[at[i]] = t.reshape(t.shape[:1] + (1,) * pad + t.shape[1:])
-        outs = prepare_op(kernel, batched)(operands, site)
+            new[at[i]] = t.reshape(t.shape[:1] + (1,) * pad + t.shape[1:])
+        outs = prepare_op(kernel, batched, len(new))(*new, site)
+        if type(outs) is not list:  # the batched op returns one tensor
+            return (outs, 0) if single else ([outs], [0])
+        if single:
+            return outs[0], 0
         return list(outs), [0] * len(outs)
 
     op.register_vmap(rule)
 
 
-def _one_by_one(op: Any, info: Any, in_dims: Any, tensors: Any, site: int) -> Any:
+def _one_by_one(op: Any, single: bool, info: Any, in_dims: Any, *operands: Any) -> Any:
     """The op once per batch element, outputs stacked along a new first axis."""
     import torch
 
-    dims = in_dims[0]
+    tensors, site = operands[:-1], operands[-1]
+    dims = in_dims[:-1]
     size = info.batch_size
     runs = []
     for b in range(size):
@@ -170,6 +181,9 @@ def _one_by_one(op: Any, info: Any, in_dims: Any, tensors: Any, site: int) -> An
             t if d is None else t.select(d, b)
             for t, d in zip(tensors, dims, strict=True)
         ]
-        runs.append(op(one, site))
+        out = op(*one, site)
+        runs.append([out] if single else out)
     outs = [torch.stack([r[i] for r in runs]) for i in range(len(runs[0]))]
+    if single:
+        return outs[0], 0
     return outs, [0] * len(outs)

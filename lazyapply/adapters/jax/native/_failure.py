@@ -23,6 +23,7 @@ import numpy as np
 from lazyapply._caches import pinned
 from lazyapply._check import OutputCheck
 from lazyapply._errors import KernelOutputError
+from lazyapply.adapters.jax._callback import error_text, kernel_raised
 
 __all__ = ["HOOK_SYMBOL", "FailureInfo", "install_hook"]
 
@@ -98,9 +99,9 @@ class FailureInfo:
         try:
             call.run(tuple(values[:n]), kwargs, check=check)
         except KernelOutputError as exc:  # the callback path's message, word for word
-            return str(exc)
-        except Exception as exc:  # the kernel's own error
-            return f"{call.where()}: {type(exc).__name__}: {exc}"
+            return error_text(exc)
+        except Exception as exc:  # the kernel's own error, as the callback says it
+            return kernel_raised(call.where(), exc)
         return self.bug()
 
     def bug(self) -> str:
