@@ -48,19 +48,31 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 _REGISTRY: dict[str, Any] = {}
+# An empty ``BoundedDict.last``: a fresh object, so its first item is no kernel.
+_NO_LAST: tuple[Any, ...] = (object(), None, None, None, None)
 _PINNED: set[str] = set()  # names in _REGISTRY of pinned stores (never cleared)
 _LOCK = threading.Lock()
 
 
 class BoundedDict(dict[K, V], Generic[K, V]):
-    """A ``dict`` with a size bound, kept by :meth:`put` (first in, first out)."""
+    """A ``dict`` with a size bound, kept by :meth:`put` (first in, first out).
 
-    __slots__ = ("maxsize", "name")
+    ``last`` is a slot for its owner's identity fast path (the engine keeps the last
+    eager call's key parts and value there); :meth:`clear` empties it too.
+    """
+
+    __slots__ = ("last", "maxsize", "name")
 
     def __init__(self, name: str, maxsize: int) -> None:
         super().__init__()
         self.name = name
         self.maxsize = maxsize
+        self.last: tuple[Any, ...] = _NO_LAST
+
+    def clear(self) -> None:
+        """Remove every entry, and the owner's last entry."""
+        self.last = _NO_LAST
+        super().clear()
 
     def put(self, key: K, value: V) -> V:
         """Store ``value`` under ``key``, dropping the oldest entry when full."""

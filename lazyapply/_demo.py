@@ -176,7 +176,7 @@ def _jax_cases(
                 "jit as_numpy" if as_numpy else "jit",
                 _jitted(jax, kernel, as_numpy, x, y),
                 np.asarray,
-                "pure_callback in the compiled program",
+                "host callback in the compiled program",
             )
         )
     native = _native_case(jax, x, y, progress)

@@ -167,6 +167,11 @@ def find_adapter(
     args: tuple[Any, ...], func: Callable[..., Any] | str
 ) -> tuple[Adapter, Any]:
     """Return ``(adapter, first_array)`` for a call's positional arguments."""
+    if len(args) == 1:  # one array of a known type (the common case): one lookup
+        a = args[0]
+        one = _TYPES.get(type(a))
+        if one is not None:
+            return one, a
     adapter: Adapter | None = None
     first = None
     types = _TYPES

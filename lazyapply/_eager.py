@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Eager"]
 
-_SHAPE_DTYPE = operator.attrgetter("shape", "dtype")
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
 
 
 class Eager:
@@ -60,9 +61,9 @@ class Eager:
             spec.infer and spec.output is INFERRED and not (signature or callables)
         )
         self.checks: dict[Any, OutputCheck] | None = None if callables else {}
-        # (signature, check) of the last call: compared, not hashed (16 shapes and
-        # dtypes hash in ~0.4 us). A signature is a tuple: never equal to None.
-        self.last: tuple[Any, Any] = (None, None)
+        # (shapes, dtypes, check) of the last call: compared, not hashed (16 shapes
+        # and dtypes hash in ~0.4 us). Shapes are a tuple: never equal to None.
+        self.last: tuple[Any, Any, Any] = (None, None, None)
 
     def check(
         self,
@@ -77,15 +78,20 @@ class Eager:
             return self._check(adapter, first, args, kwargs)
         # Shapes and dtypes decide the inferred metadata (Python scalars are weak:
         # their type counts, never their value). The device is in the call's key.
+        # Arrays only: two C-level maps (no Python loop, no pair per argument); the
+        # dtypes are compared first (identical objects, as a rule: no item compared).
         try:
-            sig: Any = tuple(map(_SHAPE_DTYPE, args))  # arrays only: no Python loop
+            shapes: Any = tuple(map(_SHAPE, args))
+            dtypes: Any = tuple(map(_DTYPE, args))
         except AttributeError:
-            sig = tuple(
+            shapes = tuple(
                 [(a.shape, a.dtype) if hasattr(a, "dtype") else type(a) for a in args]
             )
+            dtypes = None  # (never equal to a tuple of dtypes: no signature mix-up)
         last = self.last  # one read: another thread replaces it whole, never half
-        if sig == last[0]:  # the signature of the previous call: no hash to compute
-            return last[1]  # type: ignore[no-any-return]
+        if dtypes == last[1] and shapes == last[0]:  # the previous call's: no hash
+            return last[2]  # type: ignore[no-any-return]
+        sig = (shapes, dtypes)
         try:
             check = checks[sig]
         except KeyError:
@@ -94,7 +100,7 @@ class Eager:
             check = checks[sig] = self._check(adapter, first, args, kwargs)
         except TypeError:  # an unhashable argument or dtype: no cache
             return self._check(adapter, first, args, kwargs)
-        self.last = (sig, check)
+        self.last = (shapes, dtypes, check)
         return check
 
     def _check(

@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from lazyapply._caches import weak
+from lazyapply._caches import BoundedDict, weak
 from lazyapply._call import KernelCall, make_call
 from lazyapply._check import OutputCheck
 from lazyapply._eager import Eager
@@ -70,10 +70,36 @@ def run(
     if adapter.defers and adapter.deferred(args):
         return _defer(adapter, first, func, args, kwargs, spec, xp)
     device = adapter.device(first) if adapter.devices else None
+    calls = adapter.calls
+    # The same kernel, spec and namespace as the last eager call (a loop): matched by
+    # identity (the slot holds them, so none can be another object at the same
+    # address), the device by equality; no key to build and hash.
+    last = calls.last
+    if last[0] is func and last[1] is spec and last[2] is xp and last[3] == device:
+        eager = last[4]
+    else:
+        eager = _eager(adapter, first, func, spec, xp, device, calls)
+    call = eager.call
+    if eager.plain:
+        return call.run(args, kwargs)
+    if eager.like and len(args) == 1:
+        return call.run(args, kwargs, like=first)  # the output keeps its metadata
+    return call.run(args, kwargs, check=eager.check(adapter, first, args, kwargs))
+
+
+def _eager(
+    adapter: Adapter,
+    first: Any,
+    func: Callable[..., Any],
+    spec: CallSpec,
+    xp: Any,
+    device: Any,
+    calls: BoundedDict[Any, Eager],
+) -> Eager:
+    """The strategy of (kernel, spec, namespace, device): cached, made once."""
     # Keyed by the spec's precomputed hash (a Python-level __hash__ call costs more
     # than the rest of the lookup); the spec itself is confirmed below.
     key = (func, spec._hash, xp, device)
-    calls = adapter.calls
     try:
         eager = calls[key]
         if eager.spec is not spec and eager.spec != spec:
@@ -81,13 +107,9 @@ def run(
     except KeyError:
         eager = calls.put(key, Eager(adapter, first, func, spec, xp))
     except TypeError:  # an unhashable kernel or namespace: no cache
-        eager = Eager(adapter, first, func, spec, xp)
-    call = eager.call
-    if eager.plain:
-        return call.run(args, kwargs)
-    if eager.like and len(args) == 1:
-        return call.run(args, kwargs, like=first)  # the output keeps its metadata
-    return call.run(args, kwargs, check=eager.check(adapter, first, args, kwargs))
+        return Eager(adapter, first, func, spec, xp)
+    calls.last = (func, spec, xp, device, eager)  # one tuple: replaced whole
+    return eager
 
 
 def _defer(

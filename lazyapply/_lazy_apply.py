@@ -8,11 +8,12 @@ without options takes a precomputed spec) and the call goes to the engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from types import FunctionType
 from typing import Any, ParamSpec, overload
 
 from lazyapply._detect import find_adapter
 from lazyapply._engine import run
-from lazyapply.spec._build import apply_spec, plain_spec
+from lazyapply.spec._build import PLAIN_SPECS, apply_spec, plain_spec
 from lazyapply.spec._keywords import KERNEL_FIRST, kernel_keywords
 
 __all__ = ["lazy_apply"]
@@ -194,6 +195,9 @@ def lazy_apply(
             spec = apply_spec(func, shape, dtype, as_numpy, options)
             return run(adapter, first, func, args, kwargs, spec, xp)
     if shape is None and dtype is None:  # the hot path: a precomputed spec
+        if type(func) is FunctionType:  # no mode to imply: no call to make
+            spec = PLAIN_SPECS[1 if as_numpy else 0]
+            return run(adapter, first, func, args, kwargs, spec, xp)
         spec = plain_spec(func, as_numpy)
     else:
         spec = apply_spec(func, shape, dtype, as_numpy)

@@ -8,14 +8,9 @@ Every script starts with :data:`PREAMBLE`: the imports and meshes they all use.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+from ._python import run_python
 
 __all__ = ["PREAMBLE", "run_on_devices"]
-
-_ROOT = str(Path(__file__).resolve().parents[1])
 
 #: What every script has before its own lines: the imports, the four devices, a
 #: mesh with one axis over them (``line``, axis ``"d"``), a 2 x 2 mesh (``grid``,
@@ -41,20 +36,8 @@ def run_on_devices(script: str, *args: str, timeout: int = 600) -> str:
 
     Fails the calling test with the end of the script's stderr if it exits non-zero.
     """
-    path = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p)
     env = {
-        **os.environ,
-        "PYTHONPATH": path,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
         "JAX_PLATFORMS": "cpu",
     }
-    proc = subprocess.run(
-        [sys.executable, "-c", PREAMBLE + script, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+    return run_python("-c", PREAMBLE + script, *args, env=env, timeout=timeout).stdout

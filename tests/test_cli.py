@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -21,21 +19,11 @@ import pytest
 
 import lazyapply
 from lazyapply import _cli, _demo
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests._python import ROOT, run_python
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    return subprocess.run(
-        [sys.executable, "-m", "lazyapply", *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        cwd=cwd,
-        check=False,
-    )
+    return run_python("-m", "lazyapply", *args, cwd=cwd, timeout=240, ok=False)
 
 
 def _installed(name: str) -> bool:

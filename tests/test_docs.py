@@ -10,10 +10,7 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
-import sys
 import textwrap
 from html import unescape
 from pathlib import Path
@@ -23,8 +20,8 @@ import pytest
 
 from lazyapply import SpecError, lazy_apply
 from tests._blocks import top_level_imports
+from tests._python import ROOT, run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.rst") if "_build" not in p.parts)
 _BLOCK = re.compile(
@@ -70,17 +67,7 @@ def test_code_blocks_run(page: Path, tmp_path: Path) -> None:
     if missing:
         pytest.skip(f"{page.name} needs {', '.join(missing)} (not installed)")
     script = f"BLOCKS = {blocks!r}\nPAGE = {page.name!r}\n{_RUNNER}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_python("-c", script, env={"JAX_PLATFORMS": "cpu"}, cwd=tmp_path)
     assert proc.stdout.strip(), f"the code blocks of {page.name} print nothing"
 
 
@@ -96,20 +83,13 @@ def test_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
         if importlib.util.find_spec(tool) is None:
             pytest.skip(f"{tool} is not installed (pip install '.[docs]')")
     out = tmp_path / "html"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "agg"}
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"),
-            *("-d", str(tmp_path / "doctrees"), str(DOCS), str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
+    run_python(
+        *("-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html"),
+        *("-d", str(tmp_path / "doctrees"), str(DOCS), str(out)),
+        env={"MPLBACKEND": "agg"},
         cwd=ROOT,
-        check=False,
+        timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
     pages = {
         "index.html": "Run the fast eager kernels",
         "getting_started.html": "Your first kernel",

@@ -13,6 +13,7 @@ import pytest
 
 from lazyapply import KernelOutputError, LazyApplyError, SpecError, lazy_apply
 
+from ._python import ROOT, run_python
 from .conftest import Backend
 
 
@@ -296,26 +297,10 @@ if __name__ == "__main__":
 def test_lazy_function_of_main_runs_on_workers(
     dask_cluster: Any, tmp_path: Any
 ) -> None:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import lazyapply
 
     script = tmp_path / "script.py"
     script.write_text(_SCRIPT)
-    root = str(Path(lazyapply.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": root}
-    done = subprocess.run(
-        [sys.executable, str(script), dask_cluster.scheduler_address],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_python(str(script), dask_cluster.scheduler_address, timeout=120)
     assert done.stdout.split("\n")[-2] == "[2.0, 2.0, 2.0] [3.0, 3.0, 3.0]"
 
 
@@ -392,25 +377,9 @@ def test_first_calls_from_many_threads() -> None:
     One adapter instance per backend must come out (two made the process report
     "arguments mix array libraries (numpy and numpy)" for its whole life).
     """
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import lazyapply
 
     names = [b.value for b in Backend if b.skip_reason() is None]
-    root = str(Path(lazyapply.__file__).resolve().parents[1])
-    done = subprocess.run(
-        [sys.executable, "-c", _THREADS_SCRIPT, *names],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": root},
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_python("-c", _THREADS_SCRIPT, *names, cwd=ROOT)
     counts, errors = done.stdout.splitlines()[-2:]
     n_errors, n_instances, n_classes = counts.split()
     assert n_errors == "0", errors

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import sys as _sys
 from typing import Any
 
@@ -12,6 +10,7 @@ import numpy as np
 import pytest
 
 from lazyapply import KernelOutputError, lazy, lazy_apply
+from tests._python import run_python
 from tests.conftest import Backend
 
 CALLERS: list[str] = []
@@ -149,25 +148,9 @@ def test_environment_turns_strict_on() -> None:
         "else:\n"
         "    print('returned')\n"
     )
-    env = {**os.environ, "LAZYAPPLY_STRICT": "1"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root
-    on = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    on = run_python("-c", code, env={"LAZYAPPLY_STRICT": "1"})
     assert on.stdout.startswith("raised"), on.stdout + on.stderr
-    env["LAZYAPPLY_STRICT"] = "0"
-    off = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    off = run_python("-c", code, env={"LAZYAPPLY_STRICT": "0"})
     assert off.stdout.strip() == "returned", off.stdout + off.stderr
 
 

@@ -8,15 +8,12 @@ installed here must print ``OK``.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests._python import ROOT, run_python
+
 EXAMPLES = ROOT / "examples"
 
 # example -> (module it needs as a whole, [(label printed, module that label needs)])
@@ -90,15 +87,7 @@ def _installed(module: str) -> bool:
 @pytest.mark.parametrize("example", list(CASES))
 def test_example(example: str) -> None:
     needs, checks = CASES[example]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / example)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
+    proc = run_python(str(EXAMPLES / example), ok=False)
     out = proc.stdout
     report = f"stdout:\n{out}\nstderr:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, report

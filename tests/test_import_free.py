@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from tests._python import run_python
 
 _BACKENDS = ("dask", "jax", "torch", "cupy", "sparse", "array_api_strict")
 
@@ -39,14 +39,7 @@ _SCRIPT = textwrap.dedent(
 def _imported(script: str) -> set[str]:
     """The top-level modules imported by ``script`` in a new interpreter (its last
     line prints them)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_python("-c", script, timeout=120)
     modules = set(ast.literal_eval(proc.stdout.strip().splitlines()[-1]))
     assert "lazyapply" in modules
     return modules

@@ -8,9 +8,6 @@ never traced and that unknown sizes are refused inside ``jit``.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -18,6 +15,7 @@ import numpy as np
 import pytest
 
 from lazyapply import lazy_apply
+from tests._python import run_python
 
 jax = pytest.importorskip("jax", reason="jax is not installed")
 jnp = pytest.importorskip("jax.numpy")
@@ -179,16 +177,8 @@ _X64_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_scalars_stay_weak_with_x64_and_reference_does_not() -> None:
-    env = {**os.environ, "JAX_ENABLE_X64": "1", "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _X64_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    env = {"JAX_ENABLE_X64": "1", "JAX_PLATFORMS": "cpu"}
+    proc = run_python("-c", _X64_SCRIPT, env=env, timeout=120)
     assert "reference failed: JaxRuntimeError" in proc.stdout
 
 

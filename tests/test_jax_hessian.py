@@ -221,15 +221,17 @@ def test_newton_step_with_the_hessian_of_a_scipy_special_loss() -> None:
 
 
 # ------------------------------------------------------------ what stays refused
+@lazy(as_numpy=True, elementwise=True)
+def cube(x: Any) -> Any:
+    return x**3
+
+
+@cube.defvjp
+def _cube_vjp(g: Any, out: Any, x: Any) -> Any:  # and no vjp of its own
+    return (3 * x**2 * g,)
+
+
 def test_hessian_without_the_vjps_own_vjp_names_what_to_declare() -> None:
-    @lazy(as_numpy=True, elementwise=True)
-    def cube(x: Any) -> Any:
-        return x**3
-
-    @cube.defvjp
-    def _cube_vjp(g: Any, out: Any, x: Any) -> Any:
-        return (3 * x**2 * g,)
-
     x = jnp.asarray(X)
     _, t = jax.jvp(cube, (x,), (jnp.ones_like(x),))  # first order: from the vjp
     np.testing.assert_allclose(t, 3 * X**2, rtol=1e-6)
@@ -239,14 +241,6 @@ def test_hessian_without_the_vjps_own_vjp_names_what_to_declare() -> None:
 
 
 def test_hessian_of_a_jitted_function_without_the_vjps_own_vjp() -> None:
-    @lazy(as_numpy=True, elementwise=True)
-    def cube(x: Any) -> Any:
-        return x**3
-
-    @cube.defvjp
-    def _cube_vjp(g: Any, out: Any, x: Any) -> Any:
-        return (3 * x**2 * g,)
-
     x = jnp.asarray(X)
     loss = jax.jit(lambda a: cube(a).sum())
     np.testing.assert_allclose(jax.grad(loss)(x), 3 * X**2, rtol=1e-6)

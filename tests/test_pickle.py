@@ -8,17 +8,12 @@ Each case runs a real script in a subprocess, since only a script has a ``__main
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import lazyapply
-
-_ROOT = str(Path(lazyapply.__file__).resolve().parents[1])
+from tests._python import run_python
 
 _SCRIPT = """
 import multiprocessing
@@ -87,17 +82,7 @@ def _run_script(tmp_path: Path, text: str, *args: str) -> list[str]:
     path; its stdout's lines."""
     script = tmp_path / "script.py"
     script.write_text(text)
-    done = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": _ROOT},
-        cwd=tmp_path,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.splitlines()
+    return run_python(str(script), *args, cwd=tmp_path, timeout=180).stdout.splitlines()
 
 
 @pytest.mark.slow

@@ -8,15 +8,13 @@ block that imports a library that is not installed here is a visible skip.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests._blocks import top_level_imports
+from tests._python import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -46,15 +44,13 @@ def test_readme_block_runs_alone(line: int, source: str, tmp_path: Path) -> None
     )
     if missing:
         pytest.skip(f"README.md:{line} needs {', '.join(missing)} (not installed)")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [sys.executable, "-c", source],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
+    proc = run_python(
+        "-c",
+        source,
+        env={"JAX_PLATFORMS": "cpu"},
         cwd=tmp_path,  # not the repository: imports come from PYTHONPATH only
-        check=False,
+        timeout=240,
+        ok=False,
     )
     assert proc.returncode == 0, f"README.md:{line} failed:\n{proc.stderr[-3000:]}"
     assert proc.stdout.strip(), f"README.md:{line} prints nothing"

@@ -35,6 +35,7 @@ from lazyapply.spec._static import Unkeyable, static_key
 __all__ = [
     "APPLY_DEFAULTS",
     "DEFAULTS",
+    "PLAIN_SPECS",
     "apply_spec",
     "build_spec",
     "derive_spec",
@@ -173,6 +174,9 @@ _PLAIN = (
     CallSpec("", strict=STRICT_ENV),
     CallSpec("", as_numpy=True, strict=STRICT_ENV),
 )
+#: The specs of ``lazy_apply`` calls without options (``[as_numpy]``): what
+#: :func:`plain_spec` returns for a Python function, read straight on the hot path.
+PLAIN_SPECS = _PLAIN
 _SPECS = bounded("spec: lazy_apply specs by option key", 512)
 # (shape, dtype, as_numpy, spec) of the last immutable cached lookup, by identity.
 _LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]

@@ -294,7 +294,7 @@ PATHS: tuple[Path, ...] = (
     Path(
         "jax jit callback",
         (Backend.JAX_JIT,),
-        "inside jax.jit, a jax.pure_callback",
+        "inside jax.jit, a host callback (pure_callback semantics)",
         calls.jit,
         _callback,
         lazy=True,

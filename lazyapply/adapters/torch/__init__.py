@@ -55,6 +55,9 @@ class TorchAdapter(Adapter):
         self._xp = xp
         # torch.compiler.is_compiling is folded to True by Dynamo (no guard on a flag).
         self._compiling = torch.compiler.is_compiling
+        # The eager check asks the same in two cheaper steps (see ``deferred``).
+        self._dynamo_compiling = torch.compiler.is_dynamo_compiling
+        self._compiler = torch.compiler
         self._plain = (torch.Tensor, torch.nn.Parameter)
         from lazyapply._engine import prepared
 
@@ -108,13 +111,17 @@ class TorchAdapter(Adapter):
         wrapped tensor while a transform runs. Anything else (eager, no grad) runs
         now, on the fast path.
         """
-        if self._compiling():
+        # is_compiling() is the module's flag (set by export, and by a compile session
+        # for code it runs untraced), behind a Python call: read straight, it costs
+        # ~0.1 us less. Dynamo folds is_dynamo_compiling() to True, so it never reads
+        # (nor guards on) the flag, which is True while it compiles and False after.
+        if self._dynamo_compiling() or self._compiler._is_compiling_flag:
             return True
         plain, tensor = self._plain, self._tensor
-        grad = self._grad_enabled()  # read once, as torch.library's autograd does
         for a in args:
             if type(a) in plain:
-                if grad and a.requires_grad:
+                # Grad mode is read only for a tensor that requires grad (rare).
+                if a.requires_grad and self._grad_enabled():
                     return True
             elif isinstance(a, tensor):
                 return True

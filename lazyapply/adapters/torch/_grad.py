@@ -73,7 +73,7 @@ class Prepared:
     engine again (one engine pass per forward and backward step).
     """
 
-    __slots__ = ("calls", "func", "spec", "vjp_by_forward", "vjp_calls")
+    __slots__ = ("calls", "func", "spec", "vjp_by_forward", "vjp_calls", "vjp_steps")
 
     def __init__(self, func: Any, spec: CallSpec) -> None:
         self.func = func
@@ -82,6 +82,8 @@ class Prepared:
         self.vjp_calls: dict[Any, Any] = {}
         # (forward's checked call, n, multi, positions) -> the vjp's checked call
         self.vjp_by_forward: dict[Any, Any] = {}
+        # (forward's checked call, n, multi, positions) -> the VjpStep of a node
+        self.vjp_steps: dict[Any, Any] = {}
 
     def checked_call(
         self, adapter: Any, first: Any, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -87,8 +87,21 @@ class KernelStep(_Step):
     def derivative(
         self, operands: tuple[Any, ...], n: int, multi: bool, positions: tuple[int, ...]
     ) -> VjpStep:
-        step = VjpStep(self.adapter, self.prepared, self.kwargs, n, multi, positions)
-        step.forward = self.call  # the vjp's call is kept per forward call
+        call, prep = self.call, self.prepared
+        if call is None or self.kwargs:
+            return VjpStep(self.adapter, prep, self.kwargs, n, multi, positions)
+        # One step per forward call (which holds the arguments' metadata) and
+        # cotangent positions, reused by every backward of such a call: its vjp
+        # call is then found without a lookup.
+        steps = prep.vjp_steps
+        key = (call, n, multi, positions)
+        step = steps.get(key)
+        if step is None:
+            step = VjpStep(self.adapter, prep, self.kwargs, n, multi, positions)
+            step.forward = call
+            if len(steps) > 64:
+                steps.clear()
+            steps[key] = step
         return step
 
     def batched(self) -> KernelStep:
@@ -99,7 +112,7 @@ class VjpStep(_Step):
     """The declared vjp of a kernel, on ``(*grads, *outs, *args)``: the cotangents
     of ``positions``."""
 
-    __slots__ = ("forward", "multi", "n", "positions")
+    __slots__ = ("forward", "hit", "multi", "n", "positions")
 
     def __init__(
         self,
@@ -115,8 +128,10 @@ class VjpStep(_Step):
         self.multi = multi
         self.positions = positions
         # The checked call of the forward this is the vjp of (None: unknown): the
-        # vjp's call is then looked up by it, not by the operands' metadata.
+        # vjp's call is then looked up by it, not by the operands' metadata, and
+        # kept (hit) once found.
         self.forward: Any = None
+        self.hit: Any = None
 
     def _cores(self, sig: Any) -> list[Any]:  # of (*grads, *outs, *args)
         return [*sig.outputs, *sig.outputs, *sig.inputs]
@@ -143,7 +158,12 @@ class VjpStep(_Step):
         return hit
 
     def run(self, flat: tuple[Any, ...]) -> Any:
-        return self._call(flat).run(flat, self.kwargs)
+        call = self.hit
+        if call is None:
+            call = self._call(flat)
+            if self.forward is not None:
+                self.hit = call
+        return call.run(flat, self.kwargs)
 
     def derivative(
         self, flat: tuple[Any, ...], n: int, multi: bool, positions: tuple[int, ...]
@@ -186,7 +206,12 @@ _NODE: list[Any] = []
 
 
 def _detached(torch: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+    # Only what autograd tracks (a cotangent is not, outside create_graph): a
+    # detach makes a tensor, the test does not.
+    tensor = torch.Tensor
+    return tuple(
+        [a.detach() if isinstance(a, tensor) and a.requires_grad else a for a in args]
+    )
 
 
 def apply_with_grad(
