@@ -9,8 +9,8 @@ cache keyed by ``==`` hands one value the other's result.
 
 Each path is one :class:`Path` in :data:`PATHS`; add a path there (a runner that
 takes the lazy function, a NumPy array and the value, and returns a NumPy result).
-A path that fails because its owner's work has not landed is marked
-``xfail(strict=True)`` naming the owner, so it flips loudly when fixed.
+The paths of ``lazyapply.testing.PATHS`` take the same values in the path matrix
+(tests/test_behaviour_paths.py); this file holds the ways of calling they lack.
 """
 
 from __future__ import annotations
@@ -185,13 +185,6 @@ def _torch_grad(values: list[Any]) -> list[np.ndarray]:
 
 _ELEMENTWISE = {"as_numpy": True, "elementwise": True}
 _CALLABLES = {"as_numpy": True, "shape": lambda x, s: x.shape, "dtype": "float64"}
-
-
-def _owner(helper: str, what: str) -> Any:
-    return pytest.mark.xfail(
-        strict=True,
-        reason=f"{helper} helper: its {what} still key static arguments by ==",
-    )
 
 
 # Eager calls, every Dask mode, jax.jit's callback and native paths, jax.vmap,
