@@ -561,3 +561,27 @@ def _mul(a: Any, b: Any) -> Any:
 
 def _and(a: Any, b: Any) -> Any:
     return a & b
+
+
+def test_repeated_option_calls_never_mix() -> None:
+    # lazy_apply reuses the last call's spec when func, shape, dtype and every option
+    # are the same objects: equal-but-different options, and a kernel that takes the
+    # keyword itself, must each get their own behaviour.
+    x = np.arange(3.0)
+
+    def to_int(x: Any) -> Any:
+        return x.astype(np.int32)  # not result_type: strict refuses it
+
+    for _ in range(2):
+        with pytest.raises(KernelOutputError, match="dtype"):
+            lazy_apply(to_int, x, strict=True)
+        assert lazy_apply(to_int, x, strict=False).dtype == np.int32
+
+    def takes_strict(x: Any, strict: Any) -> Any:
+        return x + (10 if strict is True else 20)
+
+    for _ in range(2):
+        np.testing.assert_array_equal(lazy_apply(takes_strict, x, strict=True), x + 10)
+        np.testing.assert_array_equal(lazy_apply(takes_strict, x, strict=1), x + 20)
+        with pytest.raises(KernelOutputError, match="dtype"):
+            lazy_apply(to_int, x, strict=True)

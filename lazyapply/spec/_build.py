@@ -183,7 +183,7 @@ _LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]
 _IMMUTABLE = (type(None), int, str)
 
 
-def _immutable(value: Any) -> bool:
+def immutable(value: Any) -> bool:
     """A value that cannot change behind an identity match: flat tuples of sizes
     or names, ``None``, a name or a dtype object (never a list)."""
     if type(value) is tuple:
@@ -225,7 +225,7 @@ def apply_spec(
             spec = last[3]  # the same call site again: no key to build
         else:
             spec = _cached(func, shape, dtype, as_numpy, {})
-            if _immutable(shape) and _immutable(dtype):
+            if immutable(shape) and immutable(dtype):
                 _LAST[0] = (shape, dtype, as_numpy, spec)
     else:
         last_options = _LAST_OPTIONS[0]
@@ -241,8 +241,8 @@ def apply_spec(
             spec = _cached(func, shape, dtype, as_numpy, options)
             values = tuple(options.values())
             if (
-                _immutable(shape)
-                and _immutable(dtype)
+                immutable(shape)
+                and immutable(dtype)
                 and all(type(v) in _OPTION_VALUES for v in values)
             ):
                 names = tuple(options)
