@@ -143,7 +143,13 @@ class KernelCall:
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, ({s: getattr(self, s) for s in self.__slots__},))
+        from lazyapply._pickling import kernel_reference
+
+        state = {s: getattr(self, s) for s in self.__slots__}
+        # Plain pickle: by the lazy function the module holds (see there), and its
+        # spec with it (shape and dtype callables are often lambdas).
+        state["func"], state["spec"] = kernel_reference(self.func, self.spec)
+        return (_rebuild, (state,))
 
     def __repr__(self) -> str:
         return f"<lazyapply kernel call {self.name} on {self.backend}>"
@@ -320,9 +326,12 @@ def _same_but_byte_order(got: Any, expected: Any) -> bool:
 
 
 def _rebuild(state: dict[str, Any]) -> KernelCall:
+    from lazyapply._pickling import kernel_of
+
     call = KernelCall.__new__(KernelCall)
     for key, value in state.items():
         setattr(call, key, value)
+    call.func, call.spec = kernel_of(call.func, call.spec)
     return call
 
 

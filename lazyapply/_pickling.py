@@ -19,7 +19,7 @@ from lazyapply._caches import pinned
 if TYPE_CHECKING:
     from lazyapply._decorator import LazyFunction
 
-__all__ = ["by_value", "from_main", "lookup"]
+__all__ = ["by_value", "from_main", "kernel_of", "kernel_reference", "lookup"]
 
 
 def lookup(module: str, qualname: str) -> object:
@@ -30,6 +30,44 @@ def lookup(module: str, qualname: str) -> object:
         if obj is None:
             return None
     return obj
+
+
+def kernel_reference(func: Any, spec: Any) -> tuple[Any, Any]:
+    """What stands for a kernel and its spec in a pickle: the lazy function its
+    module holds.
+
+    ``@lazy`` at module level rebinds the kernel's name to the lazy function, so plain
+    ``pickle`` cannot find the kernel by its own name ("not the same object"), nor a
+    lambda among its options: a call that carries them (a Dask graph's task) pickles
+    the lazy function instead and takes them back on load (:func:`kernel_of`).
+    """
+    from lazyapply._decorator import LazyFunction
+
+    holder = lookup(
+        getattr(func, "__module__", None) or "", getattr(func, "__qualname__", "")
+    )
+    if not isinstance(holder, LazyFunction) or holder.eager is not func:
+        return func, spec
+    return _KernelOf(holder), (_KernelOf(holder) if spec is holder.spec else spec)
+
+
+def kernel_of(func: Any, spec: Any) -> tuple[Any, Any]:
+    """The kernel and spec that :func:`kernel_reference` stands for."""
+    if type(func) is _KernelOf:
+        func = func.lazy.eager
+    if type(spec) is _KernelOf:
+        spec = spec.lazy.spec
+    return func, spec
+
+
+class _KernelOf:
+    __slots__ = ("lazy",)
+
+    def __init__(self, lazy: Any) -> None:
+        self.lazy = lazy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_KernelOf, (self.lazy,))
 
 
 # The ``__main__`` functions being pickled by value right now, per thread: a kernel that

@@ -11,6 +11,7 @@ that metadata: a compiled graph relies on it, so a mismatch is a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from lazyapply._errors import SpecError
@@ -104,7 +105,7 @@ def kernel_call(
     return hit
 
 
-def _tensor() -> type:
+def _tensor() -> Any:
     import torch
 
     return torch.Tensor
@@ -205,7 +206,7 @@ def run_site(
     return outs
 
 
-def _own(o: Any, tensors: Any, before: list[Any]) -> Any:
+def _own(o: Any, tensors: Any, before: Sequence[Any]) -> Any:
     """``o``, copied if its memory overlaps an input's or an earlier output's, and
     contiguous."""
     storage = o.untyped_storage()

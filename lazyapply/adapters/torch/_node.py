@@ -95,7 +95,7 @@ class KernelStep(_Step):
         # call is then found without a lookup.
         steps = prep.vjp_steps
         key = (call, n, multi, positions)
-        step = steps.get(key)
+        step: VjpStep | None = steps.get(key)
         if step is None:
             step = VjpStep(self.adapter, prep, self.kwargs, n, multi, positions)
             step.forward = call
@@ -364,5 +364,5 @@ def node_class() -> Any:
         _NODE.append(type("LazyKernelNode", base, plain))
         _NODE.append(type("LazyKernelNode", base, func))
         # torch's own apply (C), below the Python Function.apply.
-        _NODE.append(super(torch.autograd.Function, _NODE[1]).apply)
+        _NODE.append(super(torch.autograd.Function, _NODE[1]).apply)  # pyright: ignore[reportAttributeAccessIssue]
     return _NODE[2] if _NODE[0]() else _NODE[1]
