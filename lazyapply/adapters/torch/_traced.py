@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from lazyapply._caches import pinned
 from lazyapply._check import OutputCheck
@@ -61,12 +61,15 @@ def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
 
     label = spec.name or kernel_name(kernel)
 
-    def metas(tensors: list[torch.Tensor], site: int, numbers: str) -> Any:
+    def metas(
+        tensors: list[torch.Tensor], site: int, numbers: str
+    ) -> list[torch.Tensor]:
         args, kwargs = join_site(site, tensors, numbers)
         _, got = layout_of(kernel, spec, label, args, kwargs, tensors[0])
         device = tensors[0].device
         out = [
-            torch.zeros((), dtype=d, device=device).expand(s)
+            # (layout_of refused unknown sizes: every size is known here)
+            torch.zeros((), dtype=d, device=device).expand(cast("tuple[int, ...]", s))
             for s, d in zip(got.shapes, got.dtypes, strict=True)
         ]
         flags = (int(got.multi), *map(int, got.declared))
