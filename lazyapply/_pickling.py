@@ -41,14 +41,15 @@ def kernel_reference(func: Any, spec: Any) -> tuple[Any, Any]:
     lambda among its options: a call that carries them (a Dask graph's task) pickles
     the lazy function instead and takes them back on load (:func:`kernel_of`).
     """
-    from lazyapply._decorator import LazyFunction
-
     holder = lookup(
         getattr(func, "__module__", None) or "", getattr(func, "__qualname__", "")
     )
-    if not isinstance(holder, LazyFunction) or holder.eager is not func:
+    # What stands in needs only the holder's kernel and spec back (no import of the
+    # decorator here: the call module imports this one).
+    if holder is None or getattr(holder, "eager", None) is not func:
         return func, spec
-    return _KernelOf(holder), (_KernelOf(holder) if spec is holder.spec else spec)
+    same = spec is getattr(holder, "spec", None)
+    return _KernelOf(holder), (_KernelOf(holder) if same else spec)
 
 
 def kernel_of(func: Any, spec: Any) -> tuple[Any, Any]:

@@ -71,6 +71,7 @@ def test_every_pinned_table_is_one_the_library_names() -> None:
         "torch: op names by kernel and spec",
         "torch: call site numbers by static key",
         "torch: call sites",
+        "torch: layout ops of torch-code kernels",
         "jax native: failure tokens of handlers",
     }
     assert names <= allowed, names - allowed
