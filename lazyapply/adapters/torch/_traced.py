@@ -101,7 +101,7 @@ def checked_call(
     """Run the torch-code kernel of ``call`` (traced by Dynamo), its outputs checked
     against the layout op's metadata. Traced: it imports nothing."""
     tensors, template, kwargs = operands(torch, spec, args, call.kwargs)
-    func = call.func
+    func: Any = call.func
     if type(func) is functools.partial and not func.keywords:  # obj.method
         # id(): Dynamo guards the graph on the instance's identity.
         ids = tuple(id(b) for b in func.args)
