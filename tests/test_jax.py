@@ -234,3 +234,28 @@ def test_declared_float64_without_x64_is_stored_as_float32() -> None:
     ):
         assert out.dtype == jax.dtypes.canonicalize_dtype(np.float64)
         np.testing.assert_array_equal(out, [0.0, 1.0, 2.0])
+
+
+@pytest.mark.parametrize("transform", ["jit", "vmap", "jit_vmap"])
+def test_kernel_without_as_numpy_gets_jax_arrays_under_jit(transform: str) -> None:
+    # As jax.pure_callback gives them and array_api_extra's suite checks: the
+    # namespace of the kernel's arguments is jax.numpy (the host callback once
+    # handed over NumPy views).
+    seen: list[type] = []
+
+    def kernel(x):
+        seen.append(type(x))
+        return x + 1
+
+    def f(x):
+        return lazy_apply(kernel, x, shape=x.shape, dtype=x.dtype)
+
+    run = {
+        "jit": jax.jit(f),
+        "vmap": jax.vmap(f),
+        "jit_vmap": jax.jit(jax.vmap(f)),
+    }[transform]
+    x = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(np.asarray(run(x)), np.arange(6.0).reshape(2, 3) + 1)
+    assert seen, "the kernel did not run"
+    assert all(issubclass(t, jax.Array) for t in seen), seen

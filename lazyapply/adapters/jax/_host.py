@@ -49,7 +49,15 @@ _REGISTERED: list[Any] = []  # the ctypes function and its capsule, kept alive
 class HostEntry:
     """One staging's callback, its operand and result types, and its key."""
 
-    __slots__ = ("__weakref__", "callback", "in_dtypes", "key", "multi", "outs")
+    __slots__ = (
+        "__weakref__",
+        "as_jax",
+        "callback",
+        "in_dtypes",
+        "key",
+        "multi",
+        "outs",
+    )
 
     def __init__(
         self,
@@ -62,6 +70,11 @@ class HostEntry:
 
         struct: Any = jax.ShapeDtypeStruct  # untyped in jax's stubs
         self.callback = callback
+        # A kernel without as_numpy gets JAX arrays, as jax.pure_callback gives
+        # them (and array_api_extra's lazy_apply promises): the namespace of its
+        # arguments is jax.numpy.
+        spec = callback.call.spec
+        self.as_jax = spec is not None and not spec.as_numpy
         self.in_dtypes = in_dtypes
         # The (padded) shard's results, in the dtypes XLA stores (x64 off: float32).
         self.outs = tuple(struct(s.shape, _canonical(s.dtype)) for s in outs)
@@ -101,6 +114,8 @@ class HostEntry:
             )
         for a in ins:
             a.flags.writeable = False
+        if self.as_jax:
+            ins = jax_arrays(ins)
         value = self.callback(*ins, check=check)
         for out, v in zip(outs, self.checked(value, outs), strict=True):
             np.copyto(out, v, casting="unsafe")  # only canonical casts get here
@@ -126,6 +141,13 @@ class HostEntry:
                 raise KernelOutputError(msg)
             arrays.append(v)
         return arrays
+
+
+def jax_arrays(arrays: Any) -> list[Any]:
+    """JAX arrays (copies) of a host callback's NumPy operands."""
+    import jax.numpy as jnp
+
+    return [jnp.asarray(a) for a in arrays]
 
 
 def host_call(entry: HostEntry, extents: Any, *ops: Any) -> Any:

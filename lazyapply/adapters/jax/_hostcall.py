@@ -105,7 +105,8 @@ def _impl(*ops: Any, entry: HostEntry, vmap_method: str, result_avals: Any) -> A
     import jax.numpy as jnp
     import numpy as np
 
-    value = entry.callback(*(np.asarray(o) for o in ops))
+    # Concrete JAX arrays: what the kernel gets without as_numpy (see HostEntry).
+    value = entry.callback(*(ops if entry.as_jax else [np.asarray(o) for o in ops]))
     outs = entry.checked(value, result_avals)
     return [jnp.asarray(v, a.dtype) for v, a in zip(outs, result_avals, strict=True)]
 
