@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -147,13 +147,13 @@ class TorchAdapter(Adapter):
         (``lays_out``): Dynamo traces this method, so the op's fake implementation
         lays out; the eager strategies lay out here.
         """
-        compiling = self._compiling()
+        # (Dynamo folds is_dynamo_compiling() to True, and deferred() read it: no
+        # guard of its own.)
+        compiling = self._dynamo_compiling() or self._compiling()
         if compiling or type(first) not in self._plain:
             # Traced by Dynamo: every global and attribute read costs each call of
             # the compiled function a guard, so the call goes straight there.
-            return compiled_call(
-                self, cast("PendingCall", call), args, spec, first, compiling
-            )
+            return compiled_call(self, call, args, spec, first, compiling)
         ready = self._ready
         live = self._transforms_active()
         if live:
@@ -176,7 +176,7 @@ class TorchAdapter(Adapter):
             if spec.as_numpy:  # the op's vmap rule (the op unwraps a dead wrapper)
                 if live and grad_tracked(args):
                     not_differentiable(call.name, self.label(first))
-                return op_call(cast("PendingCall", call), args, spec)
+                return op_call(call, args, spec)
 
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)

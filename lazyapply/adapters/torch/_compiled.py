@@ -16,7 +16,7 @@ registering an op or a call site cannot be traced, only done.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +32,6 @@ from lazyapply.adapters.torch._traced import checked_call
 from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
 from lazyapply.spec import CallSpec
 
-if TYPE_CHECKING:
-    from lazyapply._engine import PendingCall
-
 __all__ = ["call_op", "compiled_call", "op_call"]
 
 # The ops' namespace, read from here: Dynamo keeps an op that a constant function
@@ -45,14 +42,15 @@ _OPS = torch.ops.lazyapply
 
 def compiled_call(
     adapter: Any,
-    call: PendingCall,
+    call: Any,
     args: tuple[Any, ...],
     spec: CallSpec,
     first: Any,
     compiling: bool,
 ) -> Any:
-    """Run ``call`` as a compiled graph needs it: the kernel's op, or its traced
-    torch code (``compiling``: ``torch.compiler.is_compiling()``)."""
+    """Run ``call`` (a :class:`~lazyapply._engine.PendingCall`) as a compiled graph
+    needs it: the kernel's op, or its traced torch code (``compiling``:
+    ``torch.compiler.is_compiling()``)."""
     kernel: Any = call.func
     kwargs = call.kwargs
     bound = type(kernel) is partial and not kernel.keywords  # obj.method
@@ -78,10 +76,16 @@ def compiled_call(
         return out
     if grad and not plan.vjp:
         not_differentiable(plan.name, adapter.label(first))
+    name = plan.op
+    if name is not None and not plan.vjp:  # the common case, inline (no guard)
+        out = getattr(_OPS, name)(*args, plan.site)
+        if plan.single:
+            return (out,) if plan.multi else out
+        return tuple(out) if plan.multi or len(out) > 1 else out[0]
     return call_op(plan, kernel, spec, args, kwargs, bound)
 
 
-def op_call(call: PendingCall, args: tuple[Any, ...], spec: CallSpec) -> Any:
+def op_call(call: Any, args: tuple[Any, ...], spec: CallSpec) -> Any:
     """Call the kernel of ``call`` through its op, untraced (torch.func wrappers)."""
     kernel: Any = call.func
     kwargs = call.kwargs

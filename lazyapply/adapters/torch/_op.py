@@ -33,7 +33,7 @@ from typing import Any
 
 from lazyapply._caches import pinned
 from lazyapply._errors import SpecError
-from lazyapply.adapters.torch._fake import fake_outputs, run_site
+from lazyapply.adapters.torch._fake import fake_outputs, op_body
 from lazyapply.adapters.torch._identity import op_digest
 from lazyapply.adapters.torch._sites import TENSOR, TOKEN, join_site, site_of
 from lazyapply.spec import CallSpec, kernel_name
@@ -155,10 +155,7 @@ def _register(kernel: Any, spec: CallSpec, name: str, n_in: int) -> Any:
     label = spec.name or kernel_name(kernel)
     plain = derive_spec(spec, vjp=None)
     single = single_output(spec)
-    sites: dict[Any, Any] = {}  # the prepared body per call site and metadata
-
-    def impl(*operands: Any) -> Any:
-        return run_site(sites, kernel, plain, operands, single)
+    impl = op_body(kernel, plain, single)
 
     def fake(*operands: Any) -> Any:
         tensors, site = operands[:-1], operands[-1]
