@@ -111,3 +111,32 @@ def test_first_call_of_a_process_inside_a_compiled_function_with_a_numpy_scalar(
         """
     )
     assert run_python("-c", script).stdout.strip() == "ok"
+
+
+@lazy(as_numpy=True, elementwise=True)
+def _cube(x: Any) -> Any:
+    return x**3
+
+
+@_cube.defvjp
+def _cube_vjp(g: Any, out: Any, x: Any) -> Any:
+    return (3 * g * x**2,)
+
+
+@pytest.mark.slow
+def test_compiled_torch_func_grad_names_the_kernel_and_the_fix() -> None:
+    # torch's own error spoke of an autograd.Function's setup_context; with
+    # fullgraph=True the refusal names the kernel and the fixes, without it Dynamo
+    # runs the frame eagerly: the vjp's values.
+    grad = torch.func.grad(lambda a: _cube(a).sum())
+    x = torch.asarray(X)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"_cube \(torch\.compile\): torch\.func\.grad"):
+        torch.compile(grad, fullgraph=True, backend="aot_eager")(x)
+    torch._dynamo.reset()
+    got = torch.compile(grad, backend="aot_eager")(x)
+    np.testing.assert_allclose(got.numpy(), 3 * X**2)
+    # torch.func.vmap under compile (no grad) still goes through the op.
+    torch._dynamo.reset()
+    batched = torch.compile(torch.func.vmap(_cube), fullgraph=True, backend="aot_eager")
+    np.testing.assert_allclose(batched(torch.asarray(BATCH)).numpy(), BATCH**3)
