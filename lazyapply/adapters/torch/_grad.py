@@ -73,12 +73,22 @@ class Prepared:
     engine again (one engine pass per forward and backward step).
     """
 
-    __slots__ = ("calls", "func", "spec", "vjp_by_forward", "vjp_calls", "vjp_steps")
+    __slots__ = (
+        "calls",
+        "func",
+        "spec",
+        "steps",
+        "vjp_by_forward",
+        "vjp_calls",
+        "vjp_steps",
+    )
 
     def __init__(self, func: Any, spec: CallSpec) -> None:
         self.func = func
         self.spec = spec
         self.calls: dict[Any, Any] = {}
+        # forward's checked call -> its EagerStep (._grad_eager)
+        self.steps: dict[Any, Any] = {}
         self.vjp_calls: dict[Any, Any] = {}
         # (forward's checked call, n, multi, positions) -> the vjp's checked call
         self.vjp_by_forward: dict[Any, Any] = {}
