@@ -19,7 +19,6 @@ from typing import Any
 from lazyapply.adapters.torch._grad import Prepared, not_differentiable
 from lazyapply.adapters.torch._node import (
     KernelStep,
-    VjpStep,
     _detached,
     _jvp,
     _vmap,
@@ -37,8 +36,7 @@ class EagerStep(KernelStep):
     floating-point or complex (the ones a cotangent is asked for); ``others``:
     positions of the other arguments (kept per call: the vjp gets the very
     objects); ``multi``: the checked call returns a tuple (its check says so);
-    ``backs``: ``(needs_input_grad, number of outputs)`` -> (cotangent positions,
-    vjp step).
+    ``backs``: ``(needs_input_grad, number of outputs)`` -> :class:`_Back`.
     """
 
     __slots__ = ("at", "backs", "floats", "multi", "n_args", "others", "single")
@@ -64,22 +62,33 @@ class EagerStep(KernelStep):
         self.n_args = len(args)
         self.single = self.n_args == 1 and not others
         self.multi = bool(call.check.multi)
-        self.backs: dict[Any, tuple[tuple[int, ...], VjpStep | None]] = {}
+        self.backs: dict[Any, _Back] = {}
 
-    def back(
-        self, needs: tuple[bool, ...], n: int
-    ) -> tuple[tuple[int, ...], VjpStep | None]:
-        """Cotangent positions and vjp step for these inputs needing a gradient."""
+    def back(self, needs: tuple[bool, ...], n: int) -> _Back:
+        """What a backward with these inputs needing a gradient runs."""
         key = (needs, n)
         hit = self.backs.get(key)
         if hit is None:
             positions = tuple([i for i in self.floats if needs[i + 1]])
-            vjp = self.derivative((), n, self.multi, positions) if positions else None
-            hit = (positions, vjp)
+            hit = _Back(positions)
             if len(self.backs) > 16:
                 self.backs.clear()
             self.backs[key] = hit
         return hit
+
+
+class _Back:
+    """A backward of one step: the cotangent ``positions``; ``plain``, the vjp's
+    checked call when the backward is not differentiated (made by the first such
+    backward, with the arguments' metadata); ``lone``: ``plain`` returns the one
+    cotangent itself."""
+
+    __slots__ = ("lone", "plain", "positions")
+
+    def __init__(self, positions: tuple[int, ...]) -> None:
+        self.positions = positions
+        self.lone = len(positions) == 1
+        self.plain: Any = None
 
 
 def apply_with_grad(
@@ -145,8 +154,9 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     step: EagerStep = ctx.step
     saved = ctx.saved_tensors
     n = len(grads)
-    positions, vjp = step.back(ctx.needs_input_grad, n)
-    if vjp is None:
+    back = step.back(ctx.needs_input_grad, n)
+    positions = back.positions
+    if not positions:
         return (None,) * (step.n_args + 1)
     k = len(step.at)
     outs = saved[k:]
@@ -171,11 +181,30 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     if torch.is_grad_enabled() or _NODE[1]():
         # create_graph=True (or a transform around the backward): the vjp is a
         # node too, differentiable when it declares its own vjp.
+        vjp = step.derivative(args, n, step.multi, positions)
         picked = node_class().apply(vjp, *flat)
     else:
-        picked = vjp.run(_detached(torch, flat))
-    if step.single:
-        return (None, picked[0])
+        call = back.plain
+        if call is None:
+            call = back.plain = step.prepared.new_vjp_call(
+                step.adapter,
+                grads[0],
+                n,
+                step.multi,
+                positions,
+                args,
+                step.kwargs,
+                lone=True,
+            )
+        if step.others:
+            flat = _detached(torch, flat)
+        else:  # tensors only
+            flat = tuple([t.detach() for t in flat])
+        picked = call.run(flat, step.kwargs)
+        if back.lone:
+            if step.single:
+                return (None, picked)
+            picked = (picked,)
     full: list[Any] = [None] * (step.n_args + 1)
     for i, g in zip(positions, picked, strict=True):
         full[i + 1] = g
