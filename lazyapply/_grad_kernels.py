@@ -18,6 +18,7 @@ from lazyapply._errors import KernelOutputError
 
 __all__ = [
     "JvpKernel",
+    "LoneVjpKernel",
     "VjpKernel",
     "VjpOfVjp",
     "eager_rule",
@@ -133,6 +134,16 @@ class VjpKernel(_FlatRule):
                 )
                 raise KernelOutputError(msg)
         return picked
+
+
+class LoneVjpKernel(VjpKernel):
+    """:class:`VjpKernel` with one differentiable argument: its cotangent itself,
+    not a 1-tuple (a checked call of one output takes its shortest path)."""
+
+    __slots__ = ()
+
+    def __call__(self, *flat: Any, **kwargs: Any) -> Any:
+        return VjpKernel.__call__(self, *flat, **kwargs)[0]
 
 
 class JvpKernel(_FlatRule):

@@ -22,7 +22,7 @@ from lazyapply.adapters.torch._grad import (
     needs_grad,
     not_differentiable,
 )
-from lazyapply.adapters.torch._node import apply_with_grad
+from lazyapply.adapters.torch._grad_eager import apply_with_grad
 from lazyapply.adapters.torch._op import call_op
 from lazyapply.adapters.torch._traced import checked_call, func_grad_compiled
 from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
