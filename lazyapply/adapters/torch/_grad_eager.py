@@ -154,7 +154,8 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     step: EagerStep = ctx.step
     saved = ctx.saved_tensors
     n = len(grads)
-    back = step.back(ctx.needs_input_grad, n)
+    needs = ctx.needs_input_grad
+    back = step.backs.get((needs, n)) or step.back(needs, n)
     positions = back.positions
     if not positions:
         return (None,) * (step.n_args + 1)
