@@ -38,13 +38,23 @@ __all__ = [
 
 def needs_grad(args: tuple[Any, ...]) -> bool:
     """Whether autograd must see this call: a tensor requires grad, grad mode is on."""
-    import torch
-
+    torch = _TORCH[0] if _TORCH else _torch()
     for a in args:  # is_tensor: traced by Dynamo (see _op.call_op)
         # (Dynamo's is_tensor is True for a NumPy scalar, its 0-d array, too.)
         if torch.is_tensor(a) and not isinstance(a, np.ndarray) and a.requires_grad:
             return torch.is_grad_enabled()
     return False
+
+
+def _torch() -> Any:
+    # The module, without a function-level import (as costly as the test) per call.
+    import torch
+
+    _TORCH.append(torch)
+    return torch
+
+
+_TORCH: list[Any] = []
 
 
 def grad_tracked(args: tuple[Any, ...]) -> bool:

@@ -36,10 +36,21 @@ class EagerStep(KernelStep):
     floating-point or complex (the ones a cotangent is asked for); ``others``:
     positions of the other arguments (kept per call: the vjp gets the very
     objects); ``multi``: the checked call returns a tuple (its check says so);
-    ``backs``: ``(needs_input_grad, number of outputs)`` -> :class:`_Back`.
+    ``backs``: ``(needs_input_grad, number of outputs)`` -> :class:`_Back`;
+    ``frozen``: whether some output is not floating-point (then not
+    differentiable; ``None``: the check does not know every dtype, ask each call).
     """
 
-    __slots__ = ("at", "backs", "floats", "multi", "n_args", "others", "single")
+    __slots__ = (
+        "at",
+        "backs",
+        "floats",
+        "frozen",
+        "multi",
+        "n_args",
+        "others",
+        "single",
+    )
 
     def __init__(
         self, adapter: Any, prepared: Any, call: Any, args: tuple[Any, ...]
@@ -63,6 +74,11 @@ class EagerStep(KernelStep):
         self.single = self.n_args == 1 and not others
         self.multi = bool(call.check.multi)
         self.backs: dict[Any, _Back] = {}
+        # The checked call refuses an output of another dtype than its check's.
+        dtypes = call.check.dtypes
+        self.frozen: bool | None = None
+        if dtypes is not None and all(isinstance(d, torch.dtype) for d in dtypes):
+            self.frozen = not all(d.is_floating_point or d.is_complex for d in dtypes)
 
     def back(self, needs: tuple[bool, ...], n: int) -> _Back:
         """What a backward with these inputs needing a gradient runs."""
@@ -144,9 +160,10 @@ def _forward(ctx: Any, step: EagerStep, *args: Any) -> Any:
         ctx.save_for_backward(*[args[i] for i in step.at], *outs)
     else:
         ctx.save_for_backward(*args, *outs)
-    frozen = [o for o in outs if not (o.is_floating_point() or o.is_complex())]
-    if frozen:
-        ctx.mark_non_differentiable(*frozen)
+    if step.frozen is not False:
+        frozen = [o for o in outs if not (o.is_floating_point() or o.is_complex())]
+        if frozen:
+            ctx.mark_non_differentiable(*frozen)
     return out
 
 
@@ -154,7 +171,8 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     step: EagerStep = ctx.step
     saved = ctx.saved_tensors
     n = len(grads)
-    back = step.back(ctx.needs_input_grad, n)
+    needs = ctx.needs_input_grad
+    back = step.backs.get((needs, n)) or step.back(needs, n)
     positions = back.positions
     if not positions:
         return (None,) * (step.n_args + 1)
@@ -198,8 +216,8 @@ def _backward(ctx: Any, *grads: Any) -> Any:
             )
         if step.others:
             flat = _detached(torch, flat)
-        else:  # tensors only
-            flat = tuple([t.detach() for t in flat])
+        else:  # tensors only (a cotangent does not require grad here)
+            flat = tuple([t.detach() if t.requires_grad else t for t in flat])
         picked = call.run(flat, step.kwargs)
         if back.lone:
             if step.single:
