@@ -42,7 +42,7 @@ def needs_grad(args: tuple[Any, ...]) -> bool:
     for a in args:  # is_tensor: traced by Dynamo (see _op.call_op)
         # (Dynamo's is_tensor is True for a NumPy scalar, its 0-d array, too.)
         if torch.is_tensor(a) and not isinstance(a, np.ndarray) and a.requires_grad:
-            return torch.is_grad_enabled()
+            return bool(torch.is_grad_enabled())
     return False
 
 

@@ -14,7 +14,7 @@ the vjp's step as a :mod:`._node` node, the same as the general node does.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from lazyapply.adapters.torch._grad import Prepared, not_differentiable
 from lazyapply.adapters.torch._node import (
@@ -127,21 +127,19 @@ def apply_with_grad(
         _make()
     if call is None or _NODE[1]():
         # torch.func: the general node, in the form torch.func accepts.
-        step = KernelStep(
-            adapter, prepared, call, call.kwargs if kwargs is None else kwargs
-        )
-        return node_class().apply(step, *args)
+        kw = cast(Any, call).kwargs if kwargs is None else kwargs
+        return node_class().apply(KernelStep(adapter, prepared, call, kw), *args)
     # Eager, no transform, no torch.func wrapper among the arguments (the adapter
     # asked): this checked call's step, on torch's own apply (C), below the Python
     # Function.apply.
     steps = prepared.steps
-    step = steps.get(call)
-    if step is None:
-        step = EagerStep(adapter, prepared, call, args)
+    eager = steps.get(call)
+    if eager is None:
+        eager = EagerStep(adapter, prepared, call, args)
         if len(steps) > 64:
             steps.clear()
-        steps[call] = step
-    return _NODE[0](step, *args)
+        steps[call] = eager
+    return _NODE[0](eager, *args)
 
 
 _NODE: list[Any] = []  # torch's own apply (C) of the eager node class
@@ -240,5 +238,5 @@ def _make() -> None:
     }
     node = type("LazyKernelNode", (torch.autograd.Function,), rules)
     _TORCH.append(torch)
-    _NODE.append(super(torch.autograd.Function, node).apply)  # pyright: ignore[reportAttributeAccessIssue]
+    _NODE.append(super(torch.autograd.Function, cast(Any, node)).apply)  # pyright: ignore[reportAttributeAccessIssue]
     _NODE.append(torch._C._are_functorch_transforms_active)  # type: ignore[attr-defined]
