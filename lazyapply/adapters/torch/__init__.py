@@ -18,7 +18,7 @@ from lazyapply._errors import SpecError
 from lazyapply.adapters._base import Adapter, Target
 from lazyapply.adapters.torch._compiled import compiled_call, op_call
 from lazyapply.adapters.torch._grad import Prepared, grad_tracked, not_differentiable
-from lazyapply.adapters.torch._node import apply_with_grad
+from lazyapply.adapters.torch._grad_eager import apply_with_grad
 from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
@@ -67,6 +67,11 @@ class TorchAdapter(Adapter):
         self._any_wrapped: Callable[[tuple[Any, ...]], bool] = torch.compiler.disable(  # type: ignore[no-untyped-call]
             self._scan_wrapped
         )
+        from lazyapply.adapters.torch._traced import func_grad_active
+
+        # Whether the innermost torch.func transform is a grad (traced: Dynamo
+        # shows a grad-tracked tensor with requires_grad False).
+        self._func_grad = func_grad_active()
 
     @staticmethod
     def claims(x: Any) -> bool:

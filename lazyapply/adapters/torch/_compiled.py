@@ -28,7 +28,7 @@ from lazyapply.adapters.torch._grad import not_differentiable
 from lazyapply.adapters.torch._op import prepare_op
 from lazyapply.adapters.torch._operands import Plan, operands, plan_of
 from lazyapply.adapters.torch._sites import TENSOR, n_operands, site_of, template_of
-from lazyapply.adapters.torch._traced import checked_call
+from lazyapply.adapters.torch._traced import checked_call, func_grad_compiled
 from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
 from lazyapply.spec import CallSpec
 
@@ -38,6 +38,7 @@ __all__ = ["call_op", "compiled_call", "op_call"]
 # returned only through a guarded path (its variable for a torch op needs a source
 # it can guard), and this one is the shortest (one guard, and the op's own).
 _OPS = torch.ops.lazyapply
+_transforms_active = torch._C._are_functorch_transforms_active  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def compiled_call(
@@ -76,6 +77,8 @@ def compiled_call(
         return out
     if grad and not plan.vjp:
         not_differentiable(plan.name, adapter.label(first))
+    if _transforms_active() and adapter._func_grad():
+        func_grad_compiled(plan.name, plan.vjp)
     name = plan.op
     if name is not None and not plan.vjp:  # the common case, inline (no guard)
         out = getattr(_OPS, name)(*args, plan.site)

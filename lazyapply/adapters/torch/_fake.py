@@ -97,10 +97,14 @@ def kernel_call(
     try:
         key = (
             tuple(
-                (a.shape, a.dtype, a.device) if isinstance(a, tensor) else static_key(a)
-                for a in args
+                [
+                    (a.shape, a.dtype, a.device)
+                    if isinstance(a, tensor)
+                    else static_key(a)
+                    for a in args
+                ]
             ),
-            static_key(tuple(sorted(kwargs.items()))),
+            static_key(tuple(sorted(kwargs.items()))) if kwargs else (),
         )
         hit = cache.get(key)
     except (Unkeyable, TypeError):

@@ -190,7 +190,11 @@ def _part(plan: Plan, how: int, a: Any, tensors: list[Any], device: Any) -> Any:
         tensors.append(a)
         return TENSOR
     if how == 1:  # _FLOAT: float64 keeps the value and its sign (-0.0)
-        tensors.append(torch.scalar_tensor(a, dtype=torch.float64, device=device))
+        # A product, not scalar_tensor(a): Dynamo makes a float that changed between
+        # calls symbolic, and its tensorify pass cannot keep scalar_tensor of one
+        # symbolic: it specialises the value through sympy, which has no -0.0 (the
+        # op then got +0.0). 1.0 * a is exact for every float, NaN and -0.0 included.
+        tensors.append(torch.ones((), dtype=torch.float64, device=device) * a)
         return FLOAT
     if how == 2:  # _INT, where int64 holds it (a larger int stays static)
         if -(2**63) <= a < 2**63:
