@@ -169,16 +169,32 @@ PLAIN_SPECS = _PLAIN
 #: matched by identity on ``lazy_apply``'s hot path (see :func:`apply_spec`).
 SPECS = bounded("spec: lazy_apply specs by option key", 512)
 _IMMUTABLE = (type(None), int, str)
-# Option values matched by identity: immutable, and never equal across types.
-_OPTION_VALUES = (type(None), bool, str, types.FunctionType)
 
 
 def immutable(value: Any) -> bool:
-    """A value that cannot change behind an identity match: flat tuples of sizes
-    or names, ``None``, a name or a dtype object (never a list)."""
-    if type(value) is tuple:
+    """A value that cannot change behind an identity match: ``None``, a name, a flat
+    tuple of sizes or names, a dtype object of any library, a number, a function;
+    never a list, a dict, a set, an array or an object keyed by its fields.
+
+    Called when a spec is stored for identity matching (off the hot path): the
+    object's :func:`~lazyapply.spec._static.static_key` decides, so that any value
+    keyed by identity (array-api-strict's dtypes, say) or by an immutable value
+    (NumPy dtypes and scalars) qualifies.
+    """
+    t = type(value)
+    if t is tuple:
         return all(type(v) in _IMMUTABLE for v in value)
-    return value is None or type(value) is str or hasattr(value, "itemsize")
+    if (
+        isinstance(value, (tuple, list, dict, set))
+        or hasattr(t, "__dataclass_fields__")
+        or hasattr(t, "__static_key__")
+    ):
+        return False  # keyed by contents that may change
+    try:
+        static_key(value)
+    except (Unkeyable, RecursionError):  # an array
+        return False
+    return True
 
 
 def apply_spec(
@@ -219,11 +235,7 @@ def apply_spec(
         spec = _cached(func, shape, dtype, as_numpy, options)
     if type(func) is not types.FunctionType:
         spec = with_implied_mode(spec, func)
-    if (
-        immutable(shape)
-        and immutable(dtype)
-        and all(type(v) in _OPTION_VALUES for v in values)
-    ):
+    if immutable(shape) and immutable(dtype) and all(map(immutable, values)):
         SPECS.last = (func, shape, dtype, as_numpy, tuple(options), values, spec)
     return spec, rest
 
