@@ -107,6 +107,35 @@ def _learn_key(x: Any, name: str) -> str | None:
     raise ArgumentTypeError(msg)
 
 
+def _relearn(x: Any, name: str) -> Adapter | None:
+    """The adapter of ``x`` after this call learnt a type, asked without the table.
+
+    torch.compile's Dynamo traces :func:`find_adapter` on a view of ``_TYPES`` taken
+    when it first read it, and runs :func:`_learn_key` untraced: a type learnt
+    there (NumPy's array type, learnt with torch's tensor) is missing from that
+    view, and Dynamo's guard that it is missing fails on the frame that made it (a
+    NumPy scalar is a 0-d ``numpy.ndarray`` to Dynamo, pytorch/pytorch#185815).
+    """
+    t = type(x)
+    if t is list or t is tuple:
+        return _learn(x, name)
+    key = _known_key(t)
+    if key == "":
+        return _learn(x, name)
+    return None if key is None else _ADAPTERS[key]
+
+
+def _known_key(t: type) -> str | None:
+    """The key in ``_ADAPTERS`` of type ``t``'s adapter (``None``: a Python scalar
+    type), or ``""`` where ``t`` is not learnt yet."""
+    if t not in _TYPES:
+        return ""
+    adapter = _TYPES[t]
+    if adapter is None:
+        return None
+    return next(k for k, v in _ADAPTERS.items() if v is adapter)
+
+
 def _learn_ndarray() -> None:
     """Learn NumPy's array type as soon as any library's is.
 
@@ -176,15 +205,21 @@ def find_adapter(
     first = None
     types = _TYPES
     seen: type | None = None
+    learnt = False
+    ad: Any  # an adapter, None, or the table itself (a miss)
     for a in args:
         t = type(a)
         if t is seen:  # arrays of one type (the common case): one lookup for all
             continue
-        ad = types.get(t, types)
-        if ad is types:  # not cached (lists and tuples never are: each is checked)
-            ad = _learn(a, _name(func))
+        if learnt:  # a type learnt by this call: the table changed (rare)
+            ad = _relearn(a, _name(func))
         else:
-            seen = t
+            ad = types.get(t, types)
+            if ad is types:  # not cached (lists and tuples never are: each checked)
+                ad = _learn(a, _name(func))
+                learnt = True
+            else:
+                seen = t
         if ad is None:
             continue
         if adapter is None:
@@ -214,9 +249,10 @@ def _mixed(args: tuple[Any, ...], func: Callable[..., Any] | str) -> tuple[Any, 
     found: list[tuple[Adapter, Any]] = []
     numpy_arrays: list[tuple[Adapter, Any]] = []
     for a in args:
-        ad = _TYPES.get(type(a))
-        if ad is None:
+        key = _known_key(type(a))  # not _TYPES.get: see _relearn
+        if not key:
             continue
+        ad = _ADAPTERS[key]
         if numpy is not None and isinstance(a, (numpy.generic, numpy.ndarray)):
             if isinstance(a, numpy.ndarray):
                 numpy_arrays.append((ad, a))
@@ -259,3 +295,4 @@ def _name(func: Callable[..., Any] | str) -> str:
 # torch._dynamo.assume_constant_result does, without importing torch), then _learn
 # reads the adapter from _ADAPTERS, a global it can trace.
 _learn_key._dynamo_marked_constant = True  # type: ignore[attr-defined]
+_known_key._dynamo_marked_constant = True  # type: ignore[attr-defined]

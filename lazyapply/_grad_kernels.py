@@ -18,6 +18,7 @@ from lazyapply._errors import KernelOutputError
 
 __all__ = [
     "JvpKernel",
+    "LoneVjpKernel",
     "VjpKernel",
     "VjpOfVjp",
     "eager_rule",
@@ -111,28 +112,47 @@ class VjpKernel(_FlatRule):
     __slots__ = ()
 
     def __call__(self, *flat: Any, **kwargs: Any) -> tuple[Any, ...]:
-        g, out, args = self._split(flat)
+        if self.multi:
+            g, out, args = self._split(flat)
+        else:  # one output (the common case): _split's work without its calls
+            g, out, args = flat[0], flat[1], flat[2:]
         cts = self.call(g, out, *args, **kwargs)
-        if self.n_args == 1 and not isinstance(cts, (tuple, list)):
-            cts = (cts,)
-        if not isinstance(cts, (tuple, list)) or len(cts) != self.n_args:
-            got = len(cts) if isinstance(cts, (tuple, list)) else type(cts).__name__
-            msg = (
-                f"{self.__name__}: the vjp must return one cotangent per positional "
-                f"argument of {self.name} ({self.n_args}), got {got}; return a tuple "
-                "with None for arguments that are not differentiable"
-            )
-            raise KernelOutputError(msg)
-        picked = tuple(cts[i] for i in self.positions)
-        for i, c in zip(self.positions, picked, strict=True):
+        if type(cts) is not tuple and type(cts) is not list:
+            if self.n_args == 1 and not isinstance(cts, (tuple, list)):
+                cts = (cts,)
+            elif not isinstance(cts, (tuple, list)):
+                self._count_error(type(cts).__name__)
+        if len(cts) != self.n_args:
+            self._count_error(len(cts))
+        picked = tuple([cts[i] for i in self.positions])
+        for k, c in enumerate(picked):  # (``None in picked`` would compare arrays)
             if c is None:
                 msg = (
-                    f"{self.__name__}: the vjp returned None for argument {i} of "
-                    f"{self.name}, which is a floating-point array and needs a "
-                    "cotangent; return an array shaped like that argument"
+                    f"{self.__name__}: the vjp returned None for argument "
+                    f"{self.positions[k]} of {self.name}, which is a floating-point "
+                    "array and needs a cotangent; return an array shaped like that "
+                    "argument"
                 )
                 raise KernelOutputError(msg)
         return picked
+
+    def _count_error(self, got: object) -> None:
+        msg = (
+            f"{self.__name__}: the vjp must return one cotangent per positional "
+            f"argument of {self.name} ({self.n_args}), got {got}; return a tuple "
+            "with None for arguments that are not differentiable"
+        )
+        raise KernelOutputError(msg)
+
+
+class LoneVjpKernel(VjpKernel):
+    """:class:`VjpKernel` with one differentiable argument: its cotangent itself,
+    not a 1-tuple (a checked call of one output takes its shortest path)."""
+
+    __slots__ = ()
+
+    def __call__(self, *flat: Any, **kwargs: Any) -> Any:
+        return VjpKernel.__call__(self, *flat, **kwargs)[0]
 
 
 class JvpKernel(_FlatRule):

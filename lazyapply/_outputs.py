@@ -24,11 +24,11 @@ def convert_output(
     does not convert gets a :class:`KernelOutputError` naming the kernel (``where()``,
     called only then).
     """
-    import numpy as np
-
     try:
         return convert(o)
     except (TypeError, ValueError, RuntimeError, NotImplementedError) as exc:
+        import numpy as np  # only here: a function-level import costs every output
+
         if isinstance(o, np.ndarray):
             fixed = o
             if o.dtype.byteorder not in "=|":

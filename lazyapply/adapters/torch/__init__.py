@@ -22,9 +22,9 @@ from lazyapply.adapters.torch._grad import (
     needs_grad,
     not_differentiable,
 )
-from lazyapply.adapters.torch._node import apply_with_grad
+from lazyapply.adapters.torch._grad_eager import apply_with_grad
 from lazyapply.adapters.torch._op import call_op
-from lazyapply.adapters.torch._traced import checked_call
+from lazyapply.adapters.torch._traced import checked_call, func_grad_compiled
 from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
 from lazyapply.spec import CallSpec
 
@@ -75,6 +75,11 @@ class TorchAdapter(Adapter):
         self._any_wrapped: Callable[[tuple[Any, ...]], bool] = torch.compiler.disable(  # type: ignore[no-untyped-call]
             self._scan_wrapped
         )
+        from lazyapply.adapters.torch._traced import func_grad_active
+
+        # Whether the innermost torch.func transform is a grad (traced: Dynamo
+        # shows a grad-tracked tensor with requires_grad False).
+        self._func_grad = func_grad_active()
 
     @staticmethod
     def claims(x: Any) -> bool:
@@ -193,6 +198,8 @@ class TorchAdapter(Adapter):
                 return out
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
+            if self._transforms_active() and self._func_grad():
+                func_grad_compiled(call.name, spec.vjp is not None)
             return call_op(self._torch, call.func, spec, args, call.kwargs)
         ready = self._ready
         live = self._transforms_active()

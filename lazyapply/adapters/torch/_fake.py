@@ -86,14 +86,18 @@ def kernel_call(
             hit = _checked(kernel, spec, args, kwargs, first)
             _keep(cache, key, hit)
         return hit
-    tensor = _tensor()
+    tensor = _TENSOR[0] if _TENSOR else _tensor()
     try:
         key = (
             tuple(
-                (a.shape, a.dtype, a.device) if isinstance(a, tensor) else static_key(a)
-                for a in args
+                [
+                    (a.shape, a.dtype, a.device)
+                    if isinstance(a, tensor)
+                    else static_key(a)
+                    for a in args
+                ]
             ),
-            static_key(tuple(sorted(kwargs.items()))),
+            static_key(tuple(sorted(kwargs.items()))) if kwargs else (),
         )
         hit = cache.get(key)
     except (Unkeyable, TypeError):
@@ -106,9 +110,14 @@ def kernel_call(
 
 
 def _tensor() -> Any:
+    # Kept: a function-level import costs about what building the key does.
     import torch
 
+    _TENSOR.append(torch.Tensor)
     return torch.Tensor
+
+
+_TENSOR: list[Any] = []
 
 
 def _checked(

@@ -38,13 +38,23 @@ __all__ = [
 
 def needs_grad(args: tuple[Any, ...]) -> bool:
     """Whether autograd must see this call: a tensor requires grad, grad mode is on."""
-    import torch
-
+    torch = _TORCH[0] if _TORCH else _torch()
     for a in args:  # is_tensor: traced by Dynamo (see _op.call_op)
         # (Dynamo's is_tensor is True for a NumPy scalar, its 0-d array, too.)
         if torch.is_tensor(a) and not isinstance(a, np.ndarray) and a.requires_grad:
-            return torch.is_grad_enabled()
+            return bool(torch.is_grad_enabled())
     return False
+
+
+def _torch() -> Any:
+    # The module, without a function-level import (as costly as the test) per call.
+    import torch
+
+    _TORCH.append(torch)
+    return torch
+
+
+_TORCH: list[Any] = []
 
 
 def grad_tracked(args: tuple[Any, ...]) -> bool:
@@ -73,12 +83,22 @@ class Prepared:
     engine again (one engine pass per forward and backward step).
     """
 
-    __slots__ = ("calls", "func", "spec", "vjp_by_forward", "vjp_calls", "vjp_steps")
+    __slots__ = (
+        "calls",
+        "func",
+        "spec",
+        "steps",
+        "vjp_by_forward",
+        "vjp_calls",
+        "vjp_steps",
+    )
 
     def __init__(self, func: Any, spec: CallSpec) -> None:
         self.func = func
         self.spec = spec
         self.calls: dict[Any, Any] = {}
+        # forward's checked call -> its EagerStep (._grad_eager)
+        self.steps: dict[Any, Any] = {}
         self.vjp_calls: dict[Any, Any] = {}
         # (forward's checked call, n, multi, positions) -> the vjp's checked call
         self.vjp_by_forward: dict[Any, Any] = {}
@@ -89,9 +109,12 @@ class Prepared:
         self, adapter: Any, first: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """The kernel's call checked against :func:`layout`, per argument metadata."""
-        from lazyapply.adapters.torch._fake import kernel_call
+        # Imported once (a function-level import costs twice the lookup itself).
+        if not _KERNEL_CALL:
+            from lazyapply.adapters.torch._fake import kernel_call
 
-        return kernel_call(self.calls, self.func, self.spec, args, kwargs, first)
+            _KERNEL_CALL.append(kernel_call)
+        return _KERNEL_CALL[0](self.calls, self.func, self.spec, args, kwargs, first)
 
     def vjp_call(
         self,
@@ -104,27 +127,54 @@ class Prepared:
         kwargs: dict[str, Any],
     ) -> Any:
         """The checked call of the vjp for these arguments' metadata."""
-        from lazyapply._check import OutputCheck
-        from lazyapply._engine import make_call
-        from lazyapply._grad import VjpKernel
-
         shapes = tuple(tuple(args[i].shape) for i in positions)
         dtypes = tuple(args[i].dtype for i in positions)
         key = (n, multi, positions, len(args), shapes, dtypes, first.device)
         hit = self.vjp_calls.get(key)
         if hit is None:
-            spec = self.spec
-            kernel = VjpKernel(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
-            output = OutputSpec(shapes, dtypes, True)
-            vspec = rule_spec(kernel.__name__, output, spec.as_numpy)
-            check = OutputCheck(shapes, dtypes, True, (True, True))
-            hit = make_call(
-                adapter, first, kernel, kwargs, vspec, check, None, deferred=True
-            )
+            hit = self.new_vjp_call(adapter, first, n, multi, positions, args, kwargs)
             if len(self.vjp_calls) > 64:
                 self.vjp_calls.clear()
             self.vjp_calls[key] = hit
         return hit
+
+    def new_vjp_call(
+        self,
+        adapter: Any,
+        first: Any,
+        n: int,
+        multi: bool,
+        positions: tuple[int, ...],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        lone: bool = False,
+    ) -> Any:
+        """A checked call of the vjp, its cotangents declared like their arguments.
+
+        ``lone``: one cotangent, returned as itself rather than in a 1-tuple (the
+        checked call's path for one output; a plain backward, whose cotangents
+        no node of a second derivative sees).
+        """
+        from lazyapply._check import OutputCheck
+        from lazyapply._engine import make_call
+        from lazyapply._grad_kernels import LoneVjpKernel, VjpKernel
+
+        shapes = tuple(tuple(args[i].shape) for i in positions)
+        dtypes = tuple(args[i].dtype for i in positions)
+        spec = self.spec
+        kind = LoneVjpKernel if lone and len(positions) == 1 else VjpKernel
+        kernel = kind(spec.vjp, spec.name, n, multi, positions, len(args))  # type: ignore[arg-type]
+        several = kind is VjpKernel
+        output = OutputSpec(shapes, dtypes, several)
+        vspec = rule_spec(kernel.__name__, output, spec.as_numpy)
+        check = OutputCheck(shapes, dtypes, several, (True, True))
+        return make_call(
+            adapter, first, kernel, kwargs, vspec, check, None, deferred=True
+        )
+
+
+_KERNEL_CALL: list[Any] = []
 
 
 def not_differentiable(name: str, backend: str) -> None:

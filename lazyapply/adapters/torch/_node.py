@@ -17,11 +17,11 @@ from typing import Any
 from lazyapply._caches import bounded
 from lazyapply._errors import NotDifferentiableError
 from lazyapply._grad_kernels import VjpOfVjp, own_vjp, second_order_hint
-from lazyapply.adapters.torch._grad import Prepared, not_differentiable
+from lazyapply.adapters.torch._grad import Prepared
 from lazyapply.spec import CallSpec
 from lazyapply.spec._build import derive_spec
 
-__all__ = ["KernelStep", "VjpStep", "apply_with_grad", "node_class"]
+__all__ = ["KernelStep", "VjpStep", "node_class"]
 
 _TRANSFORMS = (
     "torch.autograd.grad(create_graph=True), gradgradcheck, "
@@ -214,33 +214,6 @@ def _detached(torch: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-def apply_with_grad(
-    adapter: Any,
-    call: Any,
-    args: tuple[Any, ...],
-    spec: CallSpec,
-    first: Any,
-    prepared: Prepared,
-    kwargs: dict[str, Any] | None = None,
-) -> Any:
-    """The call, recorded as one autograd node whose backward is the vjp.
-
-    ``call`` is the kernel's checked call for these arguments (``None`` under
-    torch.func: the node makes it for the plain tensors it gets).
-    """
-    if spec.vjp is None:  # as_numpy (the adapter passes torch code on as it is)
-        not_differentiable(spec.name, adapter.label(first))
-    if kwargs is None:
-        kwargs = call.kwargs
-    step = KernelStep(adapter, prepared, call, kwargs)
-    node = node_class()
-    if call is not None and not _NODE[0]():
-        # Eager, no transform, no torch.func wrapper among the arguments (the
-        # adapter asked): what Function.apply then does, without its Python frame.
-        return _NODE[3](step, *args)
-    return node.apply(step, *args)
-
-
 def _forward(step: Any, *args: Any) -> Any:
     return step.run(_detached(_torch(), args))
 
@@ -363,6 +336,4 @@ def node_class() -> Any:
         _NODE.append(torch._C._are_functorch_transforms_active)  # type: ignore[attr-defined]
         _NODE.append(type("LazyKernelNode", base, plain))
         _NODE.append(type("LazyKernelNode", base, func))
-        # torch's own apply (C), below the Python Function.apply.
-        _NODE.append(super(torch.autograd.Function, _NODE[1]).apply)  # pyright: ignore[reportAttributeAccessIssue]
     return _NODE[2] if _NODE[0]() else _NODE[1]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from lazyapply._call import KernelCall
     from lazyapply._engine import PendingCall
 
-__all__ = ["checked_call"]
+__all__ = ["checked_call", "func_grad_active", "func_grad_compiled"]
 
 _LOCK = threading.Lock()
 # Pinned: compiled graphs name the registered ops.
@@ -120,3 +120,41 @@ def checked_call(
     )
     kernel_call: KernelCall = call.build(check)
     return kernel_call.run(args, call.kwargs)
+
+
+def func_grad_active() -> Any:
+    """A function of no argument, traceable by Dynamo: whether the innermost
+    torch.func transform is ``grad`` (``vjp``, ``jacrev``)."""
+    from torch._C._functorch import TransformType  # type: ignore[import-not-found]  # pyright: ignore[reportMissingModuleSource]
+    from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
+
+    grad = TransformType.Grad
+    return lambda: retrieve_current_functorch_interpreter().key() == grad
+
+
+def func_grad_compiled(name: str, has_vjp: bool) -> None:
+    """Refuse ``torch.func.grad``/``vjp``/``jacrev`` of an opaque kernel traced by
+    ``torch.compile``, with the kernel's name (torch's own error spoke of an
+    autograd.Function's ``setup_context``). Raised while tracing: without
+    ``fullgraph=True`` Dynamo runs the frame eagerly, where lazyapply's autograd
+    node differentiates the kernel with its vjp."""
+    from lazyapply._errors import NotDifferentiableError
+
+    if not has_vjp:
+        msg = (
+            f"{name} (torch.compile): torch.func.grad, vjp or jacrev of a kernel "
+            "that runs on NumPy copies (as_numpy=True) and declares no vjp; declare "
+            f"one with @{name}.defvjp or vjp="
+        )
+        raise NotDifferentiableError(msg)
+    msg = (
+        f"{name} (torch.compile): torch.func.grad, vjp or jacrev of an opaque kernel "
+        "inside a compiled function; torch 2.13 cannot compile a torch.func "
+        "transform of a custom op's autograd (its autograd.Function has no "
+        "setup_context, pytorch/pytorch#168393), nor trace one that has "
+        "(pytorch/pytorch#118397). Compile without fullgraph=True (Dynamo then runs "
+        "this frame eagerly, with the vjp), apply torch.func.grad outside "
+        "torch.compile, or differentiate with torch.autograd.grad or .backward() "
+        "inside it"
+    )
+    raise NotDifferentiableError(msg)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from lazyapply.spec import CallSpec, OutputSpec
+from lazyapply.spec import CallSpec, OutputSpec, Shape
 from lazyapply.spec._build import derive_spec
 
 __all__ = ["batch_operands", "batched_spec", "node_vmap", "register_op_vmap"]
@@ -36,15 +36,18 @@ def batched_spec(spec: CallSpec) -> CallSpec:
 
     Declared output shapes of the full output (elementwise, or a gufunc's that are
     not only core shapes) no longer hold and are dropped; callables stay (evaluated
-    on the batched arguments).
+    on the batched arguments). An elementwise kernel's several outputs keep their
+    count: one unknown shape each, which the layout fills with the broadcast of the
+    batched arguments (dropped whole, they would read as one output).
     """
     sig = spec.mode.signature
     shapes = spec.output.shapes
-    if shapes is not None and (
-        sig is None
-        or any(len(s) != len(d) for s, d in zip(shapes, sig.outputs, strict=True))
+    if shapes is not None and sig is None:
+        shapes = cast("tuple[Shape, ...]", (None,) * len(shapes))
+    elif shapes is not None and any(
+        len(s) != len(d) for s, d in zip(shapes, sig.outputs, strict=True)
     ):
-        shapes = None
+        shapes = None  # the signature gives the count
     output = OutputSpec(shapes, spec.output.dtypes, spec.output.multi)
     return derive_spec(spec, output=output)
 

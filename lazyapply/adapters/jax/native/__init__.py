@@ -179,12 +179,13 @@ def _refusal(
         # Numba's array types: bool, integers, float32/64, complex64/128.
         if dt.kind not in "biufc" or dt == np.float16:
             return f"Numba has no {dt} arrays"
+    only = "only bool/int/float/None and NumPy bool/integer/float32/float64 scalars"
     for i, a in enumerate(args):
-        if i not in positions and a is not None and type(a) not in _SCALARS:
-            return f"argument {i} is a {type(a).__name__} (only bool/int/float/None)"
+        if i not in positions and a is not None and not _attribute(a):
+            return f"argument {i} is a {type(a).__name__} ({only})"
     for key, v in kwargs.items():
-        if v is not None and type(v) not in _SCALARS:
-            return f"keyword {key!r} is a {type(v).__name__} (only bool/int/float/None)"
+        if v is not None and not _attribute(v):
+            return f"keyword {key!r} is a {type(v).__name__} ({only})"
     big = [
         v for v in (*args, *kwargs.values()) if type(v) is int and v.bit_length() > 63
     ]
@@ -193,8 +194,32 @@ def _refusal(
     return None
 
 
+def _attribute(v: Any) -> bool:
+    """Whether ``v`` travels as an FFI attribute of its own type: a Python bool, int
+    or float, or a NumPy scalar Numba types as itself (bool, integers, float32,
+    float64), so that a kernel given ``np.float32(s)`` computes in float32, as
+    eagerly (float16 and complex: no Numba scalar or no FFI attribute)."""
+    if type(v) in _SCALARS:
+        return True
+    numpy = sys.modules.get("numpy")
+    if numpy is None or not isinstance(v, numpy.generic):
+        return False
+    dt = numpy.dtype(type(v))
+    return (dt.kind in "biu" and dt.itemsize <= 8) or dt.name in ("float32", "float64")
+
+
 def scalar_type(v: Any) -> str:
-    return "bool" if type(v) is bool else "int64" if type(v) is int else "float64"
+    """The Numba type name of a static argument (a NumPy scalar: its own dtype's)."""
+    t = type(v)
+    if t is bool:
+        return "bool"
+    if t is int:
+        return "int64"
+    if t is float:
+        return "float64"
+    import numpy as np
+
+    return np.dtype(t).name
 
 
 def _target(
@@ -242,12 +267,15 @@ def _stager(
 
     values = [a for i, a in enumerate(args) if i not in positions and a is not None]
     values += [v for v in template.kwargs.values() if v is not None]
+    # Attributes of the handler's types: a NumPy scalar keeps its own dtype.
     attrs = {
         f"s{j:03d}": np.bool_(v)
         if type(v) is bool
         else np.int64(v)
         if type(v) is int
         else np.float64(v)
+        if type(v) is float
+        else v
         for j, v in enumerate(values)
     }
     result = structs if template.check.multi else structs[0]

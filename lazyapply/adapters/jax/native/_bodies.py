@@ -61,7 +61,7 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
     layout, found_scalars, names = _layout(args, positions, template.kwargs)
     scalars = tuple(found_scalars)
     keys = tuple(template.kwargs)
-    kinds = tuple({"bool": bool, "int64": int}.get(str(t), float) for t in scalars)
+    kinds = tuple(_kind(str(t)) for t in scalars)
     sig = _signature(ins, scalars, outs)
     failure = FailureInfo(
         template, tuple(layout), keys, tuple(np.dtype(d) for d, _ in key[4]), kinds, sig
@@ -105,6 +105,15 @@ def plan_body(template: Any, args: Any, positions: Any, key: Any) -> Plan | str:
         checked=checked,
         extra_key=(kind, x64, getattr(template.func, "signature", None)),
     )
+
+
+def _kind(name: str) -> type:
+    """The type a static argument of Numba type ``name`` is read back as (a failed
+    call runs the callback path on it): a Python scalar's, or a NumPy scalar's."""
+    import numpy as np
+
+    found = {"bool": bool, "int64": int, "float64": float}.get(name)
+    return found if found is not None else np.dtype(name).type
 
 
 def _element_body(

@@ -82,11 +82,15 @@ class FailureInfo:
         attrs = _i64(frame + 160)
         scalars = []
         for j, kind in enumerate(self.scalars):  # XLA_FFI_Scalar: dtype, value*
-            ctype: Any = {bool: ctypes.c_bool, int: ctypes.c_int64}.get(
-                kind, ctypes.c_double
-            )
-            value = ctype.from_address(_i64(_i64(attrs + 8 * j) + 8)).value
-            scalars.append(kind(value))
+            at = _i64(_i64(attrs + 8 * j) + 8)
+            if kind in (bool, int, float):
+                ctype: Any = {bool: ctypes.c_bool, int: ctypes.c_int64}.get(
+                    kind, ctypes.c_double
+                )
+                scalars.append(kind(ctype.from_address(at).value))
+            else:  # a NumPy scalar, of its own width
+                dt = np.dtype(kind)
+                scalars.append(np.frombuffer(ctypes.string_at(at, dt.itemsize), dt)[0])
         values = [
             ins[p[1]] if p[0] == "a" else scalars[p[1]] if p[0] == "s" else None
             for p in self.layout

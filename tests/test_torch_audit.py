@@ -1,0 +1,160 @@
+"""Cases found by trying every documented spelling as a user would, on torch paths.
+
+Each is compared with eager NumPy values: several outputs declared with constant
+shapes under ``torch.func.vmap`` (with and without a vjp), a float argument made
+dynamic by Dynamo that turns ``-0.0``, and the very first call of a process made
+inside a compiled function with a NumPy scalar.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+
+from lazyapply import lazy, lazy_apply  # noqa: E402
+
+from ._python import run_python  # noqa: E402
+
+X = np.linspace(0.1, 0.9, 4)
+BATCH = np.stack([X, 2 * X, 3 * X])
+
+
+def _sin_cos(x: Any) -> Any:
+    return np.sin(x), np.cos(x)
+
+
+def _sin_cos_vjp(g: Any, out: Any, x: Any) -> Any:
+    gs, gc = g
+    return (gs * np.cos(x) - gc * np.sin(x),)
+
+
+#: Two outputs declared with constant shapes (the README's ``shape=[(n,), (m,)]``),
+#: with and without dtypes, with and without a vjp (the autograd node's vmap rule).
+SIN_COS = {
+    "shapes": lazy(_sin_cos, as_numpy=True, elementwise=True, shape=[(4,), (4,)]),
+    "shapes and dtypes": lazy(
+        _sin_cos,
+        as_numpy=True,
+        elementwise=True,
+        shape=[(4,), (4,)],
+        dtype=["float64", "float64"],
+    ),
+    "with a vjp": lazy(
+        _sin_cos,
+        as_numpy=True,
+        elementwise=True,
+        shape=[(4,), (4,)],
+        vjp=_sin_cos_vjp,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(SIN_COS))
+def test_vmap_of_two_outputs_declared_with_constant_shapes(kind: str) -> None:
+    kernel = SIN_COS[kind]
+    s, c = kernel(torch.asarray(X))  # eagerly: two tensors
+    np.testing.assert_array_equal(c.numpy(), np.cos(X))
+    s, c = torch.func.vmap(kernel)(torch.asarray(BATCH))
+    np.testing.assert_array_equal(s.numpy(), np.sin(BATCH))
+    np.testing.assert_array_equal(c.numpy(), np.cos(BATCH))
+
+
+def test_grad_of_vmap_of_two_outputs_declared_with_constant_shapes() -> None:
+    kernel = SIN_COS["with a vjp"]
+
+    def loss(b: Any) -> Any:
+        s, c = torch.func.vmap(kernel)(b)
+        return (s + 2 * c).sum()
+
+    got = torch.func.grad(loss)(torch.asarray(BATCH))
+    np.testing.assert_allclose(got.numpy(), np.cos(BATCH) - 2 * np.sin(BATCH))
+
+
+@pytest.mark.slow
+def test_first_call_of_a_process_inside_a_compiled_function_with_a_numpy_scalar() -> (
+    None
+):
+    # A fresh process: lazyapply has learnt no array type when Dynamo starts tracing
+    # (and sees the NumPy scalar as a 0-d ndarray, pytorch/pytorch#185815).
+    script = textwrap.dedent(
+        """
+        import numpy as np, torch
+        from lazyapply import lazy
+
+        @lazy(as_numpy=True)
+        def tagged(x, s):
+            return x * s * (2.0 if type(s) is np.float32 else 3.0)
+
+        @lazy
+        def torch_code(x, s):
+            return x * float(s)
+
+        x = np.linspace(0.5, 2.0, 4)
+        f = torch.compile(
+            lambda t: tagged(t, np.float32(2)) + torch_code(t, np.float32(3)),
+            fullgraph=True, backend="aot_eager",
+        )
+        got = f(torch.asarray(x)).numpy()
+        want = tagged(x, np.float32(2)) + torch_code(x, np.float32(3))
+        np.testing.assert_array_equal(got, want)
+        g = torch.compile(
+            lambda t: tagged(np.float32(2), t), fullgraph=True, backend="aot_eager"
+        )
+        want = tagged(np.float32(2), x)
+        np.testing.assert_array_equal(g(torch.asarray(x)).numpy(), want)
+        print("ok")
+        """
+    )
+    assert run_python("-c", script).stdout.strip() == "ok"
+
+
+@lazy(as_numpy=True, elementwise=True)
+def _cube(x: Any) -> Any:
+    return x**3
+
+
+@_cube.defvjp
+def _cube_vjp(g: Any, out: Any, x: Any) -> Any:
+    return (3 * g * x**2,)
+
+
+@pytest.mark.slow
+def test_compiled_torch_func_grad_names_the_kernel_and_the_fix() -> None:
+    # torch's own error spoke of an autograd.Function's setup_context; with
+    # fullgraph=True the refusal names the kernel and the fixes, without it Dynamo
+    # runs the frame eagerly: the vjp's values.
+    grad = torch.func.grad(lambda a: _cube(a).sum())
+    x = torch.asarray(X)
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"_cube \(torch\.compile\): torch\.func\.grad"):
+        torch.compile(grad, fullgraph=True, backend="aot_eager")(x)
+    torch._dynamo.reset()
+    got = torch.compile(grad, backend="aot_eager")(x)
+    np.testing.assert_allclose(got.numpy(), 3 * X**2)
+    # torch.func.vmap under compile (no grad) still goes through the op.
+    torch._dynamo.reset()
+    batched = torch.compile(torch.func.vmap(_cube), fullgraph=True, backend="aot_eager")
+    np.testing.assert_allclose(batched(torch.asarray(BATCH)).numpy(), BATCH**3)
+
+
+@pytest.mark.slow
+def test_kernel_made_inside_takes_a_changing_number_as_an_argument() -> None:
+    # The documented way round Dynamo's ClosureConversionError (a closed-over
+    # number that changes is symbolic): the number is an argument, passed as data.
+    def outer(a: Any, k: float) -> Any:
+        def inner(u: Any, k: float) -> Any:
+            return np.sin(u) * k
+
+        return lazy_apply(inner, a, k, as_numpy=True)
+
+    torch._dynamo.reset()
+    f = torch.compile(outer, fullgraph=True, backend="aot_eager")
+    for k in [2.0, 3.0, 4.0, -0.0]:
+        got = f(torch.asarray(X), k).numpy()
+        np.testing.assert_array_equal(got, np.sin(X) * k)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(np.sin(X) * k))
