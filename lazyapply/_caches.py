@@ -13,6 +13,10 @@ it here rather than with a bare ``{}``:
     A ``weakref.WeakKeyDictionary``, for what is built once per kernel object (the
     entry goes when the kernel does).
 
+``slots(name)``
+    A :class:`Slots`: last-call slots held by many owners (one per ``@lazy``
+    function), matched by identity on their owner's hot path and emptied together.
+
 ``pinned(name)``
     A plain ``dict`` whose entries are never dropped, for what is not a cache but a
     table that something outside lazyapply refers to by name or number: a custom op
@@ -37,10 +41,13 @@ from typing import Any, Generic, TypeVar
 
 __all__ = [
     "BoundedDict",
+    "Slot",
+    "Slots",
     "bounded",
     "cache_report",
     "clear_caches",
     "pinned",
+    "slots",
     "weak",
 ]
 
@@ -49,7 +56,7 @@ V = TypeVar("V")
 
 _REGISTRY: dict[str, Any] = {}
 # An empty ``BoundedDict.last``: a fresh object, so its first item is no kernel.
-_NO_LAST: tuple[Any, ...] = (object(), None, None, None, None)
+_NO_LAST: tuple[Any, ...] = (object(), None, None, None, (), (), None, None)
 _PINNED: set[str] = set()  # names in _REGISTRY of pinned stores (never cleared)
 _LOCK = threading.Lock()
 
@@ -122,6 +129,53 @@ def pinned(name: str) -> dict[Any, Any]:
     """
     store: dict[Any, Any] = {}
     _register(name, store, keep=True)
+    return store
+
+
+class Slot:
+    """A last-call slot of one owner (a ``@lazy`` function): ``last`` is a tuple
+    that its owner replaces whole; made by :meth:`Slots.new`, emptied by
+    :func:`clear_caches` with every other slot of its :class:`Slots`."""
+
+    __slots__ = ("__weakref__", "last")
+
+    def __init__(self) -> None:
+        self.last: tuple[Any, ...] = _NO_LAST
+
+
+class Slots:
+    """The registered set of many owners' :class:`Slot` objects (held weakly: a
+    slot goes with its owner); :meth:`clear` empties them all."""
+
+    __slots__ = ("_slots", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._slots: weakref.WeakSet[Slot] = weakref.WeakSet()
+
+    def new(self) -> Slot:
+        """A fresh, empty slot, registered here."""
+        slot = Slot()
+        self._slots.add(slot)
+        return slot
+
+    def clear(self) -> None:
+        """Empty every slot (their owners refill them on their next call)."""
+        for slot in list(self._slots):
+            slot.last = _NO_LAST
+
+    def __len__(self) -> int:
+        return sum(1 for slot in list(self._slots) if slot.last is not _NO_LAST)
+
+    def __repr__(self) -> str:
+        return f"<Slots {self.name!r}: {len(self)} filled>"
+
+
+def slots(name: str) -> Slots:
+    """A registered :class:`Slots`: last-call slots, one per owner, cleared as one
+    cache (their number is the owners that hold a last call)."""
+    store = Slots(name)
+    _register(name, store)
     return store
 
 

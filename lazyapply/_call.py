@@ -198,7 +198,8 @@ class KernelCall:
                 return out
             return self._one(0, out, lead, self.check)
         placed = False  # converted here: on the caller's device by construction
-        if type(out) not in self.out_types and type(out) is _ndarray() and not lead:
+        # (_NDARRAY is filled when a call is made, by make_call or unpickling.)
+        if type(out) not in self.out_types and type(out) is _NDARRAY[0] and not lead:
             # A NumPy result of another library (as_numpy): converted now, on the
             # caller's device; what the library refuses takes the general path.
             try:
@@ -333,6 +334,7 @@ def _same_but_byte_order(got: Any, expected: Any) -> bool:
 def _rebuild(state: dict[str, Any]) -> KernelCall:
     from lazyapply._pickling import kernel_of
 
+    _ndarray()  # read by run without a call
     call = KernelCall.__new__(KernelCall)
     for key, value in state.items():
         setattr(call, key, value)
@@ -357,6 +359,7 @@ def make_call(
         from lazyapply.spec import kernel_name
 
         name = spec.name or kernel_name(func)
+    _ndarray()  # read by run without a call
     target = adapter.target(first, xp, deferred=deferred)
     host = target.host if spec.as_numpy else None
     if host is not None:

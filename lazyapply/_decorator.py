@@ -23,8 +23,8 @@ from typing import (
     overload,
 )
 
-from lazyapply._detect import check_definition, find_adapter
-from lazyapply._engine import run
+from lazyapply._detect import _TYPES, check_definition, find_adapter
+from lazyapply._engine import SLOTS, run
 from lazyapply._errors import ArgumentTypeError, SpecError
 from lazyapply._pickling import by_value, from_main, lookup
 from lazyapply.spec import CallSpec, Shape
@@ -74,6 +74,7 @@ class LazyFunction(Generic[P, R]):
         "_kernel",
         "_name",
         "_options",
+        "_slot",
         "_spec",
         "_xp",
     )
@@ -99,6 +100,7 @@ class LazyFunction(Generic[P, R]):
         self._name = spec.name
         self._xp = full["xp"]
         self._options = types.MappingProxyType(full)
+        self._slot = SLOTS.new()  # its last eager call's strategy (see run)
         # functools.update_wrapper would also copy a Numba dispatcher's whole
         # __dict__ (compiler state); take the identity attributes only.
         if isinstance(kernel, types.FunctionType):
@@ -117,15 +119,20 @@ class LazyFunction(Generic[P, R]):
     # NumPy arrays, while the point of a lazy function is to take (and return) torch
     # tensors, JAX tracers, Dask arrays... ``.eager`` keeps the kernel's own types.
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            adapter, first = find_adapter(args, self._name)
-        except ArgumentTypeError:
-            # ``Class.method(instance, x)``: bind the instance as ``obj.method`` does.
-            # Only on this error path, so the hot path pays nothing for it.
-            if not self._in_class or not args or _is_array(args[0]):
-                raise
-            return BoundLazyFunction(self, args[0])(*args[1:], **kwargs)
-        return run(adapter, first, self._kernel, args, kwargs, self._spec, self._xp)
+        # One array of a known type (the common case): no find_adapter frame.
+        adapter = _TYPES.get(type(args[0])) if len(args) == 1 else None
+        if adapter is None:
+            try:
+                adapter, first = find_adapter(args, self._name)
+            except ArgumentTypeError:
+                # ``Class.method(instance, x)``: bind the instance (as ``obj.method``).
+                if not self._in_class or not args or _is_array(args[0]):
+                    raise
+                return BoundLazyFunction(self, args[0])(*args[1:], **kwargs)
+        else:
+            first = args[0]
+        spec, xp = self._spec, self._xp
+        return run(adapter, first, self._kernel, args, kwargs, spec, xp, self._slot)
 
     # ------------------------------------------------------------ introspection
     @property

@@ -3,8 +3,8 @@
 entry (``@lazy``, ``lazy_apply``) → spec (:mod:`lazyapply.spec._build`) → adapter
 (:func:`lazyapply._detect.find_adapter`) → :func:`run`:
 
-1. The adapter says whether the call can run now or must be deferred (a Dask graph,
-   a JAX trace).
+1. The adapter says (``place``, one question) whether the call runs now, and on
+   which device, or must be deferred (a Dask graph, a JAX trace, a torch compile).
 2. Eager calls: one strategy per (kernel, spec, namespace, device), cached on the
    adapter (:class:`~lazyapply._eager.Eager`); the output metadata a strict call
    checks comes from the one metadata function
@@ -35,10 +35,11 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from lazyapply._caches import BoundedDict, weak
+from lazyapply._caches import BoundedDict, Slot, slots, weak
 from lazyapply._call import KernelCall, make_call
 from lazyapply._check import OutputCheck
 from lazyapply._eager import Eager
+from lazyapply.adapters._base import DEFER
 from lazyapply.spec import CallSpec, kernel_name
 from lazyapply.spec._metadata import Layout, layout
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from lazyapply.adapters._base import Adapter
 
 __all__ = [
+    "SLOTS",
     "PendingCall",
     "PreparedCall",
     "make_call",
@@ -55,6 +57,8 @@ __all__ = [
 ]
 
 _LOCK = threading.Lock()
+#: The last-call slots of ``@lazy`` functions (one each: see :func:`run`).
+SLOTS = slots("engine: last eager call of each @lazy function")
 
 
 def run(
@@ -65,26 +69,42 @@ def run(
     kwargs: dict[str, Any],
     spec: CallSpec,
     xp: Any,
+    slot: Slot | None = None,
 ) -> Any:
-    """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter."""
-    if adapter.defers and adapter.deferred(args):
-        return _defer(adapter, first, func, args, kwargs, spec, xp)
-    device = adapter.device(first) if adapter.devices else None
-    calls = adapter.calls
-    # The same kernel, spec and namespace as the last eager call (a loop): matched by
-    # identity (the slot holds them, so none can be another object at the same
-    # address), the device by equality; no key to build and hash.
-    last = calls.last
-    if last[0] is func and last[1] is spec and last[2] is xp and last[3] == device:
+    """Run ``func`` as ``spec`` says: now, or deferred by the arguments' adapter.
+
+    ``slot``: the caller's own last-call slot (a ``@lazy`` function's), so that
+    kernels called in turn each find their strategy without a lookup; without
+    one, the adapter's slot (the last eager call of any kernel) serves.
+    """
+    if adapter.asks:  # deferred, or on which device: one question
+        device = adapter.place(args, first, spec)
+        if device is DEFER:
+            return _defer(adapter, first, func, args, kwargs, spec, xp)
+    else:
+        device = None
+    # The same kernel (an owner's slot: the same adapter), spec and namespace as the
+    # slot's last eager call (a loop): matched by identity (the slot holds them, so
+    # none can be another object at the same address), the device by equality; no
+    # key to build and hash.
+    holder: Slot | BoundedDict[Any, Any]
+    key: object
+    if slot is None:
+        holder, key = adapter.calls, func
+    else:
+        holder, key = slot, adapter
+    last = holder.last
+    if last[0] is key and last[1] is spec and last[2] is xp and last[3] == device:
         eager = last[4]
     else:
-        eager = _eager(adapter, first, func, spec, xp, device, calls)
+        eager = _eager(adapter, first, func, spec, xp, device)
+        holder.last = (key, spec, xp, device, eager)  # one tuple: replaced whole
     call = eager.call
     if eager.plain:
         return call.run(args, kwargs)
     if eager.like and len(args) == 1:
-        return call.run(args, kwargs, like=first)  # the output keeps its metadata
-    return call.run(args, kwargs, check=eager.check(adapter, first, args, kwargs))
+        return call.run(args, kwargs, (), None, first)  # the output keeps its metadata
+    return call.run(args, kwargs, (), eager.check(adapter, first, args, kwargs))
 
 
 def _eager(
@@ -94,9 +114,9 @@ def _eager(
     spec: CallSpec,
     xp: Any,
     device: Any,
-    calls: BoundedDict[Any, Eager],
 ) -> Eager:
     """The strategy of (kernel, spec, namespace, device): cached, made once."""
+    calls = adapter.calls
     # Keyed by the spec's precomputed hash (a Python-level __hash__ call costs more
     # than the rest of the lookup); the spec itself is confirmed below.
     key = (func, spec._hash, xp, device)
@@ -105,11 +125,10 @@ def _eager(
         if eager.spec is not spec and eager.spec != spec:
             raise KeyError(key)  # two specs with one hash: rebuild, never mix them
     except KeyError:
-        eager = calls.put(key, Eager(adapter, first, func, spec, xp))
+        return calls.put(key, Eager(adapter, first, func, spec, xp))  # type: ignore[no-any-return]
     except TypeError:  # an unhashable kernel or namespace: no cache
         return Eager(adapter, first, func, spec, xp)
-    calls.last = (func, spec, xp, device, eager)  # one tuple: replaced whole
-    return eager
+    return eager  # type: ignore[no-any-return]
 
 
 def _defer(

@@ -1,8 +1,9 @@
 """``lazy_apply``: the drop-in for ``array_api_extra.lazy_apply``.
 
 The call's options become a :class:`~lazyapply.spec.CallSpec` through the one spec
-builder (:mod:`lazyapply.spec._build`, cached by the options' static key; the call
-without options takes a precomputed spec) and the call goes to the engine.
+builder (:func:`lazyapply.spec._build.apply_spec`, cached by the options' static
+key; the call without options takes a precomputed spec, and the same call as the
+last one its spec by identity) and the call goes to the engine.
 """
 
 from __future__ import annotations
@@ -12,20 +13,14 @@ from operator import is_
 from types import FunctionType
 from typing import Any, ParamSpec, overload
 
-from lazyapply._detect import find_adapter
+from lazyapply._detect import _TYPES, find_adapter
 from lazyapply._engine import run
-from lazyapply.spec._build import PLAIN_SPECS, apply_spec, immutable, plain_spec
-from lazyapply.spec._keywords import KERNEL_FIRST, kernel_keywords
+from lazyapply.spec._build import PLAIN_SPECS, SPECS, apply_spec
+from lazyapply.spec._keywords import KERNEL_FIRST
 
 __all__ = ["lazy_apply"]
 
 P = ParamSpec("P")
-
-# Option values matched by identity: immutable, never equal across types.
-_BY_IDENTITY = (type(None), bool, str, FunctionType)
-# (func, shape, dtype, as_numpy, option names, option values, spec) of the last call
-# whose keywords were all options (strict=True, say), all matched by identity.
-_LAST: list[tuple[Any, ...]] = [(object(), None, None, None, (), (), None)]
 
 
 # The overloads repeat the options on purpose: a type checker reads each whole.
@@ -195,42 +190,33 @@ def lazy_apply(
     >>> lazy_apply(np.cumsum, np.asarray([1, 2, 3]), dtype="int64")
     array([1, 3, 6])
     """
-    adapter, first = find_adapter(args, func)
-    if kwargs and not KERNEL_FIRST.isdisjoint(kwargs):
-        last = _LAST[0]  # one read: another thread replaces it whole
-        if (
-            func is last[0]
-            and shape is last[1]
-            and dtype is last[2]
-            and as_numpy is last[3]
-            and tuple(kwargs) == last[4]
-            and all(map(is_, kwargs.values(), last[5]))
-        ):  # the same call as the last one with options only: same spec, no keywords
-            return run(adapter, first, func, args, {}, last[6], xp)
-        options, rest = kernel_keywords(func, kwargs)
-        if options:
-            spec = apply_spec(func, shape, dtype, as_numpy, options)
-            if (
-                not rest
-                and immutable(shape)
-                and immutable(dtype)
-                and all(type(v) in _BY_IDENTITY for v in options.values())
-            ):
-                _LAST[0] = (
-                    func,
-                    shape,
-                    dtype,
-                    as_numpy,
-                    tuple(options),
-                    (*options.values(),),
-                    spec,
-                )
-            return run(adapter, first, func, args, rest, spec, xp)
-    if shape is None and dtype is None:  # the hot path: a precomputed spec
-        if type(func) is FunctionType:  # no mode to imply: no call to make
-            spec = PLAIN_SPECS[1 if as_numpy else 0]
-            return run(adapter, first, func, args, kwargs, spec, xp)
-        spec = plain_spec(func, as_numpy)
+    # One array of a known type (the common case): find_adapter's first step,
+    # without its frame.
+    adapter = _TYPES.get(type(args[0])) if len(args) == 1 else None
+    if adapter is not None:
+        first = args[0]
     else:
-        spec = apply_spec(func, shape, dtype, as_numpy)
-    return run(adapter, first, func, args, kwargs, spec, xp)
+        adapter, first = find_adapter(args, func)
+    if (
+        shape is None
+        and dtype is None
+        and type(func) is FunctionType  # no mode to imply
+        and (not kwargs or KERNEL_FIRST.isdisjoint(kwargs))  # no option
+    ):  # the hot path: a precomputed spec
+        spec = PLAIN_SPECS[1 if as_numpy else 0]
+        return run(adapter, first, func, args, kwargs, spec, xp)
+    last = SPECS.last  # one read: another thread replaces it whole
+    if (
+        func is last[0]
+        and shape is last[1]
+        and dtype is last[2]
+        and as_numpy is last[3]
+    ):  # the last call's kernel and metadata (a loop): matched by identity
+        if not kwargs or KERNEL_FIRST.isdisjoint(kwargs):
+            if not last[4]:
+                return run(adapter, first, func, args, kwargs, last[6], xp)
+        elif tuple(kwargs) == last[4] and all(map(is_, kwargs.values(), last[5])):
+            # Its options too, and no keyword for the kernel.
+            return run(adapter, first, func, args, {}, last[6], xp)
+    spec, rest = apply_spec(func, shape, dtype, as_numpy, kwargs)
+    return run(adapter, first, func, args, rest, spec, xp)

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from lazyapply._call import KernelCall
     from lazyapply.spec._metadata import Layout
 
-__all__ = ["Adapter", "Target"]
+__all__ = ["DEFER", "Adapter", "Target"]
+
+#: What :meth:`Adapter.place` answers for a call that must be deferred.
+DEFER: Any = type("Defer", (), {"__repr__": lambda self: "DEFER"})()
 
 
 class Target:
@@ -92,6 +95,8 @@ class Adapter:
     lays_out: ClassVar[bool] = True
     #: Eager strategies, cached by the engine per (kernel, spec, xp, device).
     calls: BoundedDict[Any, Any]
+    #: ``defers or devices``: whether the engine asks :meth:`place` at all.
+    asks: bool
     #: The adapter of any array (given by detection, for libraries that hold another
     #: library's arrays, such as Dask's chunks); adapters never import detection.
     lookup: Callable[[Any, str], Adapter]
@@ -100,6 +105,9 @@ class Adapter:
         self = super().__new__(cls)
         # Kernels made per call (lambdas) must not grow it without end.
         self.calls = bounded(f"engine: eager calls ({cls.__name__})", 256)
+        # Whether the engine asks ``place`` (NumPy and sparse: never deferred, one
+        # device, so nothing to ask).
+        self.asks = cls.defers or cls.devices
         return self
 
     def namespace(self, x: Any) -> Any:
@@ -117,6 +125,18 @@ class Adapter:
     def deferred(self, args: tuple[Any, ...]) -> bool:
         """Whether the call must be deferred (lazy or traced arguments)."""
         return False
+
+    def place(self, args: tuple[Any, ...], first: Any, spec: CallSpec) -> Any:
+        """Where the call runs now: the device of its outputs (``None``: the
+        namespace's default), or :data:`DEFER` when it must be deferred.
+
+        The engine's one question per eager call, asked only of adapters that
+        defer or have devices; an adapter may answer it in one frame (and, knowing
+        the spec, read only what that spec's deferral depends on).
+        """
+        if self.defers and self.deferred(args):
+            return DEFER
+        return self.device(first) if self.devices else None
 
     def canonical(self, dtype: Any) -> Any:
         """The dtype this backend stores ``dtype`` as."""

@@ -65,3 +65,6 @@ class GenericAdapter(Adapter):
 
     def label(self, first: Any) -> str:
         return f"{self.name} on {first.device}"
+
+    def place(self, args: tuple[Any, ...], first: Any, spec: Any) -> Any:
+        return first.device  # never deferred: the device, in one frame

@@ -21,7 +21,10 @@ class SparseAdapter(Adapter):
     def __init__(self) -> None:
         import sparse
 
-        self.native = (sparse.SparseArray,)
+        # The concrete formats first: outputs are matched by exact type on the hot
+        # path (``type(out) in native``), and a COO is never a SparseArray exactly.
+        formats = (getattr(sparse, n, None) for n in ("COO", "GCXS", "DOK"))
+        self.native = (*(f for f in formats if f is not None), sparse.SparseArray)
         self._xp = sparse
 
     @staticmethod

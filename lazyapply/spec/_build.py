@@ -2,7 +2,8 @@
 
 :func:`build_spec` validates a full set of options and makes the frozen
 :class:`CallSpec`: ``@lazy`` calls it once, when the decorator is applied;
-``lazy_apply`` calls :func:`apply_spec`, which caches the spec by the
+``lazy_apply`` calls :func:`apply_spec`, which splits its keywords into options and
+the kernel's, and caches the spec by the
 :func:`~lazyapply.spec._static.static_key` of its options (so ``shape=(True,)`` is
 refused whatever was called before, and ``boundary=0.0``/``-0.0`` never share a
 spec). Both give the same errors for the same bad options. The mode a ufunc or gufunc
@@ -30,37 +31,23 @@ from lazyapply.spec import (
     kernel_name,
     parse_output,
 )
+from lazyapply.spec._keywords import DEFAULTS, KERNEL_FIRST, kernel_keywords
 from lazyapply.spec._static import Unkeyable, static_key
 
 __all__ = [
     "APPLY_DEFAULTS",
     "DEFAULTS",
     "PLAIN_SPECS",
+    "SPECS",
     "apply_spec",
     "build_spec",
     "derive_spec",
-    "plain_spec",
+    "immutable",
     "rule_spec",
     "with_implied_mode",
     "with_mode",
 ]
 
-#: The options ``@lazy`` accepts, with its defaults.
-DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
-    {
-        "shape": None,
-        "dtype": None,
-        "as_numpy": False,
-        "xp": None,
-        "elementwise": False,
-        "signature": None,
-        "depth": None,
-        "boundary": None,
-        "strict": True,
-        "vjp": None,
-        "jvp": None,
-    }
-)
 #: ``lazy_apply``'s defaults: not strict, as the reference.
 APPLY_DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
     {**DEFAULTS, "strict": False}
@@ -174,37 +161,40 @@ _PLAIN = (
     CallSpec("", strict=STRICT_ENV),
     CallSpec("", as_numpy=True, strict=STRICT_ENV),
 )
-#: The specs of ``lazy_apply`` calls without options (``[as_numpy]``): what
-#: :func:`plain_spec` returns for a Python function, read straight on the hot path.
+#: The specs of ``lazy_apply`` calls without options (``[as_numpy]``), for a Python
+#: function (no mode to imply): read straight on the hot path.
 PLAIN_SPECS = _PLAIN
-_SPECS = bounded("spec: lazy_apply specs by option key", 512)
-# (shape, dtype, as_numpy, spec) of the last immutable cached lookup, by identity.
-_LAST: list[tuple[Any, Any, Any, CallSpec]] = [(None, None, None, _PLAIN[0])]
+#: Specs by the static key of their options. Its ``last`` slot holds the last
+#: call's ``(func, shape, dtype, as_numpy, option names, option values, spec)``,
+#: matched by identity on ``lazy_apply``'s hot path (see :func:`apply_spec`).
+SPECS = bounded("spec: lazy_apply specs by option key", 512)
 _IMMUTABLE = (type(None), int, str)
 
 
 def immutable(value: Any) -> bool:
-    """A value that cannot change behind an identity match: flat tuples of sizes
-    or names, ``None``, a name or a dtype object (never a list)."""
-    if type(value) is tuple:
+    """A value that cannot change behind an identity match: ``None``, a name, a flat
+    tuple of sizes or names, a dtype object of any library, a number, a function;
+    never a list, a dict, a set, an array or an object keyed by its fields.
+
+    Called when a spec is stored for identity matching (off the hot path): the
+    object's :func:`~lazyapply.spec._static.static_key` decides, so that any value
+    keyed by identity (array-api-strict's dtypes, say) or by an immutable value
+    (NumPy dtypes and scalars) qualifies.
+    """
+    t = type(value)
+    if t is tuple:
         return all(type(v) in _IMMUTABLE for v in value)
-    return value is None or type(value) is str or hasattr(value, "itemsize")
-
-
-# Option values matched by identity: immutable, and never equal across types.
-_OPTION_VALUES = (type(None), bool, str, types.FunctionType)
-# (shape, dtype, as_numpy, option names, option values, spec) of the last cached
-# lookup with options; values matched by identity (C-level map: no Python loop).
-_LAST_OPTIONS: list[tuple[Any, Any, Any, tuple[str, ...], tuple[Any, ...], CallSpec]]
-_LAST_OPTIONS = [(None, None, None, (), (), _PLAIN[0])]
-
-
-def plain_spec(func: Callable[..., Any], as_numpy: bool) -> CallSpec:
-    """The spec of a ``lazy_apply`` call without options (the hot path)."""
-    spec = _PLAIN[1 if as_numpy else 0]
-    if type(func) is types.FunctionType:
-        return spec
-    return with_implied_mode(spec, func)
+    if (
+        isinstance(value, (tuple, list, dict, set))
+        or hasattr(t, "__dataclass_fields__")
+        or hasattr(t, "__static_key__")
+    ):
+        return False  # keyed by contents that may change
+    try:
+        static_key(value)
+    except (Unkeyable, RecursionError):  # an array
+        return False
+    return True
 
 
 def apply_spec(
@@ -212,42 +202,42 @@ def apply_spec(
     shape: Any,
     dtype: Any,
     as_numpy: bool,
-    options: dict[str, Any] | None = None,
-) -> CallSpec:
-    """The spec of a ``lazy_apply`` call, cached by the static key of its options.
+    kwargs: dict[str, Any],
+) -> tuple[CallSpec, dict[str, Any]]:
+    """The spec of a ``lazy_apply`` call and the keywords its kernel gets.
 
-    ``options`` holds the mode, ``strict`` and derivative options given (``None``:
-    none). Errors are those of :func:`build_spec`, naming ``func``.
+    ``kwargs`` are the call's other keywords: the options among them (see
+    :func:`~lazyapply.spec._keywords.kernel_keywords`) go into the spec, cached by
+    their static key, and the rest to the kernel. The call is remembered in
+    ``SPECS.last`` when every value in it can be matched by identity (immutable, never
+    equal across types), so the same call again skips this function; the kernel is
+    part of that match (its parameters decide which keywords are options, and a
+    ufunc or gufunc implies a mode). Errors are those of :func:`build_spec`.
     """
-    if options is None:
-        last = _LAST[0]  # one read: another thread may replace it, never half-written
-        if shape is last[0] and dtype is last[1] and as_numpy is last[2]:
-            spec = last[3]  # the same call site again: no key to build
-        else:
-            spec = _cached(func, shape, dtype, as_numpy, {})
-            if immutable(shape) and immutable(dtype):
-                _LAST[0] = (shape, dtype, as_numpy, spec)
+    options: dict[str, Any] = {}
+    rest = kwargs
+    if kwargs and not KERNEL_FIRST.isdisjoint(kwargs):
+        options, rest = kernel_keywords(func, kwargs)
+    values = tuple(options.values())
+    last = SPECS.last  # (the caller matched it on its keywords, unsplit)
+    if (
+        func is last[0]
+        and shape is last[1]
+        and dtype is last[2]
+        and as_numpy is last[3]
+        and tuple(options) == last[4]
+        and all(map(operator.is_, values, last[5]))
+    ):  # options and keywords for the kernel: the same options as the last call
+        return last[6], rest
+    if not options and shape is None and dtype is None:
+        spec = _PLAIN[1 if as_numpy else 0]  # no option at all: no key to build
     else:
-        last_options = _LAST_OPTIONS[0]
-        if (
-            shape is last_options[0]
-            and dtype is last_options[1]
-            and as_numpy is last_options[2]
-            and tuple(options) == last_options[3]
-            and all(map(operator.is_, options.values(), last_options[4]))
-        ):
-            spec = last_options[5]
-        else:
-            spec = _cached(func, shape, dtype, as_numpy, options)
-            values = tuple(options.values())
-            if (
-                immutable(shape)
-                and immutable(dtype)
-                and all(type(v) in _OPTION_VALUES for v in values)
-            ):
-                names = tuple(options)
-                _LAST_OPTIONS[0] = (shape, dtype, as_numpy, names, values, spec)
-    return spec if type(func) is types.FunctionType else with_implied_mode(spec, func)
+        spec = _cached(func, shape, dtype, as_numpy, options)
+    if type(func) is not types.FunctionType:
+        spec = with_implied_mode(spec, func)
+    if immutable(shape) and immutable(dtype) and all(map(immutable, values)):
+        SPECS.last = (func, shape, dtype, as_numpy, tuple(options), values, spec)
+    return spec, rest
 
 
 def _cached(
@@ -265,9 +255,9 @@ def _cached(
         key = static_key(tuple(full.values()))
     except (Unkeyable, RecursionError):  # an array among the options: no cache
         return _build(func, full, "")
-    spec = _SPECS.get(key)
+    spec = SPECS.get(key)
     if spec is None:
-        spec = _SPECS.put(key, _build(func, full, ""))
+        spec = SPECS.put(key, _build(func, full, ""))
     return cast(CallSpec, spec)
 
 

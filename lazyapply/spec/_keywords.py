@@ -3,20 +3,38 @@
 :func:`kernel_keywords` splits ``lazy_apply``'s keywords into its options and the
 kernel's own keywords (a kernel parameter named like an option takes it, as
 ``array_api_extra.lazy_apply`` passes it); :func:`check_names` refuses an option
-``@lazy`` does not know. Both run before :mod:`lazyapply.spec._build` makes the spec.
+``@lazy`` does not know. Both run before :mod:`lazyapply.spec._build` makes the
+spec (which imports :data:`DEFAULTS` from here).
 """
 
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from lazyapply._caches import bounded, weak
 from lazyapply.spec import kernel_name
-from lazyapply.spec._build import DEFAULTS
 
-__all__ = ["KERNEL_FIRST", "check_names", "kernel_keywords"]
+__all__ = ["DEFAULTS", "KERNEL_FIRST", "check_names", "kernel_keywords"]
+
+#: The options ``@lazy`` accepts, with its defaults.
+DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
+    {
+        "shape": None,
+        "dtype": None,
+        "as_numpy": False,
+        "xp": None,
+        "elementwise": False,
+        "signature": None,
+        "depth": None,
+        "boundary": None,
+        "strict": True,
+        "vjp": None,
+        "jvp": None,
+    }
+)
 
 #: ``lazy_apply`` options that a kernel parameter of the same name takes over.
 KERNEL_FIRST = frozenset(

@@ -16,7 +16,7 @@ import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from lazyapply.adapters._base import Adapter, Target
+from lazyapply.adapters._base import DEFER, Adapter, Target
 from lazyapply.adapters.dask._blocks import BlockCall, kernel_token
 from lazyapply.adapters.dask._chunked import defer_chunked
 from lazyapply.spec import CallSpec, OutputSpec, Shape
@@ -79,6 +79,9 @@ class DaskAdapter(Adapter):
 
     def deferred(self, args: tuple[Any, ...]) -> bool:
         return True
+
+    def place(self, args: tuple[Any, ...], first: Any, spec: CallSpec) -> Any:
+        return DEFER  # always a graph
 
     def canonical(self, dtype: Any) -> Any:
         import numpy as np

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lazyapply._errors import LazyApplyError, SpecError
-from lazyapply.adapters._base import Adapter, Target
+from lazyapply.adapters._base import DEFER, Adapter, Target
 from lazyapply.adapters.jax._callback import guard_flat_writes, readonly_inputs
 from lazyapply.adapters.jax._shard import in_shard
 from lazyapply.adapters.jax._stage import Stager, Staging, signature
@@ -75,6 +75,13 @@ class JaxAdapter(Adapter):
     def deferred(self, args: tuple[Any, ...]) -> bool:
         tracer = self._tracer
         return any(isinstance(a, tracer) for a in args)
+
+    def place(self, args: tuple[Any, ...], first: Any, spec: CallSpec) -> Any:
+        tracer = self._tracer
+        for a in args:
+            if isinstance(a, tracer):
+                return DEFER
+        return self.device(first)
 
     def canonical(self, dtype: Any) -> Any:
         return self._canon(dtype)

@@ -15,7 +15,7 @@ import numpy as np
 
 from lazyapply._call import numpy_inputs
 from lazyapply._errors import SpecError
-from lazyapply.adapters._base import Adapter, Target
+from lazyapply.adapters._base import DEFER, Adapter, Target
 from lazyapply.adapters.torch._grad import (
     Prepared,
     grad_tracked,
@@ -58,7 +58,8 @@ class TorchAdapter(Adapter):
         # The eager check asks the same in two cheaper steps (see ``deferred``).
         self._dynamo_compiling = torch.compiler.is_dynamo_compiling
         self._compiler = torch.compiler
-        self._plain = (torch.Tensor, torch.nn.Parameter)
+        self._plain = (torch.Tensor, torch.nn.Parameter)  # (a tuple: Dynamo reads it)
+        self._plain_set = frozenset(self._plain)
         from lazyapply._engine import prepared
 
         self._ready = prepared  # the engine's preparation cache (eager calls)
@@ -107,34 +108,55 @@ class TorchAdapter(Adapter):
             )
             raise SpecError(msg)
 
-    # --- strategies: the engine asks ``deferred``, then ``defer`` ---------------
-    def deferred(self, args: tuple[Any, ...]) -> bool:
-        """Whether autograd, a compiler or a torch.func transform must see the call.
+    # --- strategies: the engine asks ``place``, then ``defer`` ------------------
+    def place(self, args: tuple[Any, ...], first: Any, spec: CallSpec | None) -> Any:
+        """The device of a call that runs now, or :data:`DEFER`: the custom op, an
+        autograd node or a torch.func rule must see it.
 
-        Compiling or exporting, a tensor subclass (the fake and functional tensors of
-        a trace), a tensor that requires grad with grad mode on, or a torch.func
-        wrapped tensor while a transform runs. Anything else (eager, no grad) runs
-        now, on the fast path.
+        Deferred: compiling or exporting, a tensor subclass (the fake and
+        functional tensors of a trace), a torch.func wrapped tensor while a
+        transform runs, and, for a kernel autograd cannot see into (``as_numpy``
+        or a vjp; ``spec`` ``None`` asks for such a kernel), a tensor that
+        requires grad with grad mode on. Torch code without a vjp runs now whatever
+        requires grad: autograd records its own operations, as it does for the
+        reference's call; ``requires_grad`` is not even read. One frame answers
+        both questions (deferred? the device?) on the hot path.
         """
         # is_compiling() is the module's flag (set by export, and by a compile session
         # for code it runs untraced), behind a Python call: read straight, it costs
         # ~0.1 us less. Dynamo folds is_dynamo_compiling() to True, so it never reads
         # (nor guards on) the flag, which is True while it compiles and False after.
         if self._dynamo_compiling() or self._compiler._is_compiling_flag:
-            return True
-        plain, tensor = self._plain, self._tensor
-        for a in args:
-            if type(a) in plain:
-                # Grad mode is read only for a tensor that requires grad (rare).
-                if a.requires_grad and self._grad_enabled():
-                    return True
-            elif isinstance(a, tensor):
-                return True
+            return DEFER
+        plain = self._plain
+        if spec is None or spec.as_numpy or spec.vjp is not None:
+            for a in args:
+                if type(a) in plain:
+                    # Grad mode is read only for a tensor that requires grad (rare).
+                    if a.requires_grad and self._grad_enabled():
+                        return DEFER
+                elif isinstance(a, self._tensor):
+                    return DEFER
+        elif len(args) == 1:  # (then ``first`` is the argument)
+            if type(first) not in plain:
+                return DEFER  # a tensor subclass
+        elif not self._plain_set.issuperset(map(type, args)):  # C-level, no loop
+            tensor = self._tensor
+            for a in args:
+                if type(a) not in plain and isinstance(a, tensor):
+                    return DEFER
         # torch.func wraps tensors only while a transform runs (the gate
         # torch.autograd.Function.apply uses): one that escaped its transform is dead,
         # and torch itself treats it as a plain tensor or refuses it (vmap's), so
         # outside transforms no argument is asked (~0.1 us per tensor saved).
-        return self._transforms_active() and self._any_wrapped(args)
+        if self._transforms_active() and self._any_wrapped(args):
+            return DEFER
+        return None if first is None else first.device
+
+    def deferred(self, args: tuple[Any, ...]) -> bool:
+        """Whether a call of a kernel autograd cannot see into is deferred (the
+        engine asks :meth:`place`, which knows the kernel's spec)."""
+        return self.place(args, None, None) is DEFER
 
     def _scan_wrapped(self, args: tuple[Any, ...]) -> bool:
         tensor, wrapped = self._torch.Tensor, self._wrapped
@@ -205,19 +227,10 @@ class TorchAdapter(Adapter):
 
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)
-        if (spec.vjp is not None or spec.as_numpy) and self._needs_grad(args):
+        if (spec.vjp is not None or spec.as_numpy) and needs_grad(args):
             return apply_with_grad(self, checked, args, spec, first, prep)
         # Torch code without a vjp, or under torch.func: torch sees its operations.
         return checked.run(args, call.kwargs)
-
-    def _needs_grad(self, args: tuple[Any, ...]) -> bool:
-        # needs_grad without its import (eager calls only: a function-level import
-        # costs as much as the test).
-        tensor = self._tensor
-        for a in args:
-            if isinstance(a, tensor) and a.requires_grad:
-                return self._grad_enabled()  # type: ignore[no-any-return]
-        return False
 
     def target(self, first: Any, xp: Any, *, deferred: bool) -> Target:
         target = super().target(first, xp, deferred=deferred)
