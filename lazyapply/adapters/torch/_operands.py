@@ -191,9 +191,11 @@ def _part(plan: Plan, how: int, a: Any, tensors: list[Any], device: Any) -> Any:
         return TENSOR
     if how == 1:  # _FLOAT: float64 keeps the value and its sign (-0.0)
         # A product, not scalar_tensor(a): Dynamo makes a float that changed between
-        # calls symbolic, and its tensorify pass cannot keep scalar_tensor of one
-        # symbolic: it specialises the value through sympy, which has no -0.0 (the
-        # op then got +0.0). 1.0 * a is exact for every float, NaN and -0.0 included.
+        # calls symbolic, and the tensorify pass cannot keep scalar_tensor of one
+        # symbolic: it specialises the value (pytorch/pytorch#138868), so every new
+        # value recompiled (FailOnRecompileLimitHit under fullgraph at the ninth),
+        # and through SymPy, which has no -0.0 (the op got +0.0). The pass keeps a
+        # product symbolic; 1.0 * a is exact for every float, NaN and -0.0 too.
         tensors.append(torch.ones((), dtype=torch.float64, device=device) * a)
         return FLOAT
     if how == 2:  # _INT, where int64 holds it (a larger int stays static)
