@@ -246,3 +246,31 @@ def test_a_float_that_changes_keeps_its_vjp_under_compile() -> None:
         x = torch.arange(4.0, dtype=torch.float64, requires_grad=True)
         f(x, a).backward()
         np.testing.assert_array_equal(x.grad.numpy(), np.full(4, a))
+
+
+_SIN = lazy(np.sin, as_numpy=True, elementwise=True)
+_CENTER = lazy(lambda x: x - x.mean(), as_numpy=True)
+_SIN_COS = lazy(
+    lambda x: (np.sin(x), np.cos(x)),
+    as_numpy=True,
+    elementwise=True,
+    shape=lambda x: [x.shape] * 2,
+    dtype=lambda x: [x.dtype] * 2,
+)
+
+
+@pytest.mark.parametrize("kind", ["elementwise", "whole-array", "two outputs"])
+def test_vmap_inside_compile_of_an_op_without_a_site(kind: str) -> None:
+    """A call on tensors alone goes through an op without a site operand; its
+    torch.func.vmap rule is the site-taking op's, given the site."""
+    x = torch.arange(12.0, dtype=torch.float64).reshape(3, 4)
+    a = x.numpy()
+    if kind == "elementwise":
+        f, want = torch.func.vmap(_SIN), np.sin(a)
+    elif kind == "whole-array":
+        f, want = torch.func.vmap(_CENTER), a - a.mean(1, keepdims=True)
+    else:
+        f, want = (lambda t: torch.func.vmap(_SIN_COS)(t)[1]), np.cos(a)
+    torch._dynamo.reset()
+    got = torch.compile(f, fullgraph=True, backend="aot_eager")(x)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-12)

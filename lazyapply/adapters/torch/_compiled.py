@@ -80,8 +80,8 @@ def compiled_call(
     if _transforms_active() and adapter._func_grad():
         func_grad_compiled(plan.name, plan.vjp)
     name = plan.op
-    if name is not None and not plan.vjp:  # the common case, inline (no guard)
-        out = getattr(_OPS, name)(*args, plan.site)
+    if name is not None:  # the common case (a plain op: no site), inline (no guard)
+        out = getattr(_OPS, name)(*args)
         if plan.single:
             return (out,) if plan.multi else out
         return tuple(out) if plan.multi or len(out) > 1 else out[0]
@@ -114,13 +114,11 @@ def call_op(
         tensors: Any = args
     else:
         tensors, site, guarded = operands(plan, args, kwargs)
-    name = plan.op
-    if name is None:
-        if bound:  # its instance passed apart: Dynamo guards its identity
-            ids = (*[id(b) for b in kernel.args],)
-            name = bound_op_of(kernel.func, spec, len(tensors), ids, *kernel.args)
-        else:
-            name = op_of(kernel, spec, len(tensors))
+    if bound:  # its instance passed apart: Dynamo guards its identity
+        ids = (*[id(b) for b in kernel.args],)
+        name = bound_op_of(kernel.func, spec, len(tensors), ids, *kernel.args)
+    else:
+        name = op_of(kernel, spec, len(tensors))
     out = getattr(_OPS, name)(*tensors, site)
     if not guarded:  # a float zero baked into the graph, its sign unguarded
         refuse_unguarded_zeros(plan.name, args, kwargs)

@@ -160,10 +160,13 @@ def _prepare_site(
     return _Site(call, site, plain, kwargs)
 
 
-def op_body(kernel: Any, spec: CallSpec, single: bool) -> Callable[..., Any]:
+def op_body(
+    kernel: Any, spec: CallSpec, single: bool, fixed: int | None = None
+) -> Callable[..., Any]:
     """The op's real kernel: one checked kernel call against the fake's metadata.
 
-    The op's operands are the tensors, then the call site. A compiled graph relies
+    The op's operands are the tensors, then the call site (``fixed``: the site of
+    an op that takes the tensors alone). A compiled graph relies
     on the fake's metadata, so a kernel that returns anything else raises
     :class:`~lazyapply.KernelOutputError` (the call's strict check, the one every
     path has; the fake's layout is its expectation). The checked call is kept per
@@ -179,12 +182,14 @@ def op_body(kernel: Any, spec: CallSpec, single: bool) -> Callable[..., Any]:
     cache: dict[Any, _Site] = {}
 
     def impl(*operands: Any) -> Any:
-        if len(operands) == 2:  # one tensor (the common case): no comprehension
-            t, site = operands
-            tensors: tuple[Any, ...] = (t,)
+        if fixed is None:
+            tensors, site = operands[:-1], operands[-1]
+        else:
+            tensors, site = operands, fixed
+        if len(tensors) == 1:  # one tensor (the common case): no comprehension
+            t = tensors[0]
             key: Any = (site, t.shape, t.dtype, t.device)
         else:
-            tensors, site = operands[:-1], operands[-1]
             key = (site, *[(u.shape, u.dtype, u.device) for u in tensors])
         hit = cache.get(key)
         if hit is None:

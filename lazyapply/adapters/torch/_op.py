@@ -49,12 +49,14 @@ _OPS: dict[str, tuple[Any, CallSpec, Any]] = pinned("torch: custom ops by name")
 _NAMED: dict[Any, str] = pinned("torch: op names by kernel and spec")
 
 
-def _schema(n_in: int, single: bool) -> str:
+def _schema(n_in: int, single: bool, plain: bool) -> str:
     # One op per number of operands, so the graph passes them one by one: a
     # Tensor[] argument or result costs a compiled call as much as the rest of the
-    # dispatch (boxing, the graph's list).
+    # dispatch (boxing, the graph's list). A plain op (tensors only, no keyword
+    # arguments) takes no site: an int operand costs its Python dispatch ~3 us.
     tensors = ", ".join(f"Tensor t{i}" for i in range(n_in))
-    return f"({tensors}, int site) -> {'Tensor' if single else 'Tensor[]'}"
+    site = "" if plain else ", int site"
+    return f"({tensors}{site}) -> {'Tensor' if single else 'Tensor[]'}"
 
 
 def single_output(spec: CallSpec) -> bool:
@@ -90,30 +92,36 @@ def _kernel_key(kernel: Any) -> Any:
     return kernel
 
 
-def prepare_op(kernel: Any, spec: CallSpec, n_in: int) -> Any:
+def prepare_op(kernel: Any, spec: CallSpec, n_in: int, plain: bool = False) -> Any:
     """The custom op of ``kernel`` called as ``spec`` says on ``n_in`` operands
-    (tensors, and numbers passed as tensors); registered once."""
+    (tensors, and numbers passed as tensors), then a call site; registered once.
+
+    ``plain``: the op of a call on ``n_in`` tensors only, without keyword arguments,
+    whose call site it knows: it takes the tensors alone (no vjp: the autograd and
+    torch.func rules pass sites).
+    """
     from lazyapply._grad import VjpKernel
 
     if isinstance(kernel, VjpKernel):
         from lazyapply.adapters.torch._grad import vjp_op_spec
 
         spec = vjp_op_spec(kernel, spec)
-    key: Any = (_kernel_key(kernel), spec, n_in)
+    key: Any = (_kernel_key(kernel), spec, n_in, plain)
     name = _NAMED.get(key)
     if name is not None:
         return _OPS[name][2]
     with _LOCK:
         name = _NAMED.get(key)
         if name is None:
-            name = _op_name(kernel, spec, n_in)
+            name = _op_name(kernel, spec, n_in, plain)
             if name not in _OPS:
-                _OPS[name] = (kernel, spec, _register(kernel, spec, name, n_in))
+                op = _register(kernel, spec, name, n_in, plain)
+                _OPS[name] = (kernel, spec, op)
             _NAMED[key] = name
     return _OPS[name][2]
 
 
-def _op_name(kernel: Any, spec: CallSpec, n_in: int) -> str:
+def _op_name(kernel: Any, spec: CallSpec, n_in: int, plain: bool) -> str:
     from lazyapply._grad import VjpKernel
 
     if isinstance(kernel, VjpKernel):
@@ -128,7 +136,7 @@ def _op_name(kernel: Any, spec: CallSpec, n_in: int) -> str:
     # and must find exactly this code under that name. The schema (operands, one
     # output or a list) ends the name.
     digest = op_digest(kernel, spec)
-    arity = f"{n_in}{'t' if single_output(spec) else 'l'}"
+    arity = f"{n_in}{'t' if single_output(spec) else 'l'}{'p' if plain else ''}"
     name = f"{base}_{digest}" if digest is not None else f"{base}_p{TOKEN}"
     name = f"{name}_{arity}"
     n = 1
@@ -147,18 +155,22 @@ def _same(hit: tuple[Any, CallSpec, Any], kernel: Any, spec: CallSpec) -> bool:
     return _kernel_key(hit[0]) == _kernel_key(kernel) and hit[1] == spec
 
 
-def _register(kernel: Any, spec: CallSpec, name: str, n_in: int) -> Any:
+def _register(kernel: Any, spec: CallSpec, name: str, n_in: int, plain: bool) -> Any:
     import torch
 
     from lazyapply.adapters.torch import _grad as _torch_grad
 
     label = spec.name or kernel_name(kernel)
-    plain = derive_spec(spec, vjp=None)
     single = single_output(spec)
-    impl = op_body(kernel, plain, single)
+    # A plain op's site: its tensors, in order (the same number in every process).
+    fixed = site_of((TENSOR,) * n_in, {}) if plain else None
+    impl = op_body(kernel, derive_spec(spec, vjp=None), single, fixed)
 
     def fake(*operands: Any) -> Any:
-        tensors, site = operands[:-1], operands[-1]
+        if fixed is None:
+            tensors, site = operands[:-1], operands[-1]
+        else:
+            tensors, site = operands, fixed
         args, kwargs = join_site(site, tensors, "placeholder")
         shapes, dtypes, multi = fake_outputs(kernel, spec, label, args, kwargs, tensors)
         if single and (multi or len(shapes) != 1):
@@ -177,7 +189,10 @@ def _register(kernel: Any, spec: CallSpec, name: str, n_in: int) -> Any:
         return outs[0] if single else outs
 
     op = torch.library.custom_op(
-        f"lazyapply::{name}", impl, mutates_args=(), schema=_schema(n_in, single)
+        f"lazyapply::{name}",
+        impl,
+        mutates_args=(),
+        schema=_schema(n_in, single, plain),
     )
     op.register_fake(fake)
     if spec.vjp is not None:
@@ -185,9 +200,30 @@ def _register(kernel: Any, spec: CallSpec, name: str, n_in: int) -> Any:
     from lazyapply.adapters.torch._vmap import register_op_vmap
 
     # The rules make ops of their own (the vjp's, the batched call's) with
-    # prepare_op, handed to them: neither imports this module.
-    register_op_vmap(op, kernel, spec, prepare_op, single)
+    # prepare_op, handed to them: neither imports this module. A plain op's rule
+    # is a site-taking op's, given its site.
+    register_op_vmap(
+        op if fixed is None else _WithSite(op, fixed), kernel, spec, prepare_op, single
+    )
     return op
+
+
+class _WithSite:
+    """A plain op seen as one that takes its site: for the torch.func.vmap rule."""
+
+    def __init__(self, op: Any, site: int) -> None:
+        self.op, self.site = op, site
+
+    def __call__(self, *operands: Any) -> Any:
+        return self.op(*operands[:-1])
+
+    def register_vmap(self, rule: Any) -> None:
+        site = self.site
+
+        def plain_rule(info: Any, in_dims: Any, *tensors: Any) -> Any:
+            return rule(info, (*in_dims, None), *tensors, site)
+
+        self.op.register_vmap(plain_rule)
 
 
 def op_name_of(kernel: Any, spec: CallSpec, n_in: int) -> str:
