@@ -8,6 +8,7 @@ data leaves a device and no autograd graph is silently cut.
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -129,7 +130,7 @@ class TorchAdapter(Adapter):
         if self._dynamo_compiling() or self._compiler._is_compiling_flag:
             return DEFER
         plain = self._plain
-        if spec is None or spec.as_numpy or spec.vjp is not None:
+        if spec is None or spec.opaque:
             for a in args:
                 if type(a) in plain:
                     # Grad mode is read only for a tensor that requires grad (rare).
@@ -151,12 +152,12 @@ class TorchAdapter(Adapter):
         # outside transforms no argument is asked (~0.1 us per tensor saved).
         if self._transforms_active() and self._any_wrapped(args):
             return DEFER
-        return None if first is None else first.device
+        return first.device
 
     def deferred(self, args: tuple[Any, ...]) -> bool:
         """Whether a call of a kernel autograd cannot see into is deferred (the
         engine asks :meth:`place`, which knows the kernel's spec)."""
-        return self.place(args, None, None) is DEFER
+        return self.place(args, _NO_ARRAY, None) is DEFER
 
     def _scan_wrapped(self, args: tuple[Any, ...]) -> bool:
         tensor, wrapped = self._torch.Tensor, self._wrapped
@@ -242,6 +243,10 @@ class TorchAdapter(Adapter):
         target.move = _move
         target.host = functools.partial(_to_numpy, self._tensor)
         return target
+
+
+# ``first`` of a question without a call (``deferred``): no device to read.
+_NO_ARRAY = types.SimpleNamespace(device=None)
 
 
 def _numpy_scalars(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
