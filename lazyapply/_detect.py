@@ -133,7 +133,8 @@ def _known_key(t: type) -> str | None:
     adapter = _TYPES[t]
     if adapter is None:
         return None
-    return next(k for k, v in _ADAPTERS.items() if v is adapter)
+    # A copy: another thread's first call may add an adapter meanwhile.
+    return next(k for k, v in tuple(_ADAPTERS.items()) if v is adapter)
 
 
 def _learn_ndarray() -> None:

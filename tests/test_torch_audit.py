@@ -158,3 +158,34 @@ def test_kernel_made_inside_takes_a_changing_number_as_an_argument() -> None:
         got = f(torch.asarray(X), k).numpy()
         np.testing.assert_array_equal(got, np.sin(X) * k)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(np.sin(X) * k))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["as_numpy", "with a vjp"])
+def test_a_float_that_changes_twenty_times_compiles_two_graphs(kind: str) -> None:
+    # Each new value used to be specialised (scalar_tensor of a symbolic float):
+    # a graph per value, and under fullgraph=True FailOnRecompileLimitHit at the
+    # ninth.
+    from torch._dynamo.utils import counters
+
+    def mul_vjp(g: Any, out: Any, x: Any, s: float) -> Any:
+        return (g * s, None)
+
+    kernel = lazy(
+        lambda x, s: x * s,
+        as_numpy=True,
+        elementwise=True,
+        vjp=mul_vjp if kind == "with a vjp" else None,
+    )
+    torch._dynamo.reset()
+    counters.clear()
+    f = torch.compile(lambda a, s: kernel(a, s), fullgraph=True, backend="aot_eager")  # noqa: PLW0108
+    for i in range(20):
+        s = 1.0 + i / 7
+        x = torch.asarray(X).requires_grad_(kind == "with a vjp")
+        out = f(x, s)
+        np.testing.assert_array_equal(out.detach().numpy(), X * s)
+        if kind == "with a vjp":
+            out.sum().backward()
+            np.testing.assert_array_equal(x.grad.numpy(), np.full(4, s))
+    assert counters["stats"]["unique_graphs"] <= 2

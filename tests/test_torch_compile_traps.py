@@ -75,9 +75,7 @@ def test_numpy_scalars_reach_the_kernel_as_numpy_scalars(kind: str, how: str) ->
 @pytest.mark.parametrize("kind", ["as_numpy", "torch code"])
 def test_numpy_scalar_made_inside_the_compiled_function(kind: str) -> None:
     kernel = KERNELS[kind]
-    # (NumPy's array type known before: learnt inside the very first trace of a
-    # process, Dynamo's guard on the type table fails on its own frame.)
-    kernel(X, 1.0)
+    # (A process's very first call made inside a trace: tests/test_torch_audit.py.)
     torch._dynamo.reset()
     got = _compile(lambda t: kernel(t, np.float32(1)))(torch.asarray(X))
     np.testing.assert_array_equal(got.numpy(), _tag(X, np.float32(1)))

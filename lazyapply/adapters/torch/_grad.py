@@ -1,11 +1,11 @@
 """PyTorch autograd for kernels with a declared vjp, eager and compiled.
 
 Eagerly, and under torch.func, a call on tensors that require grad (with grad mode
-on) runs inside one autograd node (:mod:`._node`): the forward is the checked eager
-call on detached tensors, the backward runs the declared vjp as a checked call of
-the vjp kernel, itself a node when it must be differentiable (``create_graph=True``,
-torch.func). The same rule is registered on the kernel's custom op
-(``register_autograd``) for compiled code.
+on) runs inside one autograd node (:mod:`._grad_eager` eagerly, :mod:`._node` under
+torch.func): the forward is the checked eager call on detached tensors, the backward
+runs the declared vjp as a checked call of the vjp kernel, itself a node when it
+must be differentiable (``create_graph=True``, torch.func). The same rule is
+registered on the kernel's custom op (``register_autograd``) for compiled code.
 
 With ``as_numpy=True`` and no vjp, such a call raises
 :class:`~lazyapply.NotDifferentiableError` naming the kernel (torch itself would say

@@ -7,7 +7,10 @@ pytorch/pytorch#170834): it serves ``backward``, ``create_graph=True``,
 A node computes a *step*, :class:`KernelStep` (the kernel) or :class:`VjpStep` (the
 vjp of a step); a backward applies the vjp's step as a node again, differentiable
 when the vjp declares its own vjp. ``forward`` only sees plain tensors (torch.func
-unwraps one level per transform) and runs the step's checked kernel call.
+unwraps one level per transform) and runs the step's checked kernel call. An eager
+call outside transforms takes the node of :mod:`._grad_eager` (the same rules, with
+what its checked call fixes worked out once); its differentiable backward applies
+this module's node.
 """
 
 from __future__ import annotations

@@ -387,8 +387,10 @@ def _number(torch: Any, a: Any, tensors: list[Any], device: Any) -> Any:
 def _as_tensor(torch: Any, a: Any, device: Any) -> Any:
     if type(a) is float:
         # A product, not scalar_tensor(a): Dynamo makes a float that changed between
-        # calls symbolic, and its tensorify pass cannot keep scalar_tensor of one
-        # symbolic: it specialises the value through sympy, which has no -0.0 (the
-        # op then got +0.0). 1.0 * a is exact for every float, NaN and -0.0 included.
+        # calls symbolic, and the tensorify pass cannot keep scalar_tensor of one
+        # symbolic: it specialises the value (pytorch/pytorch#138868), so every new
+        # value recompiled (FailOnRecompileLimitHit under fullgraph at the ninth),
+        # and through SymPy, which has no -0.0 (the op got +0.0). The pass keeps a
+        # product symbolic; 1.0 * a is exact for every float, NaN and -0.0 too.
         return torch.ones((), dtype=torch.float64, device=device) * a
     return torch.scalar_tensor(a, dtype=torch.int64, device=device)
