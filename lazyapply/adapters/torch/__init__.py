@@ -77,8 +77,7 @@ class TorchAdapter(Adapter):
         )
         from lazyapply.adapters.torch._traced import func_grad_active
 
-        # Whether the innermost torch.func transform is a grad (traced: Dynamo
-        # shows a grad-tracked tensor with requires_grad False).
+        # Whether the innermost torch.func transform is a grad tracking an argument.
         self._func_grad = func_grad_active()
 
     @staticmethod
@@ -198,7 +197,7 @@ class TorchAdapter(Adapter):
                 return out
             if spec.vjp is None and needs_grad(args):
                 not_differentiable(call.name, self.label(first))
-            if self._transforms_active() and self._func_grad():
+            if self._transforms_active() and self._func_grad(args):
                 func_grad_compiled(call.name, spec.vjp is not None)
             return call_op(self._torch, call.func, spec, args, call.kwargs)
         ready = self._ready
@@ -257,12 +256,27 @@ def _numpy_scalars(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 def _to_numpy(tensor: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     # np.asarray(t) of a plain tensor is t.__array__(), which is t.numpy() (torch's
     # _tensor.py): called straight, ~0.3 us less; anything else goes through asarray.
-    if len(args) == 1 and type(args[0]) is tensor:
-        return (args[0].numpy(),)
-    for a in args:
-        if type(a) is not tensor and isinstance(a, tensor):  # a subclass: asarray
-            return numpy_inputs(args, (tensor,))
-    return tuple([a.numpy() if type(a) is tensor else a for a in args])
+    try:
+        if len(args) == 1 and type(args[0]) is tensor:
+            return (args[0].numpy(),)
+        for a in args:
+            if type(a) is not tensor and isinstance(a, tensor):  # a subclass: asarray
+                return numpy_inputs(args, (tensor,))
+        return tuple([a.numpy() if type(a) is tensor else a for a in args])
+    except RuntimeError:
+        # Inside torch.func.grad (vjp, jacrev, jvp) torch refuses .numpy() of every
+        # tensor, even one no transform tracks ("Cannot access data pointer of
+        # Tensor that doesn't have storage"). A wrapped (tracked) tensor never gets
+        # here (``place`` defers it), so these are constants of every transform:
+        # read them with the transforms' interpreter stack set aside.
+        import torch
+
+        if not torch._C._are_functorch_transforms_active():  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+            raise
+        from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+
+        with temporarily_clear_interpreter_stack():
+            return _to_numpy(tensor, args)
 
 
 def _to_torch(torch: Any, device: Any, o: Any) -> Any:
