@@ -170,8 +170,6 @@ def _constant_cases(kernel: Any, c: Any) -> dict[str, Any]:
     }
 
 
-# torch.func.jvp's first use loads torch's jvp decompositions through torch.jit.
-@pytest.mark.filterwarnings("ignore:`torch.jit.script`:DeprecationWarning")
 @pytest.mark.parametrize("kind", list(CONSTANT_KERNELS))
 def test_torch_func_of_an_opaque_kernel_on_a_constant(kind: str) -> None:
     # Each was "Cannot access data pointer of Tensor that doesn't have storage".
