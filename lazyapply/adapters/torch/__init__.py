@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lazyapply._call import numpy_inputs
 from lazyapply._errors import SpecError
 from lazyapply.adapters._base import DEFER, Adapter, Target
+from lazyapply.adapters.torch._compiled import compiled_call, op_call
 from lazyapply.adapters.torch._grad import (
     Prepared,
     grad_tracked,
@@ -23,9 +24,6 @@ from lazyapply.adapters.torch._grad import (
     not_differentiable,
 )
 from lazyapply.adapters.torch._grad_eager import apply_with_grad
-from lazyapply.adapters.torch._op import call_op
-from lazyapply.adapters.torch._traced import checked_call, func_grad_compiled
-from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
 from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
@@ -180,26 +178,13 @@ class TorchAdapter(Adapter):
         (``lays_out``): Dynamo traces this method, so the op's fake implementation
         lays out; the eager strategies lay out here.
         """
-        torch_code = not spec.as_numpy and spec.vjp is None
-        if self._compiling() or type(first) not in self._plain:
-            if torch_code and (
-                not _numpy_scalars(args, call.kwargs) or needs_grad(args)
-            ):
-                # Torch code, compiled: Dynamo traces the kernel's own operations (and
-                # autograd differentiates them); an opaque op would hide them.
-                # Dynamo shows a NumPy scalar to traced code as a 0-d ndarray
-                # (pytorch/pytorch#185815): without grad, such a call goes through
-                # the op, whose kernel gets the NumPy scalar, as eagerly. Its
-                # outputs are checked against the layout, as eagerly.
-                out = checked_call(self._torch, cast("PendingCall", call), args, spec)
-                if not guard_zero_signs():  # a float zero baked in: its sign too
-                    refuse_unguarded_zeros(call.name, args, call.kwargs)
-                return out
-            if spec.vjp is None and needs_grad(args):
-                not_differentiable(call.name, self.label(first))
-            if self._transforms_active() and self._func_grad(args):
-                func_grad_compiled(call.name, spec.vjp is not None)
-            return call_op(self._torch, call.func, spec, args, call.kwargs)
+        # (Dynamo folds is_dynamo_compiling() to True, and place() read it: no
+        # guard of its own.)
+        compiling = self._dynamo_compiling() or self._compiling()
+        if compiling or type(first) not in self._plain:
+            # Traced by Dynamo: every global and attribute read costs each call of
+            # the compiled function a guard, so the call goes straight there.
+            return compiled_call(self, call, args, spec, first, compiling)
         ready = self._ready
         live = self._transforms_active()
         if live:
@@ -222,7 +207,7 @@ class TorchAdapter(Adapter):
             if spec.as_numpy:  # the op's vmap rule (the op unwraps a dead wrapper)
                 if live and grad_tracked(args):
                     not_differentiable(call.name, self.label(first))
-                return call_op(self._torch, call.func, spec, args, call.kwargs)
+                return op_call(call, args, spec)
 
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)
@@ -241,16 +226,6 @@ class TorchAdapter(Adapter):
         target.move = _move
         target.host = functools.partial(_to_numpy, self._tensor)
         return target
-
-
-def _numpy_scalars(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether a NumPy scalar is among the arguments, as Dynamo shows it: a 0-d
-    ``numpy.ndarray`` (at top level or in a tuple or list, as the op passes them)."""
-    for a in (*args, *kwargs.values()):
-        for b in a if type(a) is tuple or type(a) is list else (a,):
-            if isinstance(b, np.ndarray) and b.ndim == 0:
-                return True
-    return False
 
 
 def _to_numpy(tensor: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
