@@ -80,7 +80,7 @@ def test_first_call_of_a_process_inside_a_compiled_function_with_a_numpy_scalar(
     None
 ):
     # A fresh process: lazyapply has learnt no array type when Dynamo starts tracing
-    # (and sees the NumPy scalar as a 0-d ndarray, pytorch/pytorch#185815).
+    # (and sees the NumPy scalar as a 0-d ndarray, pytorch/pytorch#141343).
     script = textwrap.dedent(
         """
         import numpy as np, torch

@@ -64,7 +64,7 @@ def compiled_call(
             grad = torch.is_grad_enabled()
             break
     # Dynamo shows a NumPy scalar to traced code as a 0-d ndarray
-    # (pytorch/pytorch#185815): without grad, such a call of torch code goes
+    # (pytorch/pytorch#141343): without grad, such a call of torch code goes
     # through the op, whose kernel gets the NumPy scalar, as eagerly.
     if plan.torch_code and (
         grad or not (plan.numpy_maybe and _numpy_scalars(args, kwargs))
