@@ -244,3 +244,38 @@ def test_a_float_that_changes_twenty_times_compiles_two_graphs(kind: str) -> Non
             out.sum().backward()
             np.testing.assert_array_equal(x.grad.numpy(), np.full(4, s))
     assert counters["stats"]["unique_graphs"] <= 2
+
+
+@lazy(elementwise=True)
+def _sin_torch(x: Any) -> Any:
+    return torch.sin(x)
+
+
+@pytest.mark.parametrize("kind", list(CONSTANT_KERNELS))
+def test_a_dual_tensor_of_forward_ad_is_refused_by_a_numpy_kernel(kind: str) -> None:
+    # Its NumPy copy has no tangent: the output came back with tangent None, silently.
+    from lazyapply import NotDifferentiableError
+
+    fw = torch.autograd.forward_ad
+    kernel = CONSTANT_KERNELS[kind]
+    x = torch.asarray(X)
+    with fw.dual_level():
+        dual = fw.make_dual(x, torch.ones(4))
+        with pytest.raises(
+            NotDifferentiableError, match=r"argument 0 is a dual tensor"
+        ):
+            kernel(dual)
+        # A tensor without a tangent inside the dual level is no dual: it runs.
+        got = kernel(x)
+    want = np.sin(X) ** 3 if kind == "without a vjp" else X**3
+    np.testing.assert_allclose(got.numpy(), want)
+
+
+def test_a_dual_tensor_through_torch_code_keeps_its_tangent() -> None:
+    fw = torch.autograd.forward_ad
+    x = torch.asarray(X)
+    with fw.dual_level():
+        out = _sin_torch(fw.make_dual(x, torch.ones(4)))
+        primal, tangent = fw.unpack_dual(out)
+    np.testing.assert_allclose(primal.numpy(), np.sin(X))
+    np.testing.assert_allclose(tangent.numpy(), np.cos(X))

@@ -22,6 +22,7 @@ from lazyapply.adapters.torch._grad import (
     grad_tracked,
     needs_grad,
     not_differentiable,
+    refuse_dual,
 )
 from lazyapply.adapters.torch._grad_eager import apply_with_grad
 from lazyapply.spec import CallSpec
@@ -63,6 +64,7 @@ class TorchAdapter(Adapter):
         self._ready = prepared  # the engine's preparation cache (eager calls)
         self._tensor = torch.Tensor
         self._grad_enabled = torch.is_grad_enabled
+        self._forward_ad = torch.autograd.forward_ad
         self._transforms_active = torch._C._are_functorch_transforms_active  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
         # torch.func.vmap/grad/jvp wrap tensors (whose type is still torch.Tensor).
         self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
@@ -127,6 +129,8 @@ class TorchAdapter(Adapter):
             return DEFER
         plain = self._plain
         if spec is None or spec.as_numpy or spec.vjp is not None:
+            if self._forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
+                return DEFER  # (``defer`` refuses a dual tensor's NumPy copy)
             for a in args:
                 if type(a) in plain:
                     # Grad mode is read only for a tensor that requires grad (rare).
@@ -209,6 +213,8 @@ class TorchAdapter(Adapter):
                     not_differentiable(call.name, self.label(first))
                 return op_call(call, args, spec)
 
+        if spec.as_numpy and self._forward_ad._current_level >= 0:
+            refuse_dual(self._forward_ad, call.name, self.label(first), args)
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)
         if (spec.vjp is not None or spec.as_numpy) and needs_grad(args):
