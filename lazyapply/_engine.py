@@ -140,6 +140,13 @@ def _defer(
     spec: CallSpec,
     xp: Any,
 ) -> Any:
+    if not adapter.lays_out:
+        # Such an adapter's deferral is traced as bytecode (torch.compile's Dynamo),
+        # and every call of the compiled function checks a guard for each frame,
+        # global and attribute read on the way: it gets the call's parts straight.
+        name = spec.name or kernel_name(func)
+        pending = PendingCall(adapter, first, func, kwargs, spec, xp, name)
+        return adapter.defer(pending, args, spec, None, first, None)  # type: ignore[arg-type]
     return prepare_call(
         adapter, first, func, args, kwargs, spec, xp, deferred=True
     ).defer()

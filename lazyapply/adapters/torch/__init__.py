@@ -10,23 +10,22 @@ from __future__ import annotations
 import functools
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lazyapply._call import numpy_inputs
 from lazyapply._errors import SpecError
 from lazyapply.adapters._base import DEFER, Adapter, Target
+from lazyapply.adapters.torch._compiled import compiled_call, op_call
 from lazyapply.adapters.torch._grad import (
     Prepared,
     grad_tracked,
     needs_grad,
     not_differentiable,
+    refuse_dual,
 )
 from lazyapply.adapters.torch._grad_eager import apply_with_grad
-from lazyapply.adapters.torch._op import call_op
-from lazyapply.adapters.torch._traced import checked_call, func_grad_compiled
-from lazyapply.adapters.torch._zeros import guard_zero_signs, refuse_unguarded_zeros
 from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
@@ -66,6 +65,7 @@ class TorchAdapter(Adapter):
         self._ready = prepared  # the engine's preparation cache (eager calls)
         self._tensor = torch.Tensor
         self._grad_enabled = torch.is_grad_enabled
+        self._forward_ad = torch.autograd.forward_ad
         self._transforms_active = torch._C._are_functorch_transforms_active  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
         # torch.func.vmap/grad/jvp wrap tensors (whose type is still torch.Tensor).
         self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
@@ -78,8 +78,7 @@ class TorchAdapter(Adapter):
         )
         from lazyapply.adapters.torch._traced import func_grad_active
 
-        # Whether the innermost torch.func transform is a grad (traced: Dynamo
-        # shows a grad-tracked tensor with requires_grad False).
+        # Whether the innermost torch.func transform is a grad tracking an argument.
         self._func_grad = func_grad_active()
 
     @staticmethod
@@ -131,6 +130,8 @@ class TorchAdapter(Adapter):
             return DEFER
         plain = self._plain
         if spec is None or spec.opaque:
+            if self._forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
+                return DEFER  # (``defer`` refuses a dual tensor's NumPy copy)
             for a in args:
                 if type(a) in plain:
                     # Grad mode is read only for a tensor that requires grad (rare).
@@ -182,26 +183,13 @@ class TorchAdapter(Adapter):
         (``lays_out``): Dynamo traces this method, so the op's fake implementation
         lays out; the eager strategies lay out here.
         """
-        torch_code = not spec.as_numpy and spec.vjp is None
-        if self._compiling() or type(first) not in self._plain:
-            if torch_code and (
-                not _numpy_scalars(args, call.kwargs) or needs_grad(args)
-            ):
-                # Torch code, compiled: Dynamo traces the kernel's own operations (and
-                # autograd differentiates them); an opaque op would hide them.
-                # Dynamo shows a NumPy scalar to traced code as a 0-d ndarray
-                # (pytorch/pytorch#185815): without grad, such a call goes through
-                # the op, whose kernel gets the NumPy scalar, as eagerly. Its
-                # outputs are checked against the layout, as eagerly.
-                out = checked_call(self._torch, cast("PendingCall", call), args, spec)
-                if not guard_zero_signs():  # a float zero baked in: its sign too
-                    refuse_unguarded_zeros(call.name, args, call.kwargs)
-                return out
-            if spec.vjp is None and needs_grad(args):
-                not_differentiable(call.name, self.label(first))
-            if self._transforms_active() and self._func_grad():
-                func_grad_compiled(call.name, spec.vjp is not None)
-            return call_op(self._torch, call.func, spec, args, call.kwargs)
+        # (Dynamo folds is_dynamo_compiling() to True, and place() read it: no
+        # guard of its own.)
+        compiling = self._dynamo_compiling() or self._compiling()
+        if compiling or type(first) not in self._plain:
+            # Traced by Dynamo: every global and attribute read costs each call of
+            # the compiled function a guard, so the call goes straight there.
+            return compiled_call(self, call, args, spec, first, compiling)
         ready = self._ready
         live = self._transforms_active()
         if live:
@@ -224,8 +212,10 @@ class TorchAdapter(Adapter):
             if spec.as_numpy:  # the op's vmap rule (the op unwraps a dead wrapper)
                 if live and grad_tracked(args):
                     not_differentiable(call.name, self.label(first))
-                return call_op(self._torch, call.func, spec, args, call.kwargs)
+                return op_call(call, args, spec)
 
+        if spec.as_numpy and self._forward_ad._current_level >= 0:
+            refuse_dual(self._forward_ad, call.name, self.label(first), args)
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)
         if (spec.vjp is not None or spec.as_numpy) and needs_grad(args):
@@ -249,25 +239,30 @@ class TorchAdapter(Adapter):
 _NO_ARRAY = types.SimpleNamespace(device=None)
 
 
-def _numpy_scalars(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether a NumPy scalar is among the arguments, as Dynamo shows it: a 0-d
-    ``numpy.ndarray`` (at top level or in a tuple or list, as the op passes them)."""
-    for a in (*args, *kwargs.values()):
-        for b in a if type(a) is tuple or type(a) is list else (a,):
-            if isinstance(b, np.ndarray) and b.ndim == 0:
-                return True
-    return False
-
-
 def _to_numpy(tensor: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     # np.asarray(t) of a plain tensor is t.__array__(), which is t.numpy() (torch's
     # _tensor.py): called straight, ~0.3 us less; anything else goes through asarray.
-    if len(args) == 1 and type(args[0]) is tensor:
-        return (args[0].numpy(),)
-    for a in args:
-        if type(a) is not tensor and isinstance(a, tensor):  # a subclass: asarray
-            return numpy_inputs(args, (tensor,))
-    return tuple([a.numpy() if type(a) is tensor else a for a in args])
+    try:
+        if len(args) == 1 and type(args[0]) is tensor:
+            return (args[0].numpy(),)
+        for a in args:
+            if type(a) is not tensor and isinstance(a, tensor):  # a subclass: asarray
+                return numpy_inputs(args, (tensor,))
+        return tuple([a.numpy() if type(a) is tensor else a for a in args])
+    except RuntimeError:
+        # Inside torch.func.grad (vjp, jacrev, jvp) torch refuses .numpy() of every
+        # tensor, even one no transform tracks ("Cannot access data pointer of
+        # Tensor that doesn't have storage"). A wrapped (tracked) tensor never gets
+        # here (``place`` defers it), so these are constants of every transform:
+        # read them with the transforms' interpreter stack set aside.
+        import torch
+
+        if not torch._C._are_functorch_transforms_active():  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+            raise
+        from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+
+        with temporarily_clear_interpreter_stack():
+            return _to_numpy(tensor, args)
 
 
 def _to_torch(torch: Any, device: Any, o: Any) -> Any:

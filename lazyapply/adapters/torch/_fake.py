@@ -11,15 +11,24 @@ that metadata: a compiled graph relies on it, so a mismatch is a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+# At module level, deliberately: the op's body runs on every compiled call, and a
+# function-level import costs ~0.3 us. Only lazyapply.adapters.torch imports it,
+# once torch is in use.
+import torch  # noqa: TID253
+
+from lazyapply._call import make_call
+from lazyapply._check import OutputCheck
+from lazyapply._detect import adapter_for
 from lazyapply._errors import SpecError
+from lazyapply.adapters.torch._sites import TENSOR, join_site, template_of
 from lazyapply.spec import CallSpec, kernel_name
 from lazyapply.spec._metadata import Layout, layout
 from lazyapply.spec._static import Unkeyable, static_key
 
-__all__ = ["fake_outputs", "kernel_call", "layout_of", "run_site"]
+__all__ = ["fake_outputs", "kernel_call", "layout_of", "op_body"]
 
 # Heads the key of a call on one tensor: no other key starts with it.
 _ONE = object()
@@ -33,8 +42,6 @@ def layout_of(
     kwargs: dict[str, Any],
     first: Any,
 ) -> tuple[Any, Layout]:
-    from lazyapply._detect import adapter_for
-
     adapter = adapter_for(first, name)
     got = layout(adapter, first, kernel, args, kwargs, spec, None, name)
     for shape in got.shapes:
@@ -86,7 +93,7 @@ def kernel_call(
             hit = _checked(kernel, spec, args, kwargs, first)
             _keep(cache, key, hit)
         return hit
-    tensor = _TENSOR[0] if _TENSOR else _tensor()
+    tensor = torch.Tensor
     try:
         key = (
             tuple(
@@ -109,17 +116,6 @@ def kernel_call(
     return hit
 
 
-def _tensor() -> Any:
-    # Kept: a function-level import costs about what building the key does.
-    import torch
-
-    _TENSOR.append(torch.Tensor)
-    return torch.Tensor
-
-
-_TENSOR: list[Any] = []
-
-
 def _checked(
     kernel: Any,
     spec: CallSpec,
@@ -127,9 +123,6 @@ def _checked(
     kwargs: dict[str, Any],
     first: Any,
 ) -> Any:
-    from lazyapply._check import OutputCheck
-    from lazyapply._engine import make_call
-
     name = spec.name or kernel_name(kernel)
     adapter, got = layout_of(kernel, spec, name, args, kwargs, first)
     check = OutputCheck(got.shapes, got.dtypes, got.multi, got.declared)
@@ -148,17 +141,16 @@ def _keep(cache: dict[Any, Any], key: Any, hit: Any) -> None:
 class _Site:
     """The op's body for one call site and operand metadata, prepared once."""
 
-    __slots__ = ("call", "kwargs", "plain", "site")
+    __slots__ = ("call", "kwargs", "multi", "plain", "site")
 
     def __init__(self, call: Any, site: int, plain: bool, kwargs: Any) -> None:
         self.call, self.site, self.plain, self.kwargs = call, site, plain, kwargs
+        self.multi = call.check.multi
 
 
 def _prepare_site(
     kernel: Any, spec: CallSpec, site: int, tensors: tuple[Any, ...]
 ) -> _Site:
-    from lazyapply.adapters.torch._sites import TENSOR, join_site, template_of
-
     args, kwargs = join_site(site, tensors)
     call = _checked(kernel, spec, args, kwargs, tensors[0])
     template, site_kwargs = template_of(site)
@@ -168,20 +160,15 @@ def _prepare_site(
     return _Site(call, site, plain, kwargs)
 
 
-def run_site(
-    cache: dict[Any, Any],
-    kernel: Any,
-    spec: CallSpec,
-    operands: tuple[Any, ...],
-    single: bool,
-) -> Any:
+def op_body(kernel: Any, spec: CallSpec, single: bool) -> Callable[..., Any]:
     """The op's real kernel: one checked kernel call against the fake's metadata.
 
-    ``operands`` are the op's: the tensors, then the call site. A compiled graph
-    relies on the fake's metadata, so a kernel that returns anything else raises
-    :class:`~lazyapply.KernelOutputError`. The checked call is kept per call site
-    (the static key of the other arguments, made when tracing) and the tensors'
-    metadata: a compiled call builds no key from the static values.
+    The op's operands are the tensors, then the call site. A compiled graph relies
+    on the fake's metadata, so a kernel that returns anything else raises
+    :class:`~lazyapply.KernelOutputError` (the call's strict check, the one every
+    path has; the fake's layout is its expectation). The checked call is kept per
+    call site (the static key of the other arguments, made when tracing) and the
+    tensors' metadata: a compiled call builds no key from the static values.
 
     Outputs are contiguous, as the fake implementation's ``torch.empty`` says (a
     kernel may return ``a.T``, or SciPy's Fortran-ordered ``cholesky``); outputs
@@ -189,47 +176,46 @@ def run_site(
     outputs may not alias, and Inductor writes into them: a kernel returning a view
     of its input, ``x[1:]``, would have its caller's tensor overwritten).
     """
-    tensors, site = operands[:-1], operands[-1]
-    if len(tensors) == 1:  # the common case, without a comprehension
-        t = tensors[0]
-        key: Any = (site, t.shape, t.dtype, t.device)
-    else:
-        key = (site, *[(t.shape, t.dtype, t.device) for t in tensors])
-    hit = cache.get(key)
-    if hit is None:
-        hit = _prepare_site(kernel, spec, site, tensors)
-        _keep(cache, key, hit)
-    call = hit.call
-    if hit.plain:
-        out = call.run(tensors, hit.kwargs)
-    else:
-        from lazyapply.adapters.torch._sites import join_site
+    cache: dict[Any, _Site] = {}
 
-        args, kwargs = join_site(site, tensors)
-        out = call.run(args, kwargs)
-    if not call.check.multi:
-        return _own(out, tensors, ()) if single else [_own(out, tensors, ())]
-    outs: list[Any] = []
-    for o in out:
-        outs.append(_own(o, tensors, outs))
-    return outs
+    def impl(*operands: Any) -> Any:
+        if len(operands) == 2:  # one tensor (the common case): no comprehension
+            t, site = operands
+            tensors: tuple[Any, ...] = (t,)
+            key: Any = (site, t.shape, t.dtype, t.device)
+        else:
+            tensors, site = operands[:-1], operands[-1]
+            key = (site, *[(u.shape, u.dtype, u.device) for u in tensors])
+        hit = cache.get(key)
+        if hit is None:
+            hit = _prepare_site(kernel, spec, site, tensors)
+            _keep(cache, key, hit)
+        if hit.plain:
+            out = hit.call.run(tensors, hit.kwargs)
+        else:
+            out = hit.call.run(*join_site(site, tensors))
+        if not hit.multi:
+            return _own(out, tensors, ()) if single else [_own(out, tensors, ())]
+        outs: list[Any] = []
+        for o in out:
+            outs.append(_own(o, tensors, outs))
+        return outs
+
+    return impl
 
 
 def _own(o: Any, tensors: Any, before: Sequence[Any]) -> Any:
-    """``o``, copied if its memory overlaps an input's or an earlier output's, and
-    contiguous."""
-    storage = o.untyped_storage()
-    lo = storage.data_ptr()
-    hi = lo + storage.nbytes()
+    """``o``, contiguous, and copied if its memory overlaps an input's or an
+    earlier output's."""
+    if not o.is_contiguous():
+        return o.contiguous()  # a copy: memory of its own
+    # Contiguous: its elements are the bytes from its data pointer on (what
+    # Inductor may write); the others' storages are what they may read or write.
+    lo = o.data_ptr()
+    hi = lo + o.nbytes
     for t in (*tensors, *before):
         other = t.untyped_storage()
         start = other.data_ptr()
         if start < hi and lo < start + other.nbytes():
-            return o.clone(memory_format=_contiguous())
-    return o if o.is_contiguous() else o.contiguous()
-
-
-def _contiguous() -> Any:
-    import torch
-
-    return torch.contiguous_format
+            return o.clone(memory_format=torch.contiguous_format)
+    return o

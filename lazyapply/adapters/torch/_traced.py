@@ -19,18 +19,26 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
+# At module level, deliberately: Dynamo traces this module's code, where an import
+# breaks the graph. Only lazyapply.adapters.torch imports it, once torch is in use.
+import torch  # noqa: TID253
+
 from lazyapply._caches import pinned
 from lazyapply._check import OutputCheck
 from lazyapply.adapters.torch._fake import layout_of
-from lazyapply.adapters.torch._op import op_name_of, operands, site_of
+from lazyapply.adapters.torch._op import op_name_of
+from lazyapply.adapters.torch._operands import operands
 from lazyapply.adapters.torch._sites import join_site
 from lazyapply.spec import CallSpec, kernel_name
 
 if TYPE_CHECKING:
     from lazyapply._call import KernelCall
     from lazyapply._engine import PendingCall
+    from lazyapply.adapters.torch._operands import Plan
 
 __all__ = ["checked_call", "func_grad_active", "func_grad_compiled"]
+
+_OPS = torch.ops.lazyapply  # (read from here: see _compiled)
 
 _LOCK = threading.Lock()
 # Pinned: compiled graphs name the registered ops.
@@ -57,8 +65,6 @@ def layout_op_name(
 
 
 def _register(kernel: Any, spec: CallSpec, name: str) -> Any:
-    import torch
-
     label = spec.name or kernel_name(kernel)
 
     def metas(
@@ -96,11 +102,17 @@ layout_op_name._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def checked_call(
-    torch: Any, call: PendingCall, args: tuple[Any, ...], spec: CallSpec
+    call: PendingCall, args: tuple[Any, ...], spec: CallSpec, plan: Plan
 ) -> Any:
     """Run the torch-code kernel of ``call`` (traced by Dynamo), its outputs checked
-    against the layout op's metadata. Traced: it imports nothing."""
-    tensors, template, kwargs = operands(torch, spec, args, call.kwargs)
+    against the layout op's metadata. Traced: it imports nothing, and reads the
+    plan of :mod:`._operands` (a constant) rather than globals."""
+    site = plan.site
+    if site is not None:  # the operands are the arguments
+        tensors: Any = args
+    else:
+        # (The caller guards the signs of float zeros after the kernel's trace.)
+        tensors, site, _ = operands(plan, args, call.kwargs)
     func: Any = call.func
     if type(func) is functools.partial and not func.keywords:  # obj.method
         # id(): Dynamo guards the graph on the instance's identity.
@@ -108,9 +120,7 @@ def checked_call(
         name = layout_op_name(func.func, spec, len(tensors), ids, *func.args)
     else:
         name = layout_op_name(func, spec, len(tensors))
-    *metas, flags = getattr(torch.ops.lazyapply, name)(
-        tensors, site_of(template, kwargs)
-    )
+    *metas, flags = getattr(_OPS, name)([*tensors], site)
     multi, shape_declared, dtype_declared = (bool(n) for n in flags.shape)
     check = OutputCheck(
         tuple(tuple(m.shape) for m in metas),
@@ -123,13 +133,32 @@ def checked_call(
 
 
 def func_grad_active() -> Any:
-    """A function of no argument, traceable by Dynamo: whether the innermost
-    torch.func transform is ``grad`` (``vjp``, ``jacrev``)."""
+    """A function of the call's arguments, traceable by Dynamo: whether the
+    innermost torch.func transform is ``grad`` (``vjp``, ``jacrev``) and tracks one
+    of them.
+
+    A tensor the transform does not track (a constant the function closes over)
+    reaches the op as itself, which then runs as it does eagerly. Traced, Dynamo
+    shows a tracked tensor with ``requires_grad`` False, so the question is asked
+    as functorch answers it: whether unwrapping at the transform's level gives
+    another tensor (``_unwrap_for_grad`` is in Dynamo's graph, and its example
+    value is the same object for a tensor that level does not wrap).
+    """
+    import torch
     from torch._C._functorch import TransformType  # type: ignore[import-not-found]  # pyright: ignore[reportMissingModuleSource]
     from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
 
-    grad = TransformType.Grad
-    return lambda: retrieve_current_functorch_interpreter().key() == grad
+    grad, tensor = TransformType.Grad, torch.Tensor
+    unwrap = torch._C._functorch._unwrap_for_grad  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+
+    def active(args: tuple[Any, ...]) -> bool:
+        interpreter = retrieve_current_functorch_interpreter()
+        if interpreter.key() != grad:
+            return False
+        level = interpreter.level()
+        return any(isinstance(a, tensor) and unwrap(a, level) is not a for a in args)
+
+    return active
 
 
 def func_grad_compiled(name: str, has_vjp: bool) -> None:
