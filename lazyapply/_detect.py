@@ -114,7 +114,7 @@ def _relearn(x: Any, name: str) -> Adapter | None:
     when it first read it, and runs :func:`_learn_key` untraced: a type learnt
     there (NumPy's array type, learnt with torch's tensor) is missing from that
     view, and Dynamo's guard that it is missing fails on the frame that made it (a
-    NumPy scalar is a 0-d ``numpy.ndarray`` to Dynamo, pytorch/pytorch#185815).
+    NumPy scalar is a 0-d ``numpy.ndarray`` to Dynamo, pytorch/pytorch#141343).
     """
     t = type(x)
     if t is list or t is tuple:
@@ -266,7 +266,7 @@ def _mixed(args: tuple[Any, ...], func: Callable[..., Any] | str) -> tuple[Any, 
             return adapter, first
         if all(a.ndim == 0 for _, a in numpy_arrays):
             # 0-d arrays promote as NumPy scalars do (NEP 50), and torch.compile's
-            # Dynamo shows every NumPy scalar as one (pytorch/pytorch#185815):
+            # Dynamo shows every NumPy scalar as one (pytorch/pytorch#141343):
             # scalars of the call, as eagerly.
             return adapter, first
         found.append(numpy_arrays[0])

@@ -197,12 +197,9 @@ def lazy_apply(
         first = args[0]
     else:
         adapter, first = find_adapter(args, func)
-    if (
-        shape is None
-        and dtype is None
-        and type(func) is FunctionType  # no mode to imply
-        and (not kwargs or KERNEL_FIRST.isdisjoint(kwargs))  # no option
-    ):  # the hot path: a precomputed spec
+    options = kwargs and not KERNEL_FIRST.isdisjoint(kwargs)  # (or kernel keywords)
+    if not options and shape is None and dtype is None and type(func) is FunctionType:
+        # The hot path: a precomputed spec (a Python function implies no mode).
         spec = PLAIN_SPECS[1 if as_numpy else 0]
         return run(adapter, first, func, args, kwargs, spec, xp)
     last = SPECS.last  # one read: another thread replaces it whole
@@ -212,7 +209,7 @@ def lazy_apply(
         and dtype is last[2]
         and as_numpy is last[3]
     ):  # the last call's kernel and metadata (a loop): matched by identity
-        if not kwargs or KERNEL_FIRST.isdisjoint(kwargs):
+        if not options:
             if not last[4]:
                 return run(adapter, first, func, args, kwargs, last[6], xp)
         elif tuple(kwargs) == last[4] and all(map(is_, kwargs.values(), last[5])):

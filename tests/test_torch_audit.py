@@ -80,7 +80,7 @@ def test_first_call_of_a_process_inside_a_compiled_function_with_a_numpy_scalar(
     None
 ):
     # A fresh process: lazyapply has learnt no array type when Dynamo starts tracing
-    # (and sees the NumPy scalar as a 0-d ndarray, pytorch/pytorch#185815).
+    # (and sees the NumPy scalar as a 0-d ndarray, pytorch/pytorch#141343).
     script = textwrap.dedent(
         """
         import numpy as np, torch
@@ -142,6 +142,61 @@ def test_compiled_torch_func_grad_names_the_kernel_and_the_fix() -> None:
     np.testing.assert_allclose(batched(torch.asarray(BATCH)).numpy(), BATCH**3)
 
 
+@lazy(as_numpy=True, elementwise=True)
+def _sin_no_vjp(x: Any) -> Any:
+    return np.sin(x)
+
+
+#: An opaque kernel applied to a tensor no transform tracks (a constant the
+#: differentiated function closes over): torch refuses ``.numpy()`` of every
+#: tensor inside torch.func.grad, tracked or not.
+CONSTANT_KERNELS = {
+    "with a vjp": _cube,
+    "without a vjp": lambda c: _sin_no_vjp(c) ** 3,
+    "lazy_apply": lambda c: lazy_apply(lambda a: a**3, c, as_numpy=True),
+}
+
+
+def _constant_cases(kernel: Any, c: Any) -> dict[str, Any]:
+    func = torch.func
+    f = lambda a: (kernel(c) * a * a).sum()  # noqa: E731
+    x = torch.asarray(X)
+    return {
+        "grad": lambda: func.grad(f)(x),
+        "jacrev": lambda: func.jacrev(lambda a: kernel(c) * a)(x).sum(0),
+        "vjp": lambda: func.vjp(lambda a: kernel(c) * a, x)[1](torch.ones(4))[0],
+        "jvp": lambda: func.jvp(lambda a: kernel(c) * a, (x,), (torch.ones(4),))[1],
+        "grad of grad": lambda: func.grad(lambda a: func.grad(f)(a).sum())(x),
+    }
+
+
+@pytest.mark.parametrize("kind", list(CONSTANT_KERNELS))
+def test_torch_func_of_an_opaque_kernel_on_a_constant(kind: str) -> None:
+    # Each was "Cannot access data pointer of Tensor that doesn't have storage".
+    c = torch.asarray(BATCH[1])
+    k = (np.sin(BATCH[1]) ** 3) if kind == "without a vjp" else BATCH[1] ** 3
+    want = {
+        "grad": 2 * k * X,
+        "jacrev": k,
+        "vjp": k,
+        "jvp": k,
+        "grad of grad": 2 * k,
+    }
+    for name, case in _constant_cases(CONSTANT_KERNELS[kind], c).items():
+        np.testing.assert_allclose(case().numpy(), want[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_compiled_torch_func_grad_of_an_opaque_kernel_on_a_constant() -> None:
+    # The refusal above is for a tensor the grad tracks: a constant reaches the op
+    # as itself, which runs, with fullgraph=True.
+    c = torch.asarray(BATCH[1])
+    grad = torch.func.grad(lambda a: (_cube(c) * a * a).sum())
+    torch._dynamo.reset()
+    got = torch.compile(grad, fullgraph=True, backend="aot_eager")(torch.asarray(X))
+    np.testing.assert_allclose(got.numpy(), 2 * BATCH[1] ** 3 * X)
+
+
 @pytest.mark.slow
 def test_kernel_made_inside_takes_a_changing_number_as_an_argument() -> None:
     # The documented way round Dynamo's ClosureConversionError (a closed-over
@@ -189,3 +244,38 @@ def test_a_float_that_changes_twenty_times_compiles_two_graphs(kind: str) -> Non
             out.sum().backward()
             np.testing.assert_array_equal(x.grad.numpy(), np.full(4, s))
     assert counters["stats"]["unique_graphs"] <= 2
+
+
+@lazy(elementwise=True)
+def _sin_torch(x: Any) -> Any:
+    return torch.sin(x)
+
+
+@pytest.mark.parametrize("kind", list(CONSTANT_KERNELS))
+def test_a_dual_tensor_of_forward_ad_is_refused_by_a_numpy_kernel(kind: str) -> None:
+    # Its NumPy copy has no tangent: the output came back with tangent None, silently.
+    from lazyapply import NotDifferentiableError
+
+    fw = torch.autograd.forward_ad
+    kernel = CONSTANT_KERNELS[kind]
+    x = torch.asarray(X)
+    with fw.dual_level():
+        dual = fw.make_dual(x, torch.ones(4))
+        with pytest.raises(
+            NotDifferentiableError, match=r"argument 0 is a dual tensor"
+        ):
+            kernel(dual)
+        # A tensor without a tangent inside the dual level is no dual: it runs.
+        got = kernel(x)
+    want = np.sin(X) ** 3 if kind == "without a vjp" else X**3
+    np.testing.assert_allclose(got.numpy(), want)
+
+
+def test_a_dual_tensor_through_torch_code_keeps_its_tangent() -> None:
+    fw = torch.autograd.forward_ad
+    x = torch.asarray(X)
+    with fw.dual_level():
+        out = _sin_torch(fw.make_dual(x, torch.ones(4)))
+        primal, tangent = fw.unpack_dual(out)
+    np.testing.assert_allclose(primal.numpy(), np.sin(X))
+    np.testing.assert_allclose(tangent.numpy(), np.cos(X))

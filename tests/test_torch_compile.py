@@ -159,7 +159,6 @@ def test_vmap_makes_one_batched_call() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 def test_inductor_matches_eager() -> None:
     x, y = _xy()
     compiled = torch.compile(_model, fullgraph=True)

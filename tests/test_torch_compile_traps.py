@@ -121,7 +121,6 @@ def copysign_torch(x: Any, s: Any) -> Any:
     return torch.copysign(x, torch.tensor(s, dtype=x.dtype))
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 @pytest.mark.parametrize("kernel", [copysign, copysign_torch], ids=["numpy", "torch"])
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_signed_zeros_one_after_the_other(kernel: Any, backend: str) -> None:

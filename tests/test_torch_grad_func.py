@@ -288,9 +288,6 @@ def test_grad_of_an_as_numpy_kernel_without_vjp_names_it() -> None:
 
 
 # torch's forward-mode AD scripts a helper on first use (torch's own deprecation).
-@pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
-)
 @pytest.mark.parametrize("how", ["jvp", "jacfwd", "hessian"])
 def test_forward_mode_is_refused_with_the_kernels_name(how: str) -> None:
     x = _x()

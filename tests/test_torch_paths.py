@@ -203,7 +203,6 @@ def shifted_views(x: Any) -> Any:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 def test_outputs_that_view_the_input_leave_it_intact_under_inductor() -> None:
     # Inductor multiplies the op's output in place (a custom op's output is its
     # own); a view of the input at an offset was not copied, so the caller's
@@ -352,7 +351,6 @@ print(float(x.grad[0]))
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated")
 def test_two_processes_share_an_inductor_cache(tmp_path: Path) -> None:
     """Two kernels named ``kern`` (vjps x2 and x3), registered in opposite orders.
 

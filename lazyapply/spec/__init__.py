@@ -229,6 +229,9 @@ class CallSpec:
     _hash: int = field(init=False, repr=False, compare=False, default=0)
     #: Derived once for the engine's hot path: strict calls check inferred metadata.
     infer: bool = field(init=False, repr=False, compare=False, default=False)
+    #: Derived once: autograd cannot see into the kernel (``as_numpy`` or a vjp), so
+    #: a call on arrays that require grad must go through a rule.
+    opaque: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         from lazyapply.spec._static import Identity, try_static_key
@@ -240,6 +243,7 @@ class CallSpec:
         object.__setattr__(self, "_hash", hash(key))
         declared = self.output.shapes is not None and self.output.dtypes is not None
         object.__setattr__(self, "infer", self.strict and not declared)
+        object.__setattr__(self, "opaque", self.as_numpy or self.vjp is not None)
 
     def __hash__(self) -> int:
         return self._hash

@@ -8,6 +8,7 @@ data leaves a device and no autograd graph is silently cut.
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from lazyapply.adapters.torch._grad import (
     grad_tracked,
     needs_grad,
     not_differentiable,
+    refuse_dual,
 )
 from lazyapply.adapters.torch._grad_eager import apply_with_grad
 from lazyapply.spec import CallSpec
@@ -63,6 +65,7 @@ class TorchAdapter(Adapter):
         self._ready = prepared  # the engine's preparation cache (eager calls)
         self._tensor = torch.Tensor
         self._grad_enabled = torch.is_grad_enabled
+        self._forward_ad = torch.autograd.forward_ad
         self._transforms_active = torch._C._are_functorch_transforms_active  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
         # torch.func.vmap/grad/jvp wrap tensors (whose type is still torch.Tensor).
         self._wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
@@ -75,8 +78,7 @@ class TorchAdapter(Adapter):
         )
         from lazyapply.adapters.torch._traced import func_grad_active
 
-        # Whether the innermost torch.func transform is a grad (traced: Dynamo
-        # shows a grad-tracked tensor with requires_grad False).
+        # Whether the innermost torch.func transform is a grad tracking an argument.
         self._func_grad = func_grad_active()
 
     @staticmethod
@@ -127,7 +129,9 @@ class TorchAdapter(Adapter):
         if self._dynamo_compiling() or self._compiler._is_compiling_flag:
             return DEFER
         plain = self._plain
-        if spec is None or spec.as_numpy or spec.vjp is not None:
+        if spec is None or spec.opaque:
+            if self._forward_ad._current_level >= 0:  # inside forward_ad.dual_level()
+                return DEFER  # (``defer`` refuses a dual tensor's NumPy copy)
             for a in args:
                 if type(a) in plain:
                     # Grad mode is read only for a tensor that requires grad (rare).
@@ -149,12 +153,12 @@ class TorchAdapter(Adapter):
         # outside transforms no argument is asked (~0.1 us per tensor saved).
         if self._transforms_active() and self._any_wrapped(args):
             return DEFER
-        return None if first is None else first.device
+        return first.device
 
     def deferred(self, args: tuple[Any, ...]) -> bool:
         """Whether a call of a kernel autograd cannot see into is deferred (the
         engine asks :meth:`place`, which knows the kernel's spec)."""
-        return self.place(args, None, None) is DEFER
+        return self.place(args, _NO_ARRAY, None) is DEFER
 
     def _scan_wrapped(self, args: tuple[Any, ...]) -> bool:
         tensor, wrapped = self._torch.Tensor, self._wrapped
@@ -210,6 +214,8 @@ class TorchAdapter(Adapter):
                     not_differentiable(call.name, self.label(first))
                 return op_call(call, args, spec)
 
+        if spec.as_numpy and self._forward_ad._current_level >= 0:
+            refuse_dual(self._forward_ad, call.name, self.label(first), args)
         prep = ready(self, call.func, spec)
         checked = prep.checked_call(self, first, args, call.kwargs)
         if (spec.vjp is not None or spec.as_numpy) and needs_grad(args):
@@ -229,15 +235,34 @@ class TorchAdapter(Adapter):
         return target
 
 
+# ``first`` of a question without a call (``deferred``): no device to read.
+_NO_ARRAY = types.SimpleNamespace(device=None)
+
+
 def _to_numpy(tensor: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
     # np.asarray(t) of a plain tensor is t.__array__(), which is t.numpy() (torch's
     # _tensor.py): called straight, ~0.3 us less; anything else goes through asarray.
-    if len(args) == 1 and type(args[0]) is tensor:
-        return (args[0].numpy(),)
-    for a in args:
-        if type(a) is not tensor and isinstance(a, tensor):  # a subclass: asarray
-            return numpy_inputs(args, (tensor,))
-    return tuple([a.numpy() if type(a) is tensor else a for a in args])
+    try:
+        if len(args) == 1 and type(args[0]) is tensor:
+            return (args[0].numpy(),)
+        for a in args:
+            if type(a) is not tensor and isinstance(a, tensor):  # a subclass: asarray
+                return numpy_inputs(args, (tensor,))
+        return tuple([a.numpy() if type(a) is tensor else a for a in args])
+    except RuntimeError:
+        # Inside torch.func.grad (vjp, jacrev, jvp) torch refuses .numpy() of every
+        # tensor, even one no transform tracks ("Cannot access data pointer of
+        # Tensor that doesn't have storage"). A wrapped (tracked) tensor never gets
+        # here (``place`` defers it), so these are constants of every transform:
+        # read them with the transforms' interpreter stack set aside.
+        import torch
+
+        if not torch._C._are_functorch_transforms_active():  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+            raise
+        from torch._functorch.pyfunctorch import temporarily_clear_interpreter_stack
+
+        with temporarily_clear_interpreter_stack():
+            return _to_numpy(tensor, args)
 
 
 def _to_torch(torch: Any, device: Any, o: Any) -> Any:

@@ -64,7 +64,7 @@ def compiled_call(
             grad = torch.is_grad_enabled()
             break
     # Dynamo shows a NumPy scalar to traced code as a 0-d ndarray
-    # (pytorch/pytorch#185815): without grad, such a call of torch code goes
+    # (pytorch/pytorch#141343): without grad, such a call of torch code goes
     # through the op, whose kernel gets the NumPy scalar, as eagerly.
     if plan.torch_code and (
         grad or not (plan.numpy_maybe and _numpy_scalars(args, kwargs))
@@ -77,7 +77,7 @@ def compiled_call(
         return out
     if grad and not plan.vjp:
         not_differentiable(plan.name, adapter.label(first))
-    if _transforms_active() and adapter._func_grad():
+    if _transforms_active() and adapter._func_grad(args):
         func_grad_compiled(plan.name, plan.vjp)
     name = plan.op
     if name is not None:  # the common case (a plain op: no site), inline (no guard)

@@ -31,6 +31,7 @@ __all__ = [
     "grad_tracked",
     "needs_grad",
     "not_differentiable",
+    "refuse_dual",
     "register_op_autograd",
     "vjp_op_spec",
 ]
@@ -184,6 +185,34 @@ def not_differentiable(name: str, backend: str) -> None:
         "NumPy copies (as_numpy=True) and declares no vjp, so neither autograd nor "
         f"torch.compile can differentiate it; declare one with @{name}.defvjp or "
         "vjp=, or call it under torch.no_grad() or on x.detach()"
+    )
+    raise NotDifferentiableError(msg)
+
+
+def refuse_dual(
+    forward_ad: Any, name: str, backend: str, args: tuple[Any, ...]
+) -> None:
+    """Refuse a dual tensor of ``torch.autograd.forward_ad`` (``forward_ad``) among
+    the arguments of a kernel that runs on NumPy copies: its copy has no tangent, and
+    the output would come back without one, silently."""
+    import torch
+
+    unpack = forward_ad.unpack_dual
+    duals = [
+        i
+        for i, a in enumerate(args)
+        if isinstance(a, torch.Tensor) and unpack(a).tangent is not None
+    ]
+    if not duals:
+        return
+    which = ", ".join(str(i) for i in duals)
+    msg = (
+        f"{name} ({backend}): argument {which} is a dual tensor of "
+        "torch.autograd.forward_ad, but the kernel runs on NumPy copies "
+        "(as_numpy=True), which carry no tangent: its outputs would have none. "
+        "Forward-mode differentiation does not go through such a kernel; use reverse "
+        "mode (backward(), torch.autograd.grad, torch.func.grad, vjp or jacrev), or "
+        "pass forward_ad.unpack_dual(x).primal for a call that needs no tangent"
     )
     raise NotDifferentiableError(msg)
 

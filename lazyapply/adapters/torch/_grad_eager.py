@@ -23,6 +23,7 @@ from lazyapply.adapters.torch._node import (
     _jvp,
     _vmap,
     node_class,
+    zeros_for_unused,
 )
 from lazyapply.spec import CallSpec
 
@@ -186,13 +187,7 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     else:
         args = saved[:k]
     torch = _TORCH[0]
-    for g in grads:
-        if g is None:  # an output the loss does not use
-            grads = tuple(
-                torch.zeros_like(o) if c is None else c
-                for c, o in zip(grads, outs, strict=True)
-            )
-            break
+    grads = zeros_for_unused(torch, grads, outs)
     flat = (*grads, *outs, *args)
     if torch.is_grad_enabled() or _NODE[1]():
         # create_graph=True (or a transform around the backward): the vjp is a

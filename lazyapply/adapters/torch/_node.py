@@ -269,13 +269,7 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     full: list[Any] = [None] * (len(args) + 1)
     if not positions:
         return tuple(full)
-    for g in grads:
-        if g is None:  # an output the loss does not use
-            grads = tuple(
-                torch.zeros_like(o) if c is None else c
-                for c, o in zip(grads, outs, strict=True)
-            )
-            break
+    grads = zeros_for_unused(torch, grads, outs)
     flat = (*grads, *outs, *args)
     step = ctx.step.derivative(tuple(args), len(grads), ctx.multi, positions)
     if torch.is_grad_enabled() or torch._C._are_functorch_transforms_active():  # type: ignore[attr-defined]
@@ -287,6 +281,18 @@ def _backward(ctx: Any, *grads: Any) -> Any:
     for i, g in zip(positions, picked, strict=True):
         full[i + 1] = g
     return tuple(full)
+
+
+def zeros_for_unused(torch: Any, grads: tuple[Any, ...], outs: Any) -> tuple[Any, ...]:
+    """``grads`` with zeros for the outputs the loss does not use (torch gives
+    ``None`` for them: the vjp gets arrays)."""
+    for g in grads:
+        if g is None:
+            return tuple(
+                torch.zeros_like(o) if c is None else c
+                for c, o in zip(grads, outs, strict=True)
+            )
+    return grads
 
 
 def _jvp(ctx: Any, *tangents: Any) -> Any:

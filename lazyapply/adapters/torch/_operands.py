@@ -206,7 +206,7 @@ def _part(plan: Plan, how: int, a: Any, tensors: list[Any], device: Any) -> Any:
         return a
     if how == 3 and a.ndim == 0:  # _NUMPY
         # Dynamo shows a NumPy scalar as a 0-d ndarray of unknown value
-        # (pytorch/pytorch#185815), which a call site (a constant) cannot hold: it
+        # (pytorch/pytorch#141343), which a call site (a constant) cannot hold: it
         # goes as a 0-d tensor of its dtype, and the kernel gets the NumPy scalar
         # back (an eager 0-d array is a scalar of the call too).
         t = torch.as_tensor(a)
@@ -217,7 +217,7 @@ def _part(plan: Plan, how: int, a: Any, tensors: list[Any], device: Any) -> Any:
             f"{plan.name} (torch.compile): a NumPy scalar argument beside a shape= or "
             "dtype= callable; Dynamo shows NumPy scalars to compiled code as 0-d "
             "arrays whose value it does not know while tracing "
-            "(pytorch/pytorch#185815), and the callable may read it. Pass a Python "
+            "(pytorch/pytorch#141343), and the callable may read it. Pass a Python "
             "number (float(s), int(s)), or declare shape= and dtype= without callables"
         )
         raise SpecError(msg)

@@ -133,13 +133,32 @@ def checked_call(
 
 
 def func_grad_active() -> Any:
-    """A function of no argument, traceable by Dynamo: whether the innermost
-    torch.func transform is ``grad`` (``vjp``, ``jacrev``)."""
+    """A function of the call's arguments, traceable by Dynamo: whether the
+    innermost torch.func transform is ``grad`` (``vjp``, ``jacrev``) and tracks one
+    of them.
+
+    A tensor the transform does not track (a constant the function closes over)
+    reaches the op as itself, which then runs as it does eagerly. Traced, Dynamo
+    shows a tracked tensor with ``requires_grad`` False, so the question is asked
+    as functorch answers it: whether unwrapping at the transform's level gives
+    another tensor (``_unwrap_for_grad`` is in Dynamo's graph, and its example
+    value is the same object for a tensor that level does not wrap).
+    """
+    import torch
     from torch._C._functorch import TransformType  # type: ignore[import-not-found]  # pyright: ignore[reportMissingModuleSource]
     from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
 
-    grad = TransformType.Grad
-    return lambda: retrieve_current_functorch_interpreter().key() == grad
+    grad, tensor = TransformType.Grad, torch.Tensor
+    unwrap = torch._C._functorch._unwrap_for_grad  # type: ignore[attr-defined]  # pyright: ignore[reportAttributeAccessIssue]
+
+    def active(args: tuple[Any, ...]) -> bool:
+        interpreter = retrieve_current_functorch_interpreter()
+        if interpreter.key() != grad:
+            return False
+        level = interpreter.level()
+        return any(isinstance(a, tensor) and unwrap(a, level) is not a for a in args)
+
+    return active
 
 
 def func_grad_compiled(name: str, has_vjp: bool) -> None:
