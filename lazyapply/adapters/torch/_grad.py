@@ -40,7 +40,7 @@ __all__ = [
 def needs_grad(args: tuple[Any, ...]) -> bool:
     """Whether autograd must see this call: a tensor requires grad, grad mode is on."""
     torch = _TORCH[0] if _TORCH else _torch()
-    for a in args:  # is_tensor: traced by Dynamo (see _op.call_op)
+    for a in args:  # is_tensor: traced by Dynamo (see _compiled.compiled_call)
         # (Dynamo's is_tensor is True for a NumPy scalar, its 0-d array, too.)
         if torch.is_tensor(a) and not isinstance(a, np.ndarray) and a.requires_grad:
             return bool(torch.is_grad_enabled())
