@@ -156,10 +156,10 @@ def test_torch_op_name_is_the_documented_one() -> None:
     ]
     ops = [n for n in names if n.startswith("lazyapply::")]
     assert len(ops) == 1, names
-    # One tensor operand, one output: "_1t" after the digest.
-    want = r"lazyapply::tests__test_first_hour__wave_[0-9a-f]{8}_1t"
+    # One tensor operand, one output, tensors alone: "_1tp" after the digest.
+    want = r"lazyapply::tests__test_first_hour__wave_[0-9a-f]{8}_1tp"
     assert re.fullmatch(want, ops[0]), ops[0]
-    documented = "lazyapply::<module>__<qualname>_<digest>_<n><t|l>"
+    documented = "lazyapply::<module>__<qualname>_<digest>_<n><t|l>[p]"
     assert documented in (ROOT / "README.md").read_text()
     assert documented in (ROOT / "docs/user_guide/pytorch.rst").read_text()
 

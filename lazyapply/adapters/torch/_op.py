@@ -6,8 +6,9 @@ call made while compiling or exporting (``torch.compiler.is_compiling()``) goes 
 :func:`prepare_op`'s op (:mod:`._compiled` makes the call, with the operands and call
 site of :mod:`._operands`); eager calls never do (the op dispatcher costs tens of us).
 
-The op, ``lazyapply::<module>__<qualname>_<digest>_<n><t|l>``, has the schema
-``(Tensor t0, ..., Tensor t<n-1>, int site) -> Tensor`` (``-> Tensor[]`` where the
+The op, ``lazyapply::<module>__<qualname>_<digest>_<n><t|l>[p]``, has the schema
+``(Tensor t0, ..., Tensor t<n-1>, int site) -> Tensor`` (``p`` ops, for calls on
+tensors alone, take no ``site``) (``-> Tensor[]`` where the
 spec does not fix one output): the tensor arguments in order, and a *call site*. A
 call site is an entry of a process-wide table that holds everything the schema cannot
 express: the positions of the tensors among the positional arguments,
