@@ -26,6 +26,7 @@ from lazyapply.adapters.torch._grad import (
     refuse_dual,
 )
 from lazyapply.adapters.torch._grad_eager import apply_with_grad
+from lazyapply.adapters.torch._traced import func_grad_active
 from lazyapply.spec import CallSpec
 
 if TYPE_CHECKING:
@@ -76,8 +77,6 @@ class TorchAdapter(Adapter):
         self._any_wrapped: Callable[[tuple[Any, ...]], bool] = torch.compiler.disable(  # type: ignore[no-untyped-call]
             self._scan_wrapped
         )
-        from lazyapply.adapters.torch._traced import func_grad_active
-
         # Whether the innermost torch.func transform is a grad tracking an argument.
         self._func_grad = func_grad_active()
 
